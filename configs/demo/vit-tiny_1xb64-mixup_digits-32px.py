@@ -1,0 +1,8 @@
+_base_ = [
+    '../_base_/models/vit-tiny-p4_digits-32px.py',
+    '../_base_/datasets/digits_bs64_32px.py',
+    '../_base_/schedules/digits_adamw_30e.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+randomness = dict(seed=0, deterministic=False)

@@ -1,0 +1,261 @@
+"""``MergeMixClassifier``: an ``ImageClassifier`` that lets batch augments use
+the model being trained."""
+import copy
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Union
+
+import torch
+from mmengine.optim import OptimWrapper
+from mmpretrain.models.classifiers import ImageClassifier
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from ..batch_augments.base import MixRecord, ModelAwareMixin, mix_scores
+
+__all__ = ['MergeMixClassifier', 'normalize_batch_augments']
+
+_AUX_LOSSES = (None, 'mixup', 'clean')
+
+
+def normalize_batch_augments(cfg) -> Optional[dict]:
+    """Turn the batch-augment shorthands users write into mmpretrain's form.
+
+    mmpretrain builds ``RandomBatchAugment(**cfg)``, so it only accepts
+    ``dict(augments=..., probs=...)``. This also accepts a single augment
+    (``dict(type='MergeMix')``), a list of augments, and an empty ``augments``
+    list (meaning: no batch augment). The input is never modified.
+
+    Args:
+        cfg (dict | list | None): What the config holds.
+
+    Returns:
+        dict | None: ``dict(augments=[...], probs=...)`` or None.
+    """
+    if cfg is None:
+        return None
+    if isinstance(cfg, (list, tuple)):
+        cfg = dict(augments=list(cfg))
+    elif isinstance(cfg, dict) and 'type' in cfg:
+        cfg = dict(augments=[cfg])
+    elif not isinstance(cfg, dict):
+        raise TypeError(
+            'batch_augments / train_cfg must be a dict, a list of augment '
+            f'dicts or None, got {type(cfg).__name__}.')
+    cfg = copy.deepcopy(dict(cfg))
+    unknown = set(cfg) - {'augments', 'probs'}
+    if unknown:
+        raise TypeError(
+            f'Unknown batch-augment setting(s) {sorted(unknown)}: '
+            'model.train_cfg only takes `augments` and `probs`; MergeMix '
+            'options go inside the augment dict, classifier options '
+            '(tome_in_mix, aux_loss) are MergeMixClassifier arguments.')
+    augments = cfg.get('augments')
+    if augments is None or (isinstance(augments, (list, tuple))
+                            and len(augments) == 0):
+        return None
+    return cfg
+
+
+@MODELS.register_module()
+class MergeMixClassifier(ImageClassifier):
+    """Image classifier whose batch augments may use the model itself.
+
+    It behaves exactly like mmpretrain's :class:`ImageClassifier` (EMA,
+    ``predict``, checkpoints, ``extract_feat``) and adds:
+
+    * **Shorthand configs.** ``batch_augments=dict(type='MergeMix')``,
+      ``train_cfg=dict(augments=dict(type='MergeMix'))``, lists of augments
+      and an empty ``augments=[]`` (no mixing) are all accepted.
+    * **Binding.** Every augment that derives from
+      :class:`~mergemix_mm.models.batch_augments.base.ModelAwareMixin`
+      (MergeMix, TransMix, ...) is bound to this model at build time.
+    * **ToMe in the classifying forwards** (``tome_in_mix``). With a ToMe
+      backbone, ``tome_in_mix=True`` (OpenMixup's default, used by its
+      ImageNet and fine-grained configs) keeps merging for the mask pass only:
+      the training forwards and test run un-merged. ``False`` (OpenMixup's
+      CIFAR configs) runs the training forwards *and test* with the backbone's
+      merge schedule.
+    * **Auxiliary loss** of the official MergeMix recipe, for iterations where
+      a model-aware augment ran: ``'mixup'`` adds a Mixup (``aux_alpha``) loss
+      on a second, independently mixed copy of the clean batch; ``'clean'``
+      adds plain CE on the clean batch; None adds nothing. Without DDP the
+      two losses are back-propagated one after the other, so only one graph
+      is alive at a time.
+
+    Args:
+        backbone (dict): Backbone config.
+        neck (dict, optional): Neck config. Defaults to None.
+        head (dict, optional): Head config. Defaults to None.
+        pretrained (str, optional): Pretrained checkpoint. Defaults to None.
+        train_cfg (dict | list, optional): Batch augments (see above).
+            Defaults to None.
+        data_preprocessor (dict, optional): Preprocessor config.
+            Defaults to None.
+        tome_in_mix (bool): See above. Defaults to True.
+        aux_loss (str, optional): ``'mixup'``, ``'clean'`` or None.
+            Defaults to None.
+        aux_alpha (float): Beta parameter of the auxiliary Mixup.
+            Defaults to 0.8.
+        init_cfg (dict, optional): Init config. Defaults to None.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: Optional[dict] = None,
+                 head: Optional[dict] = None,
+                 pretrained: Optional[str] = None,
+                 train_cfg: Optional[Union[dict, list]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 tome_in_mix: bool = True,
+                 aux_loss: Optional[str] = None,
+                 aux_alpha: float = 0.8,
+                 init_cfg: Optional[dict] = None):
+        if aux_loss not in _AUX_LOSSES:
+            raise ValueError(
+                f'aux_loss={aux_loss!r} is not valid; choose one of '
+                f'{_AUX_LOSSES}.')
+        if not isinstance(aux_alpha, (int, float)) or aux_alpha <= 0:
+            raise ValueError(f'aux_alpha={aux_alpha!r} must be a number > 0.')
+        if not isinstance(tome_in_mix, bool):
+            raise TypeError(f'tome_in_mix={tome_in_mix!r} must be a bool.')
+        train_cfg = normalize_batch_augments(train_cfg)
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = copy.deepcopy(data_preprocessor)
+            if 'batch_augments' in data_preprocessor:
+                data_preprocessor['batch_augments'] = \
+                    normalize_batch_augments(
+                        data_preprocessor['batch_augments'])
+        super().__init__(
+            backbone=backbone,
+            neck=neck,
+            head=head,
+            pretrained=pretrained,
+            train_cfg=train_cfg,
+            data_preprocessor=data_preprocessor,
+            init_cfg=init_cfg)
+        self.tome_in_mix = tome_in_mix
+        self.aux_loss = aux_loss
+        self.aux_alpha = float(aux_alpha)
+        if not tome_in_mix and not hasattr(self.backbone, 'merging'):
+            raise ValueError(
+                'tome_in_mix=False runs the classifying forwards with token '
+                'merging, which needs a ToMe backbone (e.g. '
+                f"type='ToMeVisionTransformer'); got "
+                f'{type(self.backbone).__name__}.')
+        for augment in self.model_aware_augments:
+            augment.bind(self)
+
+    @property
+    def model_aware_augments(self) -> List[ModelAwareMixin]:
+        """Batch augments of the data preprocessor that use the model."""
+        batch_augments = getattr(self.data_preprocessor, 'batch_augments',
+                                 None)
+        if batch_augments is None:
+            return []
+        return [
+            aug for aug in getattr(batch_augments, 'augments', [])
+            if isinstance(aug, ModelAwareMixin)
+        ]
+
+    def _merge_context(self):
+        """Context of the classifying forwards (train and test)."""
+        if hasattr(self.backbone, 'merging'):
+            return self.backbone.merging(not self.tome_in_mix)
+        return nullcontext()
+
+    def extract_feat(self, inputs: torch.Tensor, stage: str = 'neck'):
+        with self._merge_context():
+            return super().extract_feat(inputs, stage=stage)
+
+    def _pop_record(self) -> Optional[MixRecord]:
+        records = [
+            rec for rec in (aug.pop_record()
+                            for aug in self.model_aware_augments)
+            if rec is not None
+        ]
+        if len(records) > 1:
+            raise RuntimeError(
+                'More than one model-aware augment left a record in one '
+                'step; RandomBatchAugment applies one augment per batch.')
+        return records[0] if records else None
+
+    def _head_loss(self, feats, data_samples: List[DataSample],
+                   scores: Optional[torch.Tensor] = None,
+                   record: Optional[MixRecord] = None) -> Dict[str, torch.Tensor]:
+        if scores is not None:
+            data_samples = [copy.copy(ds) for ds in data_samples]
+            for ds, score in zip(data_samples, scores):
+                ds.set_gt_score(score)
+        if record is not None:
+            for i, ds in enumerate(data_samples):
+                ds.set_field(int(record.index[i]), 'mix_index',
+                             field_type='metainfo')
+                ds.set_field(float(record.lam[i]), 'mix_lam',
+                             field_type='metainfo')
+        return self.head.loss(feats, data_samples)
+
+    def _main_loss(self, inputs: torch.Tensor,
+                   data_samples: List[DataSample],
+                   record: Optional[MixRecord]) -> Dict[str, torch.Tensor]:
+        if record is not None and record.source.needs_train_forward:
+            with self._merge_context():
+                feats, scores = record.source.forward_and_rescore(
+                    self, inputs, record)
+            return self._head_loss(feats, data_samples, scores, record)
+        feats = self.extract_feat(inputs)
+        return self._head_loss(feats, data_samples, record=record)
+
+    def _aux_loss(self, record: MixRecord,
+                  data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        inputs, scores = record.clean_inputs, record.clean_scores
+        if self.aux_loss == 'mixup':
+            lam = float(torch.distributions.Beta(
+                self.aux_alpha, self.aux_alpha).sample())
+            index = torch.randperm(inputs.size(0), device=inputs.device)
+            inputs = lam * inputs + (1 - lam) * inputs[index]
+            scores = mix_scores(scores, index, lam)
+        feats = self.extract_feat(inputs)
+        losses = self._head_loss(feats, data_samples, scores)
+        return {f'aux_{k}': v for k, v in losses.items()}
+
+    def loss(self, inputs: torch.Tensor,
+             data_samples: List[DataSample]) -> dict:
+        """Losses of one training batch (main loss, plus the auxiliary loss
+        when a model-aware augment ran and ``aux_loss`` is set)."""
+        record = self._pop_record()
+        losses = self._main_loss(inputs, data_samples, record)
+        if record is not None and self.aux_loss is not None:
+            losses.update(self._aux_loss(record, data_samples))
+        return losses
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """Like ``BaseModel.train_step``, but with the auxiliary loss
+        back-propagated after the main one (one autograd graph at a time).
+
+        Under DDP, mmengine's wrapper calls ``loss`` instead and the two
+        losses are summed before a single backward.
+        """
+        if self.aux_loss is None:
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            inputs, data_samples = data['inputs'], data['data_samples']
+            record = self._pop_record()
+            main = self._main_loss(inputs, data_samples, record)
+            parsed, log_vars = self.parse_losses(main)
+            optim_wrapper.backward(optim_wrapper.scale_loss(parsed))
+            if record is not None:
+                del main, parsed
+                aux = self._aux_loss(record, data_samples)
+                aux_parsed, aux_vars = self.parse_losses(aux)
+                optim_wrapper.backward(optim_wrapper.scale_loss(aux_parsed))
+                # Both backward calls belong to one iteration: keep the
+                # wrapper's gradient-accumulation counter at +1 per step.
+                optim_wrapper._inner_count -= 1
+                log_vars.update(aux_vars)
+                log_vars['loss'] = log_vars['loss'] + aux_vars['loss']
+        if optim_wrapper.should_update():
+            optim_wrapper.step()
+            optim_wrapper.zero_grad()
+        return log_vars

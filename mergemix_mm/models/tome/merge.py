@@ -1,0 +1,279 @@
+"""Token merging primitives: bipartite soft matching, weighted merging and
+source tracking.
+
+Clean-room implementation of the operations described in *Token Merging: Your
+ViT but Faster* (Bolya et al., ICLR 2023), written from the paper and the
+MergeMix specification (``ALGORITHM.md`` §3). Everything here is a pure
+function over tensors; no state is stored on modules.
+
+Conventions:
+
+* ``B`` batch, ``T`` tokens entering a block, ``C`` channels, ``N0`` tokens of
+  the original (un-merged) sequence, including the extra (protected) tokens.
+* A *token map* ``token_map[b, t]`` is the index, in the output sequence, of
+  the token that input token ``t`` ended up in.
+* A *source map* ``source[b, j]`` is the index, in the current sequence, of the
+  token that original token ``j`` ended up in. Composing a source map with a
+  token map gives the source map after one more merging step.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    'Matching', 'bipartite_soft_matching', 'merge_wavg', 'merge_source',
+    'init_source', 'recover', 'recover_patch_grid', 'source_to_sizes',
+    'head_mean_metric'
+]
+
+
+class Matching(NamedTuple):
+    """Result of :func:`bipartite_soft_matching` (indices only, no grad).
+
+    Attributes:
+        token_map (Tensor): ``LongTensor[B, T]``; input token index -> output
+            token index.
+        num_out (int): Number of output tokens, ``T - r``.
+        r (int): Number of merged-away tokens.
+        keep_idx (Tensor): ``LongTensor[B, T - r]``; for every output slot, the
+            input token that occupies it (a protected, unmerged or destination
+            token).
+        src_idx (Tensor): ``LongTensor[B, r]``; input indices of the tokens that
+            are merged away.
+        dst_idx (Tensor): ``LongTensor[B, r]``; output index each merged-away
+            token is added to.
+    """
+    token_map: Tensor
+    num_out: int
+    r: int
+    keep_idx: Tensor
+    src_idx: Tensor
+    dst_idx: Tensor
+
+
+def head_mean_metric(keys: Tensor) -> Tensor:
+    """Per-sample matching metric: keys averaged over heads.
+
+    Args:
+        keys (Tensor): Keys of shape ``[B, H, T, head_dim]``.
+
+    Returns:
+        Tensor: ``[B, T, head_dim]``. The batch dimension is never reduced.
+    """
+    if keys.dim() != 4:
+        raise ValueError(
+            f'keys must have shape [B, H, T, head_dim], got {tuple(keys.shape)}')
+    return keys.mean(dim=1)
+
+
+def _identity_matching(batch_size: int, num_tokens: int,
+                       device: torch.device) -> Matching:
+    ar = torch.arange(num_tokens, device=device).expand(batch_size, -1)
+    empty = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+    return Matching(ar, num_tokens, 0, ar, empty, empty)
+
+
+def bipartite_soft_matching(metric: Tensor,
+                            r: int,
+                            num_protected: int = 1) -> Matching:
+    """Bipartite soft matching of ToMe, per sample, with protected tokens.
+
+    Tokens at even positions form set A, tokens at odd positions set B. Every
+    non-protected A token proposes its most similar (cosine) non-protected B
+    token; the ``r`` A tokens with the highest similarity are merged into their
+    partner. The first ``num_protected`` tokens (CLS, DeiT's distillation
+    token, timm register tokens) are never merged and never receive a merge.
+
+    The output order is ``[protected tokens (original order), unmerged
+    non-protected A tokens (original order), non-protected B tokens (original
+    order)]``. For ``num_protected=1`` this equals the order of the ToMe
+    reference (``[unmerged A sorted, B]``).
+
+    Args:
+        metric (Tensor): Matching features ``[B, T, C]`` (e.g. keys averaged
+            over heads, see :func:`head_mean_metric`).
+        r (int): Number of tokens to merge away. ``0`` gives the identity.
+        num_protected (int): Number of leading tokens that are protected.
+            Defaults to 1.
+
+    Returns:
+        Matching: Token map and the gather/scatter indices used by
+        :func:`merge_wavg`.
+
+    Raises:
+        ValueError: If ``r`` is negative or larger than
+            ``(T - num_protected) // 2``, or ``num_protected`` is invalid.
+    """
+    if metric.dim() != 3:
+        raise ValueError('metric must have shape [B, T, C], got '
+                         f'{tuple(metric.shape)}')
+    B, T, _ = metric.shape
+    if isinstance(r, bool) or int(r) != r:
+        raise ValueError(f'r={r!r} must be an integer')
+    r = int(r)
+    if not 0 <= num_protected <= T:
+        raise ValueError(f'num_protected={num_protected} must lie in '
+                         f'[0, {T}] for {T} tokens')
+    max_r = (T - num_protected) // 2
+    if r < 0 or r > max_r:
+        raise ValueError(
+            f'r={r} is out of range: with {T} tokens and num_protected='
+            f'{num_protected} at most {max_r} tokens can be merged')
+    device = metric.device
+    if r == 0:
+        return _identity_matching(B, T, device)
+
+    p = num_protected
+    pa = (p + 1) // 2  # protected tokens in A (even indices < p)
+    pb = p // 2  # protected tokens in B (odd indices < p)
+    with torch.no_grad():
+        metric = F.normalize(metric.detach().float(), dim=-1)
+        a, b = metric[:, ::2], metric[:, 1::2]
+        scores = a[:, pa:] @ b[:, pb:].transpose(1, 2)  # [B, Ta-pa, Tb-pb]
+        node_max, node_idx = scores.max(dim=-1)
+        order = node_max.argsort(dim=-1, descending=True)
+        src_a = order[:, :r]  # among non-protected A
+        unm_a = order[:, r:].sort(dim=-1).values
+        dst_b = node_idx.gather(1, src_a)  # among non-protected B
+
+        tb = T // 2
+        num_unm = unm_a.shape[1]
+        # Output slot layout: [0, p) protected, then unmerged A, then B.
+        prot = torch.arange(p, device=device).expand(B, -1)
+        b_keep = (2 * torch.arange(pb, tb, device=device) + 1).expand(B, -1)
+        keep_idx = torch.cat([prot, 2 * (unm_a + pa), b_keep], dim=1)
+        src_idx = 2 * (src_a + pa)
+        dst_idx = dst_b + (p + num_unm)
+
+        token_map = torch.empty(B, T, dtype=torch.long, device=device)
+        token_map.scatter_(
+            1, keep_idx,
+            torch.arange(T - r, device=device).expand(B, -1))
+        token_map.scatter_(1, src_idx, dst_idx)
+    return Matching(token_map, T - r, r, keep_idx, src_idx, dst_idx)
+
+
+def merge_wavg(x: Tensor, size: Optional[Tensor],
+               matching: Matching) -> Tuple[Tensor, Optional[Tensor]]:
+    """Size-weighted average merge: a merged token is ``sum(s x) / sum(s)``.
+
+    Args:
+        x (Tensor): Tokens ``[B, T, C]``; gradients flow to ``x``.
+        size (Tensor, optional): Token sizes ``[B, T, 1]``; ``None`` means all
+            ones.
+        matching (Matching): Output of :func:`bipartite_soft_matching`.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: Merged tokens ``[B, T - r, C]`` and their
+        sizes ``[B, T - r, 1]``. With ``r == 0`` the inputs are returned
+        unchanged (``size`` stays ``None`` if it was ``None``).
+    """
+    if matching.r == 0:
+        return x, size
+    B, T, C = x.shape
+    if matching.token_map.shape != (B, T):
+        raise ValueError(f'matching was computed for '
+                         f'{tuple(matching.token_map.shape)} tokens but x has '
+                         f'shape {tuple(x.shape)}')
+    r = matching.r
+    keep = matching.keep_idx.unsqueeze(-1)
+    src = matching.src_idx.unsqueeze(-1)
+    dst = matching.dst_idx.unsqueeze(-1)
+    if size is None:
+        size_out = x.new_ones(B, T - r, 1)
+        size_out.scatter_add_(1, dst, x.new_ones(B, r, 1))
+        weighted = x
+    else:
+        size = size.to(x.dtype)
+        size_out = size.gather(1, keep)
+        size_out = size_out.scatter_add(1, dst, size.gather(1, src))
+        weighted = x * size
+    out = weighted.gather(1, keep.expand(B, T - r, C))
+    out = out.scatter_add(1, dst.expand(B, r, C),
+                          weighted.gather(1, src.expand(B, r, C)))
+    return out / size_out, size_out
+
+
+def init_source(batch_size: int, num_tokens: int,
+                device: Optional[torch.device] = None) -> Tensor:
+    """Identity source map ``[B, N0]`` (every token is its own source)."""
+    return torch.arange(
+        num_tokens, device=device).unsqueeze(0).repeat(batch_size, 1)
+
+
+def merge_source(source: Tensor, matching: Matching) -> Tensor:
+    """Compose a source map with one merging step.
+
+    Args:
+        source (Tensor): ``LongTensor[B, N0]``, original token -> current
+            index before the merge.
+        matching (Matching): The merge applied to the current tokens.
+
+    Returns:
+        Tensor: ``LongTensor[B, N0]``, original token -> index after the merge.
+    """
+    if matching.r == 0:
+        return source
+    return matching.token_map.gather(1, source)
+
+
+def recover(scores: Tensor, source: Tensor) -> Tensor:
+    """Map per-token values back to the original tokens (un-merge).
+
+    Args:
+        scores (Tensor): ``[B, T_cur]`` or ``[B, T_cur, C]`` values of the
+            current tokens.
+        source (Tensor): ``LongTensor[B, N0]`` source map into the same token
+            space as ``scores``.
+
+    Returns:
+        Tensor: ``[B, N0]`` or ``[B, N0, C]``; every original token receives
+        the value of the token it was merged into.
+    """
+    if scores.dim() == 2:
+        return scores.gather(1, source)
+    if scores.dim() == 3:
+        return scores.gather(
+            1, source.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
+    raise ValueError('scores must have shape [B, T] or [B, T, C], got '
+                     f'{tuple(scores.shape)}')
+
+
+def recover_patch_grid(scores: Tensor, source: Tensor, num_extra_tokens: int,
+                       patch_resolution: Tuple[int, int]) -> Tensor:
+    """Recover per-token scores onto the patch grid.
+
+    Args:
+        scores (Tensor): ``[B, T_cur]`` scores of the current tokens.
+        source (Tensor): ``LongTensor[B, N0]`` with
+            ``N0 = num_extra_tokens + h * w``.
+        num_extra_tokens (int): Leading non-patch tokens to drop.
+        patch_resolution (tuple[int, int]): Patch grid ``(h, w)``.
+
+    Returns:
+        Tensor: ``[B, h, w]``.
+    """
+    h, w = patch_resolution
+    if source.shape[1] != num_extra_tokens + h * w:
+        raise ValueError(
+            f'source has {source.shape[1]} tokens, expected num_extra_tokens '
+            f'({num_extra_tokens}) + {h}x{w} patches')
+    full = recover(scores, source[:, num_extra_tokens:])
+    return full.reshape(scores.shape[0], h, w)
+
+
+def source_to_sizes(source: Tensor, num_tokens: int) -> Tensor:
+    """Count how many original tokens each current token holds.
+
+    Args:
+        source (Tensor): ``LongTensor[B, N0]``.
+        num_tokens (int): Number of current tokens.
+
+    Returns:
+        Tensor: ``LongTensor[B, num_tokens]``; rows sum to ``N0``.
+    """
+    counts = torch.zeros(
+        source.shape[0], num_tokens, dtype=torch.long, device=source.device)
+    return counts.scatter_add_(1, source, torch.ones_like(source))

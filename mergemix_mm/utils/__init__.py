@@ -1,0 +1,3 @@
+from .compat import apply_all
+
+__all__ = ['apply_all']

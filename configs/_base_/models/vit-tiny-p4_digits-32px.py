@@ -14,11 +14,10 @@ model = dict(
     ),
     neck=None,
     head=dict(
-        type='VisionTransformerClsHead',
+        type='MixLabelClsHead',
         num_classes=10,
         in_channels=96,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1,
-                  mode='original'),
+        loss=dict(type='MixedLabelCrossEntropyLoss', label_smooth_val=0.1),
         cal_acc=False,
     ),
     train_cfg=dict(augments=[]),

@@ -50,9 +50,18 @@ def normalize_batch_augments(cfg) -> Optional[dict]:
             'options go inside the augment dict, classifier options '
             '(tome_in_mix, aux_loss) are MergeMixClassifier arguments.')
     augments = cfg.get('augments')
-    if augments is None or (isinstance(augments, (list, tuple))
-                            and len(augments) == 0):
+    if isinstance(augments, dict):
+        augments = cfg['augments'] = [augments]
+    if augments is None or len(augments) == 0:
         return None
+    for aug in augments:
+        if isinstance(aug, dict):
+            if 'type' not in aug:
+                raise TypeError(f'batch augment {aug!r} has no `type` key.')
+        elif not callable(aug):
+            raise TypeError(
+                f'batch augment {aug!r} must be a config dict with a `type` '
+                f'or a callable, got {type(aug).__name__}.')
     return cfg
 
 

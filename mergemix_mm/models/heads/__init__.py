@@ -1,1 +1,3 @@
-__all__ = []
+from .mix_label_head import MixLabelClsHead
+
+__all__ = ['MixLabelClsHead']

@@ -1,1 +1,3 @@
-__all__ = []
+from .mixed_label_ce import MixedLabelCrossEntropyLoss, smooth_targets
+
+__all__ = ['MixedLabelCrossEntropyLoss', 'smooth_targets']

@@ -1,0 +1,292 @@
+"""Shared pieces of the functional ToMe forwards and the backbone dispatch.
+
+The model-specific forwards live in :mod:`.mmpretrain_vit` (mmpretrain's
+``VisionTransformer`` / ``DistilledVisionTransformer``) and :mod:`.timm_vit`
+(timm's ``VisionTransformer``). Both reuse the stock sub-modules of the model
+they are given; nothing is patched or swapped.
+
+Entry points for callers that do not care which ViT they hold:
+
+* :func:`forward_with_attention` runs the ToMe forward of any supported
+  backbone and returns a :class:`ToMeOutput`.
+* :func:`vit_geometry` returns ``(patch_size, num_extra_tokens, num_layers)``.
+"""
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
+                    merge_source, merge_wavg)
+from .schedule import check_schedule
+
+__all__ = [
+    'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
+    'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
+    'check_image_size', 'weighted_patch_mean'
+]
+
+
+class ToMeOutput(NamedTuple):
+    """Result of a functional ToMe forward.
+
+    Attributes:
+        outs (tuple): What the backbone's ``forward`` returns for its
+            ``out_type`` / ``out_indices`` (mmpretrain), with ``avg_featmap``
+            size-weighted. For timm models a 1-tuple with the pooled
+            pre-logits features.
+        attn (Tensor | None): ``[B, H, T_l, T_l]`` post-softmax attention of
+            block ``attn_layer`` computed on the tokens entering it (before
+            attention dropout), detached; ``None`` if not requested.
+        source_in (Tensor | None): ``LongTensor[B, N0]``, original token ->
+            index among the tokens entering block ``attn_layer``.
+        source (Tensor | None): ``LongTensor[B, N0]`` final source map
+            (``None`` if source tracking was off).
+        size (Tensor): ``[B, T_final, 1]`` final token sizes.
+        num_extra_tokens (int): Leading protected tokens (CLS, distillation,
+            register tokens).
+        patch_resolution (tuple[int, int]): Patch grid ``(h, w)``.
+        tokens (Tensor): ``[B, T_final, C]`` final tokens (after the final
+            norm when the model has one).
+        token_counts (list[int]): Tokens entering each block, then the final
+            count.
+    """
+    outs: tuple
+    attn: Optional[Tensor]
+    source_in: Optional[Tensor]
+    source: Optional[Tensor]
+    size: Tensor
+    num_extra_tokens: int
+    patch_resolution: Tuple[int, int]
+    tokens: Tensor
+    token_counts: List[int]
+
+
+class ViTGeometry(NamedTuple):
+    """Static geometry of a ViT backbone."""
+    patch_size: Tuple[int, int]
+    num_extra_tokens: int
+    num_layers: int
+
+
+def attention(q: Tensor,
+              k: Tensor,
+              v: Tensor,
+              size: Optional[Tensor] = None,
+              prop_attn: bool = False,
+              need_attn: bool = False,
+              dropout_p: float = 0.,
+              scale: Optional[float] = None
+              ) -> Tuple[Tensor, Optional[Tensor]]:
+    """Multi-head attention with optional proportional attention.
+
+    The fused ``F.scaled_dot_product_attention`` is used unless the attention
+    matrix is requested. Proportional attention adds ``log(size_j)`` to the
+    logits of key ``j`` (an additive mask in the fused path).
+
+    Args:
+        q (Tensor): ``[B, H, T, d]``.
+        k (Tensor): ``[B, H, T, d]``.
+        v (Tensor): ``[B, H, T, d]``.
+        size (Tensor, optional): ``[B, T, 1]`` token sizes. Defaults to None.
+        prop_attn (bool): Use proportional attention. Defaults to False.
+        need_attn (bool): Return the post-softmax attention (before dropout,
+            detached). Defaults to False.
+        dropout_p (float): Attention dropout. Defaults to 0.
+        scale (float, optional): Logit scale; ``d ** -0.5`` if None.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: ``[B, H, T, d]`` output and the
+        attention matrix or None.
+    """
+    mask = None
+    if prop_attn and size is not None:
+        mask = size.to(q.dtype).log().transpose(1, 2).unsqueeze(1)
+    if not need_attn:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        return out, None
+    if scale is None:
+        scale = q.shape[-1]**-0.5
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        logits = logits + mask
+    attn = logits.softmax(dim=-1)
+    weights = F.dropout(attn, dropout_p) if dropout_p > 0 else attn
+    return weights @ v, attn.detach()
+
+
+def merge_tokens(x: Tensor, size: Optional[Tensor], source: Optional[Tensor],
+                 keys: Tensor, r: int, num_protected: int
+                 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """One ToMe merging step with the per-sample head-mean key metric.
+
+    Args:
+        x (Tensor): ``[B, T, C]`` tokens (after the attention residual).
+        size (Tensor, optional): ``[B, T, 1]`` sizes or None (all ones).
+        source (Tensor, optional): ``[B, N0]`` source map or None.
+        keys (Tensor): ``[B, H, T, d]`` keys of this block's attention.
+        r (int): Tokens to merge.
+        num_protected (int): Protected leading tokens.
+
+    Returns:
+        tuple: Merged ``x``, ``size`` and ``source``.
+    """
+    if r == 0:
+        return x, size, source
+    matching: Matching = bipartite_soft_matching(
+        head_mean_metric(keys), r, num_protected)
+    x, size = merge_wavg(x, size, matching)
+    if source is not None:
+        source = merge_source(source, matching)
+    return x, size, source
+
+
+def prepare_schedule(r_list: Optional[Sequence[int]], num_layers: int,
+                     num_tokens: int, num_protected: int) -> List[int]:
+    """Validate ``r_list`` against the model and return token counts.
+
+    Raises:
+        ValueError: Wrong length, negative or too large entries.
+    """
+    if r_list is None:
+        r_list = [0] * num_layers
+    r_list = list(r_list)
+    if len(r_list) != num_layers:
+        raise ValueError(f'r_list has {len(r_list)} entries but the backbone '
+                         f'has {num_layers} blocks')
+    return check_schedule(r_list, num_tokens, num_protected, setting='r_list')
+
+
+def normalize_attn_layer(attn_layer: Optional[int],
+                         num_layers: int) -> Optional[int]:
+    """Check ``attn_layer`` (0-based, negative counts from the end)."""
+    if attn_layer is None:
+        return None
+    if isinstance(attn_layer, bool) or not isinstance(attn_layer, int):
+        raise ValueError(f'attn_layer={attn_layer!r} must be an int or None')
+    if not -num_layers <= attn_layer < num_layers:
+        raise ValueError(f'attn_layer={attn_layer} is out of range for a '
+                         f'{num_layers}-block backbone')
+    return attn_layer % num_layers
+
+
+def check_image_size(x: Tensor, patch_size: Tuple[int, int]) -> None:
+    """Raise ValueError unless ``x`` is ``[B, C, H, W]`` with ``H``, ``W``
+    divisible by the patch size."""
+    if x.dim() != 4:
+        raise ValueError(
+            f'expected images [B, C, H, W], got shape {tuple(x.shape)}')
+    h, w = x.shape[-2:]
+    if h % patch_size[0] or w % patch_size[1]:
+        raise ValueError(
+            f'image size {h}x{w} is not divisible by the patch size '
+            f'{patch_size[0]}x{patch_size[1]}')
+
+
+def weighted_patch_mean(x: Tensor, size: Optional[Tensor],
+                        num_extra_tokens: int) -> Tensor:
+    """Size-weighted mean of the patch tokens (plain mean if ``size`` is
+    None)."""
+    patches = x[:, num_extra_tokens:]
+    if size is None:
+        return patches.mean(dim=1)
+    s = size[:, num_extra_tokens:].to(x.dtype)
+    return (patches * s).sum(dim=1) / s.sum(dim=1)
+
+
+def _backbone_kind(backbone: nn.Module) -> str:
+    from mmpretrain.models.backbones import VisionTransformer
+    if hasattr(backbone, 'tome_forward') and hasattr(backbone,
+                                                     'tome_geometry'):
+        return 'tome'
+    if isinstance(backbone, VisionTransformer):
+        return 'mmpretrain'
+    from .timm_vit import is_timm_vit
+    if is_timm_vit(backbone):
+        return 'timm'
+    raise ValueError(
+        f'backbone of type {type(backbone).__name__} is not a supported '
+        'ViT: expected mmpretrain VisionTransformer / '
+        'DistilledVisionTransformer, ToMeVisionTransformer, ToMeTimmViT or a '
+        'timm VisionTransformer')
+
+
+def vit_geometry(backbone: nn.Module) -> ViTGeometry:
+    """Patch size, number of extra tokens and number of blocks of a ViT.
+
+    Args:
+        backbone (nn.Module): A supported ViT (see
+            :func:`forward_with_attention`).
+
+    Returns:
+        ViTGeometry: ``(patch_size (h, w), num_extra_tokens, num_layers)``.
+
+    Raises:
+        ValueError: For a non-ViT backbone (the message names its type).
+    """
+    kind = _backbone_kind(backbone)
+    if kind == 'tome':
+        return backbone.tome_geometry()
+    if kind == 'mmpretrain':
+        from .mmpretrain_vit import mmpretrain_vit_geometry
+        return mmpretrain_vit_geometry(backbone)
+    from .timm_vit import timm_vit_geometry
+    return timm_vit_geometry(backbone)
+
+
+def forward_with_attention(backbone: nn.Module,
+                           x: Tensor,
+                           attn_layer: Optional[int] = None,
+                           r_list: Optional[Sequence[int]] = None,
+                           prop_attn: Optional[bool] = None,
+                           trace_source: bool = True) -> ToMeOutput:
+    """ToMe forward of any supported ViT, optionally capturing one block's
+    attention and the source map of the tokens entering it.
+
+    Args:
+        backbone (nn.Module): mmpretrain ``VisionTransformer`` /
+            ``DistilledVisionTransformer``, ``ToMeVisionTransformer``,
+            ``ToMeTimmViT`` or a timm ``VisionTransformer``.
+        x (Tensor): Images ``[B, C, H, W]``.
+        attn_layer (int, optional): 0-based block whose attention is
+            returned. Defaults to None.
+        r_list (Sequence[int], optional): ``r`` per block. None uses the
+            ToMe backbone's current schedule (train/test, ``merging``
+            switch), or no merging for stock models.
+        prop_attn (bool, optional): Proportional attention. None uses the
+            ToMe backbone's setting (False for stock models).
+        trace_source (bool): Track the final source map. Defaults to True.
+
+    Returns:
+        ToMeOutput: See :class:`ToMeOutput`.
+
+    Raises:
+        ValueError: For an unsupported backbone, a bad ``attn_layer``,
+            ``r_list`` or image size.
+    """
+    kind = _backbone_kind(backbone)
+    if kind == 'tome':
+        return backbone.tome_forward(
+            x,
+            r_list=r_list,
+            attn_layer=attn_layer,
+            prop_attn=prop_attn,
+            trace_source=trace_source)
+    if kind == 'mmpretrain':
+        from .mmpretrain_vit import tome_vit_forward
+        return tome_vit_forward(
+            backbone,
+            x,
+            r_list,
+            prop_attn=bool(prop_attn),
+            attn_layer=attn_layer,
+            trace_source=trace_source)
+    from .timm_vit import tome_timm_forward
+    return tome_timm_forward(
+        backbone,
+        x,
+        r_list,
+        prop_attn=bool(prop_attn),
+        attn_layer=attn_layer,
+        trace_source=trace_source)

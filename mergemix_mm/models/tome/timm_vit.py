@@ -1,0 +1,216 @@
+"""Functional ToMe forward over a stock timm ``VisionTransformer``.
+
+Uses the stock sub-modules of every timm ``Block`` (``norm1``, ``attn.qkv``,
+``attn.q_norm`` / ``attn.k_norm``, ``attn.norm``, ``attn.proj``,
+``attn.proj_drop``, ``ls1``, ``drop_path1``, ``norm2``, ``mlp``, ``ls2``,
+``drop_path2``); no class swapping. Prefix tokens (CLS and register tokens,
+``num_prefix_tokens``) are protected. timm is imported lazily.
+"""
+from typing import Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from .functional import (ToMeOutput, ViTGeometry, attention,
+                         check_image_size, merge_tokens,
+                         normalize_attn_layer, prepare_schedule,
+                         weighted_patch_mean)
+from .merge import init_source
+
+__all__ = [
+    'tome_timm_forward', 'timm_vit_geometry', 'is_timm_vit',
+    'tome_timm_block_forward', 'timm_pool'
+]
+
+
+def is_timm_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm ``VisionTransformer`` (without importing
+    timm when it has not been imported yet)."""
+    import sys
+    mod = sys.modules.get('timm.models.vision_transformer')
+    if mod is None:
+        return False
+    return isinstance(model, mod.VisionTransformer)
+
+
+def _check_model(model: nn.Module) -> None:
+    if not is_timm_vit(model):
+        raise ValueError(f'model of type {type(model).__name__} is not a '
+                         'timm VisionTransformer')
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
+    for i, blk in enumerate(model.blocks):
+        if type(blk).forward is not Block.forward or not isinstance(
+                blk, Block):
+            raise ValueError(
+                f'blocks[{i}] is a {type(blk).__name__}; the ToMe forward '
+                "supports timm's standard pre-norm Block only")
+        if type(blk.attn).forward is not Attention.forward:
+            raise ValueError(
+                f'blocks[{i}].attn is a {type(blk.attn).__name__}; only '
+                "timm's standard Attention is supported")
+    if not isinstance(model.patch_drop, nn.Identity):
+        raise ValueError('patch_drop_rate > 0 is not supported by the ToMe '
+                         'forward (dropped patches break source tracking)')
+
+
+def timm_vit_geometry(model: nn.Module) -> ViTGeometry:
+    """``(patch_size, num_prefix_tokens, num_blocks)`` of a timm ViT.
+
+    Raises:
+        ValueError: If ``model`` is not a timm VisionTransformer.
+    """
+    _check_model(model)
+    ps = model.patch_embed.patch_size
+    return ViTGeometry((int(ps[0]), int(ps[1])),
+                       int(model.num_prefix_tokens), len(model.blocks))
+
+
+def tome_timm_block_forward(blk: nn.Module,
+                            x: Tensor,
+                            r: int = 0,
+                            size: Optional[Tensor] = None,
+                            source: Optional[Tensor] = None,
+                            num_protected: int = 1,
+                            prop_attn: bool = False,
+                            need_attn: bool = False):
+    """ToMe forward of one timm ``Block``.
+
+    Returns:
+        tuple: ``(x, size, source, attn)``.
+    """
+    attn_mod = blk.attn
+    h = blk.norm1(x)
+    B, N, _ = h.shape
+    gate = attn_mod.gate(h).sigmoid() if getattr(attn_mod, 'gate',
+                                                 None) is not None else None
+    qkv = attn_mod.qkv(h).reshape(B, N, 3, attn_mod.num_heads,
+                                  attn_mod.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
+    dropout_p = attn_mod.attn_drop.p if attn_mod.training else 0.
+    out, attn = attention(
+        q,
+        k,
+        v,
+        size,
+        prop_attn,
+        need_attn,
+        dropout_p=dropout_p,
+        scale=attn_mod.scale)
+    out = out.transpose(1, 2).reshape(B, N, attn_mod.num_heads *
+                                      attn_mod.head_dim)
+    out = attn_mod.norm(out)
+    if gate is not None:
+        out = out * gate
+    out = attn_mod.proj_drop(attn_mod.proj(out))
+    x = x + blk.drop_path1(blk.ls1(out))
+    x, size, source = merge_tokens(x, size, source, k, r, num_protected)
+    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    return x, size, source, attn
+
+
+def timm_pool(model: nn.Module, x: Tensor, size: Optional[Tensor],
+              merged: bool) -> Tensor:
+    """Pooling of timm's ``forward_head`` (pre-logits), size-weighted for
+    average pooling."""
+    if getattr(model, 'attn_pool', None) is not None:
+        if merged:
+            raise ValueError("global_pool='map' (attention pooling) is not "
+                             'supported while merging tokens')
+        return model.pool(x)
+    pool = model.global_pool
+    if pool == 'token':
+        x = x[:, 0]
+    elif pool == 'avg':
+        n = 0 if model.pool_include_prefix else model.num_prefix_tokens
+        x = weighted_patch_mean(x, size, n)
+    elif not pool:
+        pass
+    elif merged:
+        raise ValueError(f"global_pool='{pool}' is not supported while "
+                         "merging tokens; use 'token' or 'avg'")
+    else:
+        x = model.pool(x)
+    x = model.fc_norm(x)
+    return model.head_drop(x)
+
+
+def tome_timm_forward(model: nn.Module,
+                      x: Tensor,
+                      r_list: Optional[Sequence[int]] = None,
+                      prop_attn: bool = False,
+                      attn_layer: Optional[int] = None,
+                      trace_source: bool = True) -> ToMeOutput:
+    """ToMe forward of a timm ``VisionTransformer``.
+
+    Args:
+        model (nn.Module): timm ``VisionTransformer`` with standard blocks.
+        x (Tensor): Images ``[B, C, H, W]``.
+        r_list (Sequence[int], optional): Tokens merged per block. None means
+            no merging. Defaults to None.
+        prop_attn (bool): Proportional attention. Defaults to False.
+        attn_layer (int, optional): Block whose attention and entering source
+            map are returned. Defaults to None.
+        trace_source (bool): Track the final source map. Defaults to True.
+
+    Returns:
+        ToMeOutput: ``outs`` is a 1-tuple with the pooled pre-logits features
+        (``model.head(outs[0])`` gives the logits); ``tokens`` are the final
+        normalised tokens.
+
+    Raises:
+        ValueError: Unsupported model or pooling, bad image size,
+            ``r_list`` or ``attn_layer``.
+    """
+    _check_model(model)
+    geometry = timm_vit_geometry(model)
+    check_image_size(x, geometry.patch_size)
+    num_layers = geometry.num_layers
+    attn_layer = normalize_attn_layer(attn_layer, num_layers)
+    B = x.shape[0]
+    ph, pw = geometry.patch_size
+    hw: Tuple[int, int] = (x.shape[-2] // ph, x.shape[-1] // pw)
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    x = model.norm_pre(x)
+    n_extra = geometry.num_extra_tokens
+    num_tokens = x.shape[1]
+    counts = prepare_schedule(r_list, num_layers, num_tokens, n_extra)
+    r_list = [counts[i] - counts[i + 1] for i in range(num_layers)]
+    merged = any(r_list)
+
+    track = trace_source or attn_layer is not None
+    source = init_source(B, num_tokens, x.device) if track else None
+    size = None
+    attn = source_in = None
+    for i, blk in enumerate(model.blocks):
+        need = i == attn_layer
+        if need:
+            source_in = source
+        x, size, source, a = tome_timm_block_forward(
+            blk,
+            x,
+            r_list[i],
+            size,
+            source,
+            num_protected=n_extra,
+            prop_attn=prop_attn,
+            need_attn=need)
+        if need:
+            attn = a
+    x = model.norm(x)
+    feats = timm_pool(model, x, size, merged)
+    if size is None:
+        size = x.new_ones(B, x.shape[1], 1)
+    return ToMeOutput(
+        outs=(feats, ),
+        attn=attn,
+        source_in=source_in,
+        source=source if trace_source else None,
+        size=size,
+        num_extra_tokens=n_extra,
+        patch_resolution=hw,
+        tokens=x,
+        token_counts=counts)
+

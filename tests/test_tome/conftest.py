@@ -1,0 +1,27 @@
+"""Shared tiny models for the ToMe tests (embed 32-64, 4 blocks, 32 px)."""
+import pytest
+import torch
+
+import mergemix_mm  # noqa: F401  (registers the modules)
+
+TINY_ARCH = dict(
+    embed_dims=48, num_layers=4, num_heads=4, feedforward_channels=96)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values (zeros-initialised tokens too)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return module
+
+
+@pytest.fixture
+def tiny_arch():
+    return dict(TINY_ARCH)
+
+
+@pytest.fixture
+def images():
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -124,8 +124,27 @@ def clip_merge_schedule(num_patches: int, depth: int,
             f'vision tower with {num_patches} patch tokens')
     if merge_num == 0:
         return [0] * depth
-    return schedule_from_merge_num(
-        depth, merge_num, num_tokens=num_patches + 1, num_protected=1)
+    r_list = schedule_from_merge_num(depth, merge_num)
+    try:
+        check_schedule(r_list, num_patches + 1, 1, setting='merge_num')
+        return r_list
+    except ValueError:
+        pass
+    # Shallow towers (tests, tiny demos): the decreasing schedule may ask a
+    # block for more than half of its tokens; carry the excess forward.
+    feasible, carry, tokens = [], 0, num_patches + 1
+    for r in r_list:
+        cap = (tokens - 1) // 2
+        take = min(r + carry, cap)
+        carry += r - take
+        feasible.append(take)
+        tokens -= take
+    if carry:
+        raise ValueError(
+            f'merge_num={merge_num} cannot be merged by {depth} blocks of '
+            f'{num_patches + 1} tokens (each block merges at most half of '
+            'its tokens)')
+    return feasible
 
 
 def _block(layer: nn.Module, x: Tensor, size: Optional[Tensor],

@@ -50,6 +50,9 @@ class ModelAwareMixin:
 
     #: Whether the classifier must re-score labels from the training forward.
     needs_train_forward: bool = False
+    #: Whether calls leave a :class:`MixRecord` (False under a classifier
+    #: that never consumes them, e.g. mmpretrain's plain ImageClassifier).
+    keep_records: bool = True
 
     def bind(self, model: torch.nn.Module) -> None:
         """Give the augment the model it mixes for.
@@ -75,7 +78,7 @@ class ModelAwareMixin:
         return model
 
     def _set_record(self, record: Optional[MixRecord]) -> None:
-        self._record = record
+        self._record = record if self.keep_records else None
 
     def pop_record(self) -> Optional[MixRecord]:
         """Return and forget the record of the last call (None if none)."""

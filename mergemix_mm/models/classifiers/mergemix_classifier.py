@@ -268,3 +268,42 @@ class MergeMixClassifier(ImageClassifier):
             optim_wrapper.step()
             optim_wrapper.zero_grad()
         return log_vars
+
+
+def _support_plain_image_classifier() -> None:
+    """Let model-aware augments work under mmpretrain's ``ImageClassifier``.
+
+    A plain ``ImageClassifier`` never binds augments to the model. After its
+    ``__init__`` we bind those that only need the model for a no-grad pass
+    (MergeMix), and fail at build time, saying what to change, for those that
+    need :class:`MergeMixClassifier`'s training forward (TransMix-style
+    re-scoring). Records are not kept for plain classifiers (nobody consumes
+    them), so the auxiliary loss is only available with
+    :class:`MergeMixClassifier`.
+    """
+    if getattr(ImageClassifier.__init__, '_mergemix_patched', False):
+        return
+    original = ImageClassifier.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if isinstance(self, MergeMixClassifier):
+            return
+        batch_augments = getattr(self.data_preprocessor, 'batch_augments',
+                                 None)
+        for aug in getattr(batch_augments, 'augments', []) or []:
+            if not isinstance(aug, ModelAwareMixin):
+                continue
+            if aug.needs_train_forward:
+                raise ValueError(
+                    f'{type(aug).__name__} re-scores labels from the training '
+                    "forward and needs model type='MergeMixClassifier' "
+                    f"(got type='{type(self).__name__}'); change model.type.")
+            aug.bind(self)
+            aug.keep_records = False
+
+    __init__._mergemix_patched = True
+    ImageClassifier.__init__ = __init__
+
+
+_support_plain_image_classifier()

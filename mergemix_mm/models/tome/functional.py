@@ -101,7 +101,7 @@ def attention(q: Tensor,
     """
     mask = None
     if prop_attn and size is not None:
-        mask = size.to(q.dtype).log().transpose(1, 2).unsqueeze(1)
+        mask = size.float().log().to(q.dtype).transpose(1, 2).unsqueeze(1)
     if not need_attn:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
@@ -191,8 +191,9 @@ def weighted_patch_mean(x: Tensor, size: Optional[Tensor],
     patches = x[:, num_extra_tokens:]
     if size is None:
         return patches.mean(dim=1)
-    s = size[:, num_extra_tokens:].to(x.dtype)
-    return (patches * s).sum(dim=1) / s.sum(dim=1)
+    s = size[:, num_extra_tokens:].float()
+    weights = (s / s.sum(dim=1, keepdim=True)).to(x.dtype)
+    return (patches * weights).sum(dim=1)
 
 
 def _backbone_kind(backbone: nn.Module) -> str:
@@ -205,11 +206,13 @@ def _backbone_kind(backbone: nn.Module) -> str:
     from .timm_vit import is_timm_vit
     if is_timm_vit(backbone):
         return 'timm'
+    if is_timm_vit(getattr(backbone, 'timm_model', None)):
+        return 'timm_backbone'  # mmpretrain's TIMMBackbone
     raise ValueError(
         f'backbone of type {type(backbone).__name__} is not a supported '
         'ViT: expected mmpretrain VisionTransformer / '
-        'DistilledVisionTransformer, ToMeVisionTransformer, ToMeTimmViT or a '
-        'timm VisionTransformer')
+        'DistilledVisionTransformer, ToMeVisionTransformer, ToMeTimmViT, a '
+        'timm VisionTransformer or a TIMMBackbone wrapping one')
 
 
 def vit_geometry(backbone: nn.Module) -> ViTGeometry:
@@ -232,6 +235,8 @@ def vit_geometry(backbone: nn.Module) -> ViTGeometry:
         from .mmpretrain_vit import mmpretrain_vit_geometry
         return mmpretrain_vit_geometry(backbone)
     from .timm_vit import timm_vit_geometry
+    if kind == 'timm_backbone':
+        backbone = backbone.timm_model
     return timm_vit_geometry(backbone)
 
 
@@ -247,7 +252,8 @@ def forward_with_attention(backbone: nn.Module,
     Args:
         backbone (nn.Module): mmpretrain ``VisionTransformer`` /
             ``DistilledVisionTransformer``, ``ToMeVisionTransformer``,
-            ``ToMeTimmViT`` or a timm ``VisionTransformer``.
+            ``ToMeTimmViT``, a timm ``VisionTransformer`` or mmpretrain's
+            ``TIMMBackbone`` wrapping one.
         x (Tensor): Images ``[B, C, H, W]``.
         attn_layer (int, optional): 0-based block whose attention is
             returned. Defaults to None.
@@ -283,6 +289,8 @@ def forward_with_attention(backbone: nn.Module,
             attn_layer=attn_layer,
             trace_source=trace_source)
     from .timm_vit import tome_timm_forward
+    if kind == 'timm_backbone':
+        backbone = backbone.timm_model
     return tome_timm_forward(
         backbone,
         x,

@@ -167,8 +167,9 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
 
     Returns:
         tuple[Tensor, Tensor | None]: Merged tokens ``[B, T - r, C]`` and their
-        sizes ``[B, T - r, 1]``. With ``r == 0`` the inputs are returned
-        unchanged (``size`` stays ``None`` if it was ``None``).
+        sizes ``[B, T - r, 1]`` (float32 or wider, also under half
+        precision). With ``r == 0`` the inputs are returned unchanged
+        (``size`` stays ``None`` if it was ``None``).
     """
     if matching.r == 0:
         return x, size
@@ -177,23 +178,36 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
         raise ValueError(f'matching was computed for '
                          f'{tuple(matching.token_map.shape)} tokens but x has '
                          f'shape {tuple(x.shape)}')
-    r = matching.r
-    keep = matching.keep_idx.unsqueeze(-1)
-    src = matching.src_idx.unsqueeze(-1)
-    dst = matching.dst_idx.unsqueeze(-1)
+    r, n = matching.r, matching.num_out
+    # Row indices into the flattened [B * T, C] tokens: index_select /
+    # index_add_ over whole rows is much faster on CPU than gather / scatter
+    # with an index expanded over the channels.
+    device = x.device
+    off_in = torch.arange(0, B * T, T, device=device).unsqueeze(1)
+    off_out = torch.arange(0, B * n, n, device=device).unsqueeze(1)
+    keep = (matching.keep_idx + off_in).reshape(-1)
+    src = (matching.src_idx + off_in).reshape(-1)
+    dst = (matching.dst_idx + off_out).reshape(-1)
+    # Sizes stay in (at least) float32 so they remain exact integers under
+    # half precision.
+    sdtype = torch.promote_types(x.dtype, torch.float32)
     if size is None:
-        size_out = x.new_ones(B, T - r, 1)
-        size_out.scatter_add_(1, dst, x.new_ones(B, r, 1))
-        weighted = x
+        size_keep = torch.ones(B * n, 1, dtype=sdtype, device=device)
+        size_src = torch.ones(B * r, 1, dtype=sdtype, device=device)
     else:
-        size = size.to(x.dtype)
-        size_out = size.gather(1, keep)
-        size_out = size_out.scatter_add(1, dst, size.gather(1, src))
-        weighted = x * size
-    out = weighted.gather(1, keep.expand(B, T - r, C))
-    out = out.scatter_add(1, dst.expand(B, r, C),
-                          weighted.gather(1, src.expand(B, r, C)))
-    return out / size_out, size_out
+        flat_size = size.to(sdtype).reshape(B * T, 1)
+        size_keep = flat_size.index_select(0, keep)
+        size_src = flat_size.index_select(0, src)
+    size_out = size_keep.index_add(0, dst, size_src)
+    # sum(s x) / sum(s) as one pass over the kept rows plus the r merged
+    # rows: kept rows are scaled by s / s_out (1 for untouched tokens), the
+    # merged-away rows are added with weight s_src / s_out[dst].
+    flat = x.reshape(B * T, C)
+    out = flat.index_select(0, keep)
+    out.mul_((size_keep / size_out).to(x.dtype))
+    weight_src = (size_src / size_out.index_select(0, dst)).to(x.dtype)
+    out.index_add_(0, dst, flat.index_select(0, src).mul_(weight_src))
+    return out.view(B, n, C), size_out.view(B, n, 1)
 
 
 def init_source(batch_size: int, num_tokens: int,

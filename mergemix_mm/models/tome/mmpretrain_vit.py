@@ -216,7 +216,8 @@ def tome_vit_forward(backbone: nn.Module,
                 _format_output(backbone, x, size, patch_resolution,
                                distilled))
     if size is None:
-        size = x.new_ones(B, x.shape[1], 1)
+        size = torch.ones(
+            B, x.shape[1], 1, dtype=torch.float32, device=x.device)
     return ToMeOutput(
         outs=tuple(outs),
         attn=attn,

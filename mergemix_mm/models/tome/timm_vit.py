@@ -8,6 +8,7 @@ Uses the stock sub-modules of every timm ``Block`` (``norm1``, ``attn.qkv``,
 """
 from typing import Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from .functional import (ToMeOutput, ViTGeometry, attention,
@@ -112,7 +113,12 @@ def tome_timm_block_forward(blk: nn.Module,
 def timm_pool(model: nn.Module, x: Tensor, size: Optional[Tensor],
               merged: bool) -> Tensor:
     """Pooling of timm's ``forward_head`` (pre-logits), size-weighted for
-    average pooling."""
+    average pooling. Subclasses with their own ``forward_head`` (timm's
+    distilled DeiT averages the CLS and distillation tokens) are delegated
+    to; they only read the protected prefix tokens."""
+    from timm.models.vision_transformer import VisionTransformer
+    if type(model).forward_head is not VisionTransformer.forward_head:
+        return model.forward_head(x, pre_logits=True)
     if getattr(model, 'attn_pool', None) is not None:
         if merged:
             raise ValueError("global_pool='map' (attention pooling) is not "
@@ -162,8 +168,7 @@ def tome_timm_forward(model: nn.Module,
         ValueError: Unsupported model or pooling, bad image size,
             ``r_list`` or ``attn_layer``.
     """
-    _check_model(model)
-    geometry = timm_vit_geometry(model)
+    geometry = timm_vit_geometry(model)  # also validates the model
     check_image_size(x, geometry.patch_size)
     num_layers = geometry.num_layers
     attn_layer = normalize_attn_layer(attn_layer, num_layers)
@@ -202,7 +207,8 @@ def tome_timm_forward(model: nn.Module,
     x = model.norm(x)
     feats = timm_pool(model, x, size, merged)
     if size is None:
-        size = x.new_ones(B, x.shape[1], 1)
+        size = torch.ones(
+            B, x.shape[1], 1, dtype=torch.float32, device=x.device)
     return ToMeOutput(
         outs=(feats, ),
         attn=attn,

@@ -1,0 +1,9 @@
+# DeiT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs (OpenMixup recipe).
+# FMix, alpha 1.0, decay power 3.
+_base_ = [
+    '../../_base_/models/deit-small-p16_mergemix.py',
+    '../../_base_/datasets/cifar100_bs100_224px.py',
+    '../../_base_/schedules/cifar100_adamw_200e.py',
+    '../../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[dict(type='FMix', alpha=1.0, decay_power=3.0)]))

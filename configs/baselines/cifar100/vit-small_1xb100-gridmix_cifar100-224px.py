@@ -1,0 +1,17 @@
+# ViT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs.
+# GridMix with OpenMixup's CIFAR arguments.
+_base_ = [
+    '../../_base_/models/vit-small-p16_mergemix.py',
+    '../../_base_/datasets/cifar100_bs100_224px.py',
+    '../../_base_/schedules/cifar100_adamw_200e.py',
+    '../../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[
+        dict(
+            type='GridMix',
+            alpha=1.0,
+            n_holes=(2, 6),
+            hole_aspect_ratio=1.0,
+            cut_area_ratio=(0.5, 1.0),
+            cut_aspect_ratio=(0.5, 2.0)),
+    ]))

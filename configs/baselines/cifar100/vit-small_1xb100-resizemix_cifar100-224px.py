@@ -1,0 +1,17 @@
+# ViT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs.
+# ResizeMix with the paper's / OpenMixup's tau law (CIFAR config:
+# tau ~ Beta(1, 1) redrawn in [0.1, 0.8], bilinear).
+_base_ = [
+    '../../_base_/models/vit-small-p16_mergemix.py',
+    '../../_base_/datasets/cifar100_bs100_224px.py',
+    '../../_base_/schedules/cifar100_adamw_200e.py',
+    '../../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[
+        dict(
+            type='ResizeMixTau',
+            scope=(0.1, 0.8),
+            use_alpha=True,
+            alpha=1.0,
+            interpolation='bilinear'),
+    ]))

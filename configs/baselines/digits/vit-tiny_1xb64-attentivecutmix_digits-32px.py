@@ -1,0 +1,13 @@
+# Tiny ViT (patch 4), embedded UCI digits at 32 px, CPU demo.
+# Attentive-CutMix+ (top-k from Beta(2, 2), OpenMixup CIFAR config) with the
+# model's own backbone as the extractor. For the paper's frozen ResNet-50 add
+# extractor=dict(type='ResNet', depth=50, out_indices=(3, ), init_cfg=dict(
+#     type='Pretrained', checkpoint='torchvision://resnet50')), grid_size=7.
+_base_ = [
+    '../../_base_/models/vit-tiny-p4_digits-32px.py',
+    '../../_base_/datasets/digits_bs64_32px.py',
+    '../../_base_/schedules/digits_adamw_30e.py',
+    '../../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[dict(type='AttentiveCutMix', alpha=2.0, top_k=None)]))
+randomness = dict(seed=0, deterministic=False)

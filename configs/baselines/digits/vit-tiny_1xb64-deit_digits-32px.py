@@ -1,0 +1,13 @@
+# Tiny ViT (patch 4), embedded UCI digits at 32 px, CPU demo.
+# DeiT recipe: Mixup 0.8 or CutMix 1.0, 50/50 per batch.
+_base_ = [
+    '../../_base_/models/vit-tiny-p4_digits-32px.py',
+    '../../_base_/datasets/digits_bs64_32px.py',
+    '../../_base_/schedules/digits_adamw_30e.py',
+    '../../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0),
+    ]))
+randomness = dict(seed=0, deterministic=False)

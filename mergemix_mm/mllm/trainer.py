@@ -1,0 +1,143 @@
+"""``transformers.Trainer`` subclass for MergeMix preference tuning.
+
+:class:`MergeMixTrainer` trains a :class:`~mergemix_mm.mllm.model.MergeMixVLM`
+(whose ``forward`` computes SFT + mixed SimPO) and adds what the loss needs
+from the training loop:
+
+* ``lam``: ``U(0, 1)`` drawn every optimisation step (``lam_schedule=
+  'step'``, paper Alg. 1/2; the same value for every micro-batch of a step)
+  or once per run (``'once'``, official code);
+* logging of the SFT and SimPO terms, the mean ``lam`` and the reward
+  accuracy (fraction of pairs whose clean image scores higher);
+* loss scaling for gradient accumulation (``loss_is_scaled_for_ga = False``:
+  the loss is a per-micro-batch mean, divided by the accumulation steps);
+* checkpoints that hold the plain Hugging Face model (``save_pretrained`` of
+  the wrapped MLLM), loadable with ``from_pretrained``; resuming loads them
+  back into the wrapper.
+
+TRL is not used: its CPO/SimPO trainer is text-only and its vision DPO
+collator shares the image between chosen and rejected (see
+``MLLM_NOTES.md`` §1); MergeMix pairs share the text and differ in the image.
+DeepSpeed / accelerate / torchrun work as for any ``Trainer``.
+"""
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from transformers import Trainer
+
+from .model import MergeMixVLM
+
+__all__ = ['MergeMixTrainer']
+
+
+class MergeMixTrainer(Trainer):
+    """Trainer for :class:`MergeMixVLM`.
+
+    Args:
+        *args: Positional arguments of ``transformers.Trainer``.
+        lam_seed (int, optional): Seed of the ``lam`` generator. Defaults to
+            None, i.e. ``args.seed`` plus the process index.
+        **kwargs: Keyword arguments of ``transformers.Trainer``.
+    """
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, lam_seed: Optional[int] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, MergeMixVLM):
+            raise TypeError('MergeMixTrainer trains a MergeMixVLM, got '
+                            f'{type(model).__name__}')
+        self.mm_args = model.mm_args
+        if lam_seed is None:
+            lam_seed = int(self.args.seed) + int(self.args.process_index)
+        self._lam_gen = torch.Generator().manual_seed(lam_seed)
+        self._lam_once = float(torch.rand((), generator=self._lam_gen))
+        self._lam_step = None
+        self._lam_value = None
+        self._stats: Dict[str, float] = {}
+        self._stats_n = 0
+
+    # ------------------------------------------------------------------ #
+    def current_lambda(self) -> float:
+        """``lam`` for the current optimisation step (cached per step)."""
+        if self.mm_args.lam_schedule == 'once':
+            return self._lam_once
+        step = self.state.global_step
+        if self._lam_step != step:
+            self._lam_step = step
+            self._lam_value = float(torch.rand((), generator=self._lam_gen))
+        return self._lam_value
+
+    def compute_loss(self, model, inputs: Dict[str, Any],
+                     return_outputs: bool = False,
+                     num_items_in_batch=None):
+        inputs = dict(inputs)
+        inputs.pop('sample_ids', None)
+        inputs.pop('answers', None)
+        if model.training:
+            inputs['lam'] = self.current_lambda()
+        outputs = model(**inputs)
+        if model.training:
+            self._record(outputs)
+        loss = outputs.loss
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, outputs) -> None:
+        stats = {'sft_loss': float(outputs.sft_loss.detach())}
+        if outputs.simpo_loss is not None:
+            stats['simpo_loss'] = float(outputs.simpo_loss.detach())
+        if outputs.pair_rows is not None and outputs.pair_rows.numel():
+            n = outputs.num_tokens[outputs.pair_rows].clamp(min=1)
+            rw = outputs.logp_winner.detach()[outputs.pair_rows] / n
+            rl = outputs.logp_loser.detach() / n
+            stats['reward_acc'] = float((rw > rl).float().mean())
+            stats['lam'] = float(outputs.lam.mean())
+        for k, v in stats.items():
+            self._stats[k] = self._stats.get(k, 0.) + v
+        self._stats[''] = self._stats.get('', 0.) + 1
+
+    def log(self, logs: Dict[str, float], *args, **kwargs) -> None:
+        count = self._stats.pop('', 0.)
+        if count and 'loss' in logs:
+            for k, v in self._stats.items():
+                logs[k] = round(v / count, 6)
+            self._stats = {}
+        elif count:
+            self._stats[''] = count
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only,
+                        ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ #
+    def _save(self, output_dir: Optional[str] = None,
+              state_dict: Optional[dict] = None) -> None:
+        """Save the wrapped Hugging Face model with ``save_pretrained``."""
+        output_dir = output_dir if output_dir is not None else \
+            self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        wrapper = self.accelerator.unwrap_model(self.model)
+        if state_dict is not None:
+            prefix = 'vlm.'
+            state_dict = {
+                k[len(prefix):]: v
+                for k, v in state_dict.items() if k.startswith(prefix)
+            }
+        wrapper.vlm.save_pretrained(output_dir, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, 'training_args.bin'))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str,
+                              model=None) -> None:
+        """Resume: the checkpoint holds the inner model's weights."""
+        if model is None:
+            model = self.accelerator.unwrap_model(self.model).vlm
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)

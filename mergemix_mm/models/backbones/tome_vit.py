@@ -1,0 +1,165 @@
+"""mmpretrain ViT with token merging (ToMe)."""
+import contextlib
+from typing import Iterator, List, Optional, Sequence
+
+from mmpretrain.models.backbones import VisionTransformer
+from mmpretrain.registry import MODELS
+from torch import Tensor
+
+from ..tome.functional import ToMeOutput, ViTGeometry
+from ..tome.mmpretrain_vit import mmpretrain_vit_geometry, tome_vit_forward
+from ..tome.schedule import RType, check_schedule, resolve_schedule
+
+__all__ = ['ToMeMixin', 'ToMeVisionTransformer']
+
+
+class ToMeMixin:
+    """Merge-schedule handling shared by the ToMe backbones.
+
+    The schedule is fixed at construction; which one a forward uses depends
+    only on ``self.training`` and the :meth:`merging` switch.
+    """
+
+    def _init_tome(self, num_layers: int, num_tokens: int,
+                   num_protected: int, merge_num: int,
+                   tome_r: Optional[RType], merge_inflect: float,
+                   test_merge_num: Optional[int],
+                   test_tome_r: Optional[RType], prop_attn: bool,
+                   schedule_compat: Optional[str]) -> None:
+        train = resolve_schedule(num_layers, merge_num, tome_r, merge_inflect,
+                                 schedule_compat)
+        name = (f'tome_r={tome_r!r}'
+                if tome_r is not None else f'merge_num={merge_num}')
+        check_schedule(train, num_tokens, num_protected, setting=name)
+        if test_merge_num is None and test_tome_r is None:
+            test = list(train)
+        else:
+            if test_tome_r is not None and test_merge_num:
+                raise ValueError(
+                    f'test_merge_num={test_merge_num} and test_tome_r='
+                    f'{test_tome_r!r} are mutually exclusive')
+            test = resolve_schedule(num_layers, test_merge_num, test_tome_r,
+                                    merge_inflect, schedule_compat)
+            name = (f'test_tome_r={test_tome_r!r}' if test_tome_r is not None
+                    else f'test_merge_num={test_merge_num}')
+            check_schedule(test, num_tokens, num_protected, setting=name)
+        self.train_r_list: List[int] = train
+        self.test_r_list: List[int] = test
+        self.prop_attn = bool(prop_attn)
+        self._merging_enabled = True
+
+    @property
+    def current_r_list(self) -> List[int]:
+        """``r`` per block used by the next forward (zeros when merging is
+        switched off)."""
+        if not self._merging_enabled:
+            return [0] * len(self.train_r_list)
+        return list(self.train_r_list if self.training else self.test_r_list)
+
+    @contextlib.contextmanager
+    def merging(self, enabled: bool) -> Iterator[None]:
+        """Context manager that switches merging on or off for the forwards
+        run inside it (e.g. ``tome_in_mix``)::
+
+            with backbone.merging(False):
+                feats = backbone(x)  # identical to the stock ViT
+        """
+        previous = self._merging_enabled
+        self._merging_enabled = bool(enabled)
+        try:
+            yield
+        finally:
+            self._merging_enabled = previous
+
+
+@MODELS.register_module()
+class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
+    """Vision Transformer with token merging (ToMe).
+
+    Same modules and state-dict keys as mmpretrain's ``VisionTransformer``
+    (DeiT / ViT checkpoints load unchanged). Blocks merge ``r`` tokens after
+    the attention residual and before the MLP, with size-weighted averages
+    (``ALGORITHM.md`` §3). With merging off the stock forward is used.
+
+    Args:
+        *args: Positional arguments of ``VisionTransformer`` (``arch``...).
+        merge_num (int): Total tokens merged over all blocks, spread on
+            MergeMix's decreasing schedule. Defaults to 0.
+        tome_r (int | tuple | list, optional): ToMe's ``r`` instead of
+            ``merge_num`` (int per block, ``(r, inflect)`` or a list).
+            Mutually exclusive with ``merge_num``. Defaults to None.
+        merge_inflect (float): Inflection for ``merge_num``. Defaults to
+            -0.5.
+        test_merge_num (int, optional): Schedule in eval mode; None reuses
+            the training schedule, 0 disables merging at test. Defaults to
+            None.
+        test_tome_r (int | tuple | list, optional): ``tome_r`` for eval mode.
+            Defaults to None.
+        prop_attn (bool): Proportional attention (ToMe). Defaults to False,
+            as in MergeMix.
+        schedule_compat (str, optional): ``'openmixup'`` to keep OpenMixup's
+            schedule when negative entries occur. Defaults to None.
+        **kwargs: Keyword arguments of ``VisionTransformer``.
+    """
+
+    def __init__(self,
+                 *args,
+                 merge_num: int = 0,
+                 tome_r: Optional[RType] = None,
+                 merge_inflect: float = -0.5,
+                 test_merge_num: Optional[int] = None,
+                 test_tome_r: Optional[RType] = None,
+                 prop_attn: bool = False,
+                 schedule_compat: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        mmpretrain_vit_geometry(self)  # validates the layers
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        self._init_tome(
+            len(self.layers), num_patches + self.num_extra_tokens,
+            self.num_extra_tokens, merge_num, tome_r, merge_inflect,
+            test_merge_num, test_tome_r, prop_attn, schedule_compat)
+        if self.out_type == 'featmap' and (any(self.train_r_list)
+                                           or any(self.test_r_list)):
+            raise ValueError("out_type='featmap' cannot be combined with "
+                             'token merging; use cls_token, avg_featmap or '
+                             'raw')
+
+    def forward(self, x: Tensor) -> tuple:
+        r_list = self.current_r_list
+        if not any(r_list):
+            return super().forward(x)
+        return tome_vit_forward(
+            self, x, r_list, prop_attn=self.prop_attn,
+            trace_source=False).outs
+
+    def tome_forward(self,
+                     x: Tensor,
+                     r_list: Optional[Sequence[int]] = None,
+                     attn_layer: Optional[int] = None,
+                     prop_attn: Optional[bool] = None,
+                     trace_source: bool = True) -> ToMeOutput:
+        """Functional ToMe forward with attention / source capture.
+
+        Args:
+            x (Tensor): Images ``[B, C, H, W]``.
+            r_list (Sequence[int], optional): Overrides the current schedule.
+            attn_layer (int, optional): Block whose attention is returned.
+            prop_attn (bool, optional): Overrides ``self.prop_attn``.
+            trace_source (bool): Track the final source map. Defaults to
+                True.
+
+        Returns:
+            ToMeOutput: See :func:`tome_vit_forward`.
+        """
+        return tome_vit_forward(
+            self,
+            x,
+            self.current_r_list if r_list is None else r_list,
+            prop_attn=self.prop_attn if prop_attn is None else prop_attn,
+            attn_layer=attn_layer,
+            trace_source=trace_source)
+
+    def tome_geometry(self) -> ViTGeometry:
+        """``(patch_size, num_extra_tokens, num_layers)``."""
+        return mmpretrain_vit_geometry(self)

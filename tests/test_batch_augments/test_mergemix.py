@@ -1,0 +1,271 @@
+import copy
+import warnings
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmpretrain.models.utils.batch_augments import RandomBatchAugment
+from mmpretrain.registry import BATCH_AUGMENTS, MODELS
+
+from mergemix_mm.models.batch_augments import MergeMix, mergemix_token_scores
+from mergemix_mm.models.batch_augments.mergemix import rescale_lam
+from mergemix_mm.models.tome import ToMeOutput, forward_with_attention, recover
+
+init_default_scope('mmpretrain')
+
+BACKBONE = dict(
+    type='VisionTransformer',
+    arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+              feedforward_channels=64),
+    img_size=32, patch_size=4, out_type='cls_token')
+
+
+def build_model(aug=None, backbone=BACKBONE, **kwargs):
+    aug = aug or dict(type='MergeMix', attn_layer=2)
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='MergeMixClassifier', backbone=copy.deepcopy(backbone),
+        head=dict(type='MixLabelClsHead', num_classes=10, in_channels=32),
+        data_preprocessor=dict(num_classes=10),
+        train_cfg=dict(augments=[aug]), **kwargs))
+
+
+def get_aug(model):
+    return model.data_preprocessor.batch_augments.augments[0]
+
+
+def batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.eye(10)[torch.arange(n) % 10]
+    return x, y
+
+
+def test_scores_rows_sum_to_one_and_shapes():
+    aug = get_aug(build_model())
+    x, y = batch()
+    mixed, scores = aug(x, y.long())
+    assert mixed.shape == x.shape and scores.shape == y.shape
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores.sum(1), torch.ones(8))
+
+
+@pytest.mark.parametrize('compat', [None, 'openmixup', 'llava'])
+@pytest.mark.parametrize('mode', ['batch', 'elem'])
+def test_label_weight_equals_kept_fraction_without_rescaling(compat, mode):
+    aug = get_aug(build_model(dict(
+        type='MergeMix', attn_layer=2, lam_scale=False,
+        lam_reduction='sample', mode=mode, compat=compat)))
+    x, _ = batch()
+    mix = aug.build_mix(x)
+    kept = mix['mask'].mean((1, 2, 3))
+    torch.testing.assert_close(mix['lam'], kept, rtol=0, atol=1e-7)
+    if compat != 'llava':  # exactly k = floor(lam * N) patches kept
+        k = torch.floor(mix['lam_draw'] * 64)
+        torch.testing.assert_close(kept * 64, k)
+    # The mixed image really holds those pixels of the own image.
+    mixed, _ = aug.__class__.__call__(aug, x, torch.eye(10)[:8])
+
+
+def test_mask_is_constant_on_each_patch_and_binary():
+    aug = get_aug(build_model())
+    x, _ = batch()
+    mask = aug.build_mix(x)['mask']
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    patches = mask.unfold(2, 4, 4).unfold(3, 4, 4)  # [B,1,8,8,4,4]
+    flat = patches.flatten(-2)
+    assert torch.all(flat.max(-1).values == flat.min(-1).values)
+
+
+def test_mixed_pixels_come_from_own_image_where_mask_is_one():
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   lam_scale=False)))
+    x, y = batch()
+    np.random.seed(3)
+    torch.manual_seed(3)
+    mix = aug.build_mix(x)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    mixed, _ = aug(x, y)
+    m = mix['mask']
+    torch.testing.assert_close(mixed, m * x + (1 - m) * x[mix['index']])
+
+
+@pytest.mark.parametrize('n', [2, 3, 5, 16])
+def test_no_self_pairing(n):
+    aug = get_aug(build_model())
+    x, _ = batch(n)
+    for _ in range(20):
+        index = aug.build_mix(x)['index']
+        assert not bool((index == torch.arange(n)).any())
+        assert sorted(index.tolist()) == list(range(n))
+
+
+def test_compat_openmixup_reproduces_official_index_space():
+    model = build_model(dict(type='MergeMix', attn_layer=1, compat='openmixup',
+                             merge_num=32))
+    aug = get_aug(model)
+    x, _ = batch()
+    r_list = aug._schedule(4, 64, 1)
+    with torch.no_grad():
+        out = forward_with_attention(model.backbone, x, attn_layer=1,
+                                     r_list=r_list, trace_source=True)
+    expected = recover(out.attn[:, :, :, 0].sum(1), out.source[:, 1:])
+    torch.testing.assert_close(mergemix_token_scores(out, 'openmixup'),
+                               expected)
+    # paper default: CLS row, heads averaged, map of the tokens entering l
+    default = recover(out.attn[:, :, 0, :].mean(1), out.source_in[:, 1:])
+    torch.testing.assert_close(mergemix_token_scores(out, None), default)
+    assert not torch.equal(default.argsort(1), expected.argsort(1))
+
+
+def test_default_and_openmixup_differ_on_constructed_case():
+    # 1 CLS + 4 tokens; nothing merged before the block, 2 merged after.
+    attn = torch.zeros(1, 1, 5, 5)
+    attn[0, 0, 0] = torch.tensor([.1, .6, .1, .1, .1])   # CLS -> token 1
+    attn[0, 0, :, 0] = torch.tensor([.1, .0, .0, .0, .9])  # token 4 -> CLS
+    attn[0, 0, 0, 0] = .1
+    source_in = torch.arange(5)[None]
+    source_final = torch.tensor([[0, 1, 1, 2, 2]])  # final space: 3 tokens
+    out = ToMeOutput(outs=(), attn=attn, source_in=source_in,
+                     source=source_final, size=None, num_extra_tokens=1,
+                     patch_resolution=(2, 2), tokens=None, token_counts=[])
+    paper = mergemix_token_scores(out, None)
+    official = mergemix_token_scores(out, 'openmixup')
+    assert paper.argmax().item() == 0  # patch 0 (token 1) wins: CLS row
+    # official: patch j reads row g_final(j) of the block's attention, col 0
+    torch.testing.assert_close(official,
+                               torch.tensor([[0., 0., 0., 0.]]))
+    assert not torch.equal(paper, official)
+
+
+def test_rescaling_is_mask_independent_noise():
+    lam_mask = torch.full((100, ), 0.3)
+    torch.manual_seed(0)
+    a = rescale_lam(lam_mask, mu=0.5)
+    torch.manual_seed(0)
+    b = rescale_lam(torch.full((100, ), 0.9), mu=0.25)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert a.min() == 0 and a.max() < 1
+    assert torch.all(rescale_lam(torch.zeros(4), 0.5) == 0)
+
+
+def test_lam_reduction_batch_gives_every_row_the_mean():
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   mode='elem', lam_scale=False)))
+    x, _ = batch()
+    mix = aug.build_mix(x)
+    torch.testing.assert_close(mix['lam'], mix['lam_mask'].mean().expand(8))
+
+
+def test_lam_margin_uses_linear_mixup():
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   lam_margin=0.3, lam_scale=False)))
+    x, y = batch()
+    with patch('numpy.random.beta', return_value=np.array([0.1])):
+        mix = aug.build_mix(x)
+        mixed, scores = aug(x, y)
+    assert mix['linear'] and mix['mask'] is None
+    torch.testing.assert_close(mix['lam'], torch.full((8, ), 0.1))
+    rec = aug.pop_record()
+    torch.testing.assert_close(mixed, 0.1 * x + 0.9 * x[rec.index])
+
+
+def test_mask_leaked_keeps_least_attended():
+    x, _ = batch()
+    a = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                 lam_scale=False)))
+    b = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                 lam_scale=False, mask_leaked=True)))
+    with patch('numpy.random.beta', return_value=np.array([0.25])):
+        ma, mb = a.build_mix(x), b.build_mix(x)
+    torch.testing.assert_close(ma['patch_mask'] + mb['patch_mask'],
+                               torch.ones_like(ma['patch_mask']))
+    torch.testing.assert_close(mb['lam'], torch.full((8, ), 0.75))
+
+
+def test_probs_switch_with_mixup():
+    model = build_model()
+    mm = get_aug(model)
+    rba = RandomBatchAugment(
+        augments=[mm, dict(type='Mixup', alpha=0.8)], probs=[0.5, 0.5])
+    x, y = batch()
+    with patch('numpy.random.choice', return_value=0):
+        rba(x, y)
+    assert mm.pop_record() is not None
+    with patch('numpy.random.choice', return_value=1):
+        rba(x, y)
+    assert mm.pop_record() is None
+
+
+def test_batch_of_one_passes_through_with_warning():
+    aug = get_aug(build_model())
+    x, y = batch(1)
+    with pytest.warns(UserWarning, match='batch of 1'):
+        import mergemix_mm.models.batch_augments.base as base
+        base._WARNED.discard('MergeMix')
+        mixed, scores = aug(x, y)
+    assert mixed is x
+    torch.testing.assert_close(scores, y)
+
+
+def test_nan_inputs_raise_naming_samples():
+    aug = get_aug(build_model())
+    x, y = batch()
+    x[3, 0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match=r'NaN or Inf \(samples \[3\]'):
+        aug(x, y)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(alpha=0), 'alpha=0'),
+    (dict(alpha=-1.0), 'alpha=-1.0'),
+    (dict(lam_reduction='mean'), 'lam_reduction'),
+    (dict(mode='pair'), 'mode'),
+    (dict(compat='official'), 'compat'),
+    (dict(merge_num=-2), 'merge_num'),
+    (dict(lam_margin=0.6), 'lam_margin'),
+])
+def test_bad_hyper_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BATCH_AUGMENTS.build(dict(type='MergeMix', **kwargs))
+
+
+def test_attn_layer_out_of_range():
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=4)))
+    with pytest.raises(ValueError, match='attn_layer=4 is out of range'):
+        aug(*batch())
+
+
+def test_merge_num_too_large():
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=1,
+                                   merge_num=200)))
+    with pytest.raises(ValueError, match='merge_num=200'):
+        aug(*batch())
+
+
+def test_input_size_not_divisible_by_patch():
+    aug = get_aug(build_model())
+    x = torch.randn(4, 3, 30, 30)
+    with pytest.raises(ValueError, match='not divisible'):
+        aug(x, torch.eye(10)[:4])
+
+
+def test_non_vit_backbone():
+    model = MODELS.build(dict(
+        type='MergeMixClassifier',
+        backbone=dict(type='ResNet', depth=18),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=512),
+        data_preprocessor=dict(num_classes=10),
+        train_cfg=dict(augments=[dict(type='MergeMix')])))
+    with pytest.raises(ValueError, match='ResNet'):
+        get_aug(model)(*batch())
+
+
+def test_unbound_augment_error():
+    aug = BATCH_AUGMENTS.build(dict(type='MergeMix'))
+    with pytest.raises(RuntimeError, match='not bound'):
+        aug(*batch())

@@ -1,0 +1,162 @@
+import copy
+
+import pytest
+import torch
+from mmengine.model import ExponentialMovingAverage
+from mmengine.optim import OptimWrapper
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from mergemix_mm.models.classifiers import normalize_batch_augments
+
+init_default_scope('mmpretrain')
+
+BACKBONE = dict(
+    type='VisionTransformer',
+    arch=dict(embed_dims=32, num_layers=3, num_heads=2,
+              feedforward_channels=64),
+    img_size=32, patch_size=8, out_type='cls_token')
+HEAD = dict(type='MixLabelClsHead', num_classes=5, in_channels=32)
+
+
+def build(**kwargs):
+    cfg = dict(type='MergeMixClassifier', backbone=copy.deepcopy(BACKBONE),
+               head=HEAD, data_preprocessor=dict(num_classes=5))
+    cfg.update(kwargs)
+    torch.manual_seed(0)
+    return MODELS.build(cfg)
+
+
+def data(n=6):
+    g = torch.Generator().manual_seed(1)
+    return dict(
+        inputs=[torch.randint(0, 255, (3, 32, 32), generator=g).float()
+                for _ in range(n)],
+        data_samples=[DataSample().set_gt_label(i % 5) for i in range(n)])
+
+
+@pytest.mark.parametrize('cfg, expected', [
+    (None, None),
+    (dict(augments=[]), None),
+    (dict(type='MergeMix'), dict(augments=[dict(type='MergeMix')])),
+    ([dict(type='Mixup', alpha=1.0)], dict(augments=[dict(type='Mixup', alpha=1.0)])),
+    (dict(augments=dict(type='CutMix', alpha=1.0), probs=0.5),
+     dict(augments=[dict(type='CutMix', alpha=1.0)], probs=0.5)),
+])
+def test_normalize_batch_augments(cfg, expected):
+    original = copy.deepcopy(cfg)
+    assert normalize_batch_augments(cfg) == expected
+    assert cfg == original  # never mutated
+
+
+def test_normalize_rejects_unknown_keys_and_strings():
+    with pytest.raises(TypeError, match='tome_in_mix'):
+        normalize_batch_augments(dict(augments=[], tome_in_mix=True))
+    with pytest.raises(TypeError, match='callable'):
+        normalize_batch_augments(dict(augments=['dict(type="Mixup")']))
+
+
+@pytest.mark.parametrize('where', ['train_cfg', 'data_preprocessor'])
+def test_shorthand_config_builds_and_binds(where):
+    if where == 'train_cfg':
+        model = build(train_cfg=dict(type='MergeMix', attn_layer=1))
+    else:
+        model = build(data_preprocessor=dict(
+            num_classes=5, batch_augments=dict(type='MergeMix', attn_layer=1)))
+    aug = model.data_preprocessor.batch_augments.augments[0]
+    assert type(aug).__name__ == 'MergeMix'
+    assert aug.model is model
+
+
+def test_stock_image_classifier_rejects_shorthand_but_ours_accepts():
+    with pytest.raises(TypeError):
+        MODELS.build(dict(type='ImageClassifier', backbone=BACKBONE, head=HEAD,
+                          data_preprocessor=dict(num_classes=5),
+                          train_cfg=dict(type='MergeMix')))
+
+
+def test_mergemix_under_plain_image_classifier_is_bound():
+    model = MODELS.build(dict(
+        type='ImageClassifier', backbone=copy.deepcopy(BACKBONE), head=HEAD,
+        data_preprocessor=dict(num_classes=5),
+        train_cfg=dict(augments=[dict(type='MergeMix', attn_layer=1)])))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    log = model.train_step(data(), optim)
+    assert torch.isfinite(log['loss'])
+    aug = model.data_preprocessor.batch_augments.augments[0]
+    assert aug.pop_record() is None  # nobody consumes records there
+
+
+@pytest.mark.parametrize('aux_loss', [None, 'mixup', 'clean'])
+def test_train_step_changes_weights(aux_loss):
+    model = build(train_cfg=dict(augments=[dict(type='MergeMix',
+                                                attn_layer=1)]),
+                  aux_loss=aux_loss)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    before = copy.deepcopy(model.state_dict())
+    log = model.train_step(data(), optim)
+    assert torch.isfinite(log['loss'])
+    assert ('aux_loss' in log) == (aux_loss is not None)
+    changed = [k for k, v in model.state_dict().items()
+               if not torch.equal(v, before[k])]
+    assert any(k.startswith('backbone.layers') for k in changed)
+    assert any(k.startswith('head') for k in changed)
+    assert optim._inner_count == 1  # one iteration, whatever the backwards
+
+
+class KeepGradWrapper(OptimWrapper):
+    """Optimizer wrapper that keeps gradients (no step, no zero_grad)."""
+
+    def step(self, **kwargs):
+        pass
+
+    def zero_grad(self, **kwargs):
+        pass
+
+
+def test_sequential_backward_equals_summed_loss_gradient():
+    import numpy as np
+    from mmengine.model import BaseModel
+    grads = []
+    for sequential in (True, False):
+        model = build(train_cfg=dict(augments=[dict(
+            type='MergeMix', attn_layer=1, lam_scale=False)]),
+            aux_loss='clean')
+        optim = KeepGradWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+        torch.manual_seed(5)
+        np.random.seed(5)
+        if sequential:
+            log = model.train_step(data(), optim)
+        else:
+            log = BaseModel.train_step(model, data(), optim)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if p.grad is not None})
+        assert 'aux_loss' in log
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name],
+                                   rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_aux_mixup_is_separate_loss_and_ema_copies():
+    model = build(train_cfg=dict(augments=[dict(type='MergeMix',
+                                                attn_layer=1)]),
+                  aux_loss='mixup')
+    ema = ExponentialMovingAverage(model)
+    aug = ema.module.data_preprocessor.batch_augments.augments[0]
+    assert aug.model is ema.module  # deepcopy keeps the binding consistent
+
+
+def test_tome_in_mix_false_needs_tome_backbone():
+    with pytest.raises(ValueError, match='needs a ToMe backbone'):
+        build(tome_in_mix=False)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(aux_loss='cutmix'), 'aux_loss'),
+    (dict(aux_alpha=0), 'aux_alpha'),
+])
+def test_bad_classifier_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(**kwargs)

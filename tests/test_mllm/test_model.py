@@ -1,0 +1,132 @@
+"""MergeMixVLM forward: pairs, gradients, text-only rows, token budget."""
+import pytest
+import torch
+
+from mergemix_mm.mllm import (ConversationCollator, MergeMixArguments,
+                              MergeMixVLM)
+
+
+def _capture_projector(model):
+    calls = []
+
+    def hook(module, args, output):
+        if output.requires_grad:
+            output.retain_grad()
+        calls.append(output)
+
+    handle = model.model.multi_modal_projector.register_forward_hook(hook)
+    return calls, handle
+
+
+@pytest.mark.parametrize('compat', [None, 'llava'])
+def test_gradient_reaches_loser_only_by_default(tiny_llava, make_samples,
+                                                make_llava_batch, compat):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=16,
+                                                   compat=compat)).train()
+    batch = make_llava_batch(wrapper, processor, tok, make_samples(4))
+    calls, handle = _capture_projector(model)
+    out = wrapper(**batch, lam=0.5)
+    handle.remove()
+    out.loss.backward()
+    winner, loser = calls  # winner features, then loser features
+    assert winner.grad is not None and winner.grad.abs().sum() > 0
+    if compat is None:
+        assert out.logp_loser.requires_grad
+        assert loser.grad is not None and loser.grad.abs().sum() > 0
+    else:
+        assert not out.logp_loser.requires_grad
+        assert not loser.requires_grad
+    # the loser really is a different (mixed) image of the same rows
+    assert out.pair_rows.tolist() == [0, 1, 2, 3]
+    assert not torch.allclose(out.logp_loser, out.logp_winner)
+    # SimPO gradient alone: both branches (default) or winner only (compat)
+    model.zero_grad()
+    calls, handle = _capture_projector(model)
+    out = wrapper(**batch, lam=0.5)
+    handle.remove()
+    out.simpo_loss.backward()
+    assert calls[0].grad.abs().sum() > 0
+    if compat is None:
+        assert calls[1].grad.abs().sum() > 0
+
+
+def test_loss_composition(tiny_llava, make_samples, make_llava_batch):
+    model, processor, tok = tiny_llava
+    for combine, w in (('mean', 0.5), ('sum', 1.0)):
+        wrapper = MergeMixVLM(model, MergeMixArguments(
+            loss_combine=combine)).train()
+        batch = make_llava_batch(wrapper, processor, tok, make_samples(4))
+        out = wrapper(**batch, lam=0.3)
+        assert torch.allclose(out.loss, w * out.sft_loss + w * out.simpo_loss)
+        # margin uses the realised kept fraction floor(0.3 * 64) / 64
+        assert torch.allclose(out.lam, torch.full((4, ), 19 / 64))
+    sft = MergeMixVLM(model, MergeMixArguments(method='sft')).train()
+    out = sft(**batch)
+    assert out.simpo_loss is None and torch.equal(out.loss, out.sft_loss)
+
+
+def test_text_only_rows_form_no_pair(tiny_llava, make_samples,
+                                     make_llava_batch):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=8)).train()
+    samples = make_samples(3, with_text_only=True)  # text-only row is 1
+    batch = make_llava_batch(wrapper, processor, tok, samples)
+    assert batch['has_image'].tolist() == [True, False, True, True]
+    assert batch['pixel_values'].shape[0] == 3
+    out = wrapper(**batch, lam=0.7)
+    assert out.pair_rows.tolist() == [0, 2, 3]
+    assert out.logp_winner.shape == (4, ) and out.logp_loser.shape == (3, )
+    # the text-only row still contributes to SFT
+    assert out.num_tokens[1] > 0
+    # a batch of text-only samples is plain SFT (SimPO term 0)
+    text = [s for s in samples if s['image'] is None] * 2
+    out = wrapper(**make_llava_batch(wrapper, processor, tok, text), lam=0.7)
+    assert out.simpo_loss.item() == 0.0
+    assert torch.allclose(out.loss, 0.5 * out.sft_loss)
+
+
+def test_single_image_batch_warns_and_trains_sft(tiny_llava, make_samples,
+                                                 make_llava_batch):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model).train()
+    batch = make_llava_batch(wrapper, processor, tok, make_samples(1))
+    out = wrapper(**batch, lam=0.5)
+    assert out.pair_rows is None and out.simpo_loss.item() == 0.0
+
+
+def test_visual_token_budget_is_asserted(tiny_llava, make_samples):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=32))
+    assert wrapper.num_visual_tokens() == 32
+    good = ConversationCollator(tok, processor, num_image_tokens=32,
+                                image_size=32, system_prompt='')
+    batch = good(make_samples(2))
+    assert ((batch['input_ids'] == model.config.image_token_id).sum(1) ==
+            32).all()
+    wrapper.train()(**batch, lam=0.5)
+    bad = ConversationCollator(tok, processor, num_image_tokens=64,
+                               image_size=32, system_prompt='')
+    with pytest.raises(ValueError, match='merge_num=32'):
+        wrapper(**bad(make_samples(2)), lam=0.5)
+    with pytest.raises(ValueError, match='merge_num=64'):
+        MergeMixVLM(model, MergeMixArguments(merge_num=64))
+    # inference budget can differ from the training budget
+    wrapper.set_merge_num(48)
+    assert wrapper.num_visual_tokens() == 16
+
+
+def test_eval_mode_is_sft_and_generate_runs(tiny_llava, make_samples):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=16)).eval()
+    collator = ConversationCollator(tok, processor, num_image_tokens=48,
+                                    image_size=32, system_prompt='',
+                                    prompt_only=True)
+    batch = collator(make_samples(3))
+    assert (batch['attention_mask'][:, -1] == 1).all()  # left padded
+    assert batch['answers'][0] in ('zero one two three four five six seven '
+                                   'eight nine').split()
+    gen = wrapper.generate(batch['input_ids'], batch['attention_mask'],
+                           batch['pixel_values'], max_new_tokens=3,
+                           do_sample=False)
+    assert gen.shape[0] == 3 and 1 <= gen.shape[1] <= 3

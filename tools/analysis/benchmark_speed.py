@@ -1,0 +1,305 @@
+"""Inference throughput of a ViT with and without token merging (ToMe).
+
+All merge settings run on the same model, in the same process, interleaved
+(every repeat times each setting once, in rotating order), so the ratios are
+robust to the machine's load drifting during the run.
+
+Example::
+
+    python tools/analysis/benchmark_speed.py --arch deit-small \
+        --batch-size 16 --threads 2 --settings none merge49 merge98 r8 \
+        --repeats 10 --out-json speed.json --out-md speed.md
+
+Settings: ``none`` (stock forward, no merging), ``merge<N>`` (MergeMix
+``merge_num=N`` decreasing schedule), ``r<N>`` (ToMe constant ``r=N`` per
+block).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+__all__ = [
+    'parse_setting', 'build_model', 'run_benchmark', 'measure_merge_overhead',
+    'environment_info',
+    'format_markdown', 'main'
+]
+
+
+def parse_setting(name: str, num_layers: int) -> List[int]:
+    """``'none'`` | ``'merge<N>'`` | ``'r<N>'`` -> ``r`` per block."""
+    from mergemix_mm.models.tome import parse_r, schedule_from_merge_num
+    if name == 'none':
+        return [0] * num_layers
+    if name.startswith('merge') and name[5:].isdigit():
+        return schedule_from_merge_num(num_layers, int(name[5:]))
+    if name.startswith('r') and name[1:].isdigit():
+        return parse_r(num_layers, int(name[1:]))
+    raise ValueError(f"setting {name!r} must be 'none', 'merge<N>' or 'r<N>'")
+
+
+def build_model(arch: str = 'deit-small',
+                img_size: int = 224,
+                backend: str = 'mmpretrain') -> torch.nn.Module:
+    """Randomly initialised ViT in eval mode (weights do not affect speed).
+
+    Args:
+        arch (str): mmpretrain arch name (``deit-small``...) or, for
+            ``backend='timm'``, a timm model name.
+        img_size (int): Input size. Defaults to 224.
+        backend (str): ``'mmpretrain'`` (``ToMeVisionTransformer``) or
+            ``'timm'`` (timm ``VisionTransformer``). Defaults to
+            ``'mmpretrain'``.
+    """
+    import mergemix_mm  # noqa: F401
+    if backend == 'mmpretrain':
+        from mergemix_mm.models.backbones import ToMeVisionTransformer
+        model = ToMeVisionTransformer(arch=arch, img_size=img_size)
+    elif backend == 'timm':
+        import timm
+        name = {'deit-small': 'deit_small_patch16_224',
+                'deit-tiny': 'deit_tiny_patch16_224',
+                'deit-base': 'deit_base_patch16_224'}.get(arch, arch)
+        model = timm.create_model(name, pretrained=False, img_size=img_size)
+    else:
+        raise ValueError(f"backend={backend!r} must be 'mmpretrain' or "
+                         "'timm'")
+    model.eval()
+    return model
+
+
+def _forward_fn(model: torch.nn.Module, r_list: Sequence[int]):
+    from mergemix_mm.models.tome import (tome_timm_forward, tome_vit_forward)
+    from mergemix_mm.models.tome.timm_vit import is_timm_vit
+    timm_model = is_timm_vit(model)
+    if not any(r_list):
+        if timm_model:
+            return lambda x: model.forward_head(
+                model.forward_features(x), pre_logits=True)
+        return lambda x: model(x)  # merging off: the stock forward
+    fwd = tome_timm_forward if timm_model else tome_vit_forward
+    return lambda x: fwd(model, x, r_list, trace_source=False).outs
+
+
+def run_benchmark(model: torch.nn.Module,
+                  settings: Sequence[str],
+                  batch_size: int = 16,
+                  img_size: int = 224,
+                  repeats: int = 10,
+                  warmup: int = 2,
+                  progress: bool = True) -> Dict[str, dict]:
+    """Time every setting, interleaved, and return per-setting statistics.
+
+    Returns:
+        dict: setting -> ``r_list``, ``times_s``, ``median_s``,
+        ``images_per_s`` and ``speedup`` (vs the first setting).
+    """
+    from mergemix_mm.models.tome import vit_geometry
+    num_layers = vit_geometry(model).num_layers
+    r_lists = {s: parse_setting(s, num_layers) for s in settings}
+    fns = {s: _forward_fn(model, r) for s, r in r_lists.items()}
+    x = torch.randn(batch_size, 3, img_size, img_size)
+    times = {s: [] for s in settings}
+    order = list(settings)
+    iterator = range(warmup + repeats)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc='benchmark', unit='round')
+    with torch.inference_mode():
+        for it in iterator:
+            for s in order:
+                start = time.perf_counter()
+                fns[s](x)
+                elapsed = time.perf_counter() - start
+                if it >= warmup:
+                    times[s].append(elapsed)
+            order = order[1:] + order[:1]  # rotate to spread drift
+    base = statistics.median(times[settings[0]])
+    results = {}
+    for s in settings:
+        med = statistics.median(times[s])
+        results[s] = dict(
+            r_list=r_lists[s],
+            times_s=[round(t, 5) for t in times[s]],
+            median_s=med,
+            images_per_s=batch_size / med,
+            speedup=base / med)
+    return results
+
+
+def measure_merge_overhead(model: torch.nn.Module,
+                           settings: Sequence[str],
+                           batch_size: int = 16,
+                           img_size: int = 224,
+                           repeats: int = 3) -> Dict[str, dict]:
+    """Share of the forward time spent in ToMe's merging step (matching,
+    weighted merge, source update), measured by timing every call of the
+    functional ``merge_tokens`` in separate, instrumented forwards.
+
+    Returns:
+        dict: setting -> ``forward_s`` (median instrumented forward),
+        ``merge_s`` (median total merge time per forward) and ``fraction``.
+    """
+    from mergemix_mm.models.tome import mmpretrain_vit, timm_vit
+    from mergemix_mm.models.tome import vit_geometry
+    num_layers = vit_geometry(model).num_layers
+    x = torch.randn(batch_size, 3, img_size, img_size)
+    originals = (mmpretrain_vit.merge_tokens, timm_vit.merge_tokens)
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = originals[0](*args, **kwargs)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    results = {}
+    mmpretrain_vit.merge_tokens = timm_vit.merge_tokens = timed
+    try:
+        with torch.inference_mode():
+            for s in settings:
+                r_list = parse_setting(s, num_layers)
+                if not any(r_list):
+                    continue
+                fn = _forward_fn(model, r_list)
+                fwd, merge = [], []
+                for _ in range(repeats):
+                    spent[0] = 0.0
+                    start = time.perf_counter()
+                    fn(x)
+                    fwd.append(time.perf_counter() - start)
+                    merge.append(spent[0])
+                f, m = statistics.median(fwd), statistics.median(merge)
+                results[s] = dict(forward_s=f, merge_s=m, fraction=m / f)
+    finally:
+        mmpretrain_vit.merge_tokens, timm_vit.merge_tokens = originals
+    return results
+
+
+def environment_info() -> dict:
+    """Versions and hardware of this run."""
+    info = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads())
+    try:
+        import mmpretrain
+        info['mmpretrain'] = mmpretrain.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import timm
+        info['timm'] = timm.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [ln.split(':', 1)[1].strip() for ln in f
+                     if ln.startswith('model name')]
+        info['cpu'] = names[0] if names else platform.processor()
+    except OSError:
+        info['cpu'] = platform.processor()
+    if hasattr(os, 'getloadavg'):
+        info['loadavg_start'] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
+def format_markdown(results: Dict[str, dict], meta: dict) -> str:
+    """Markdown table of a :func:`run_benchmark` result."""
+    first = next(iter(results))
+    lines = [
+        f"# ToMe inference throughput ({meta['arch']}, {meta['backend']}, "
+        f"batch {meta['batch_size']}, {meta['img_size']} px, "
+        f"{meta['env']['torch_threads']} threads)", '',
+        f"Command: `{meta['command']}`", '',
+        '| setting | r per block | tokens out | median s / batch | '
+        f'images / s | speed-up vs {first} |',
+        '| --- | --- | --- | --- | --- | --- |'
+    ]
+    n0 = meta.get('num_tokens')
+    for s, r in results.items():
+        out = n0 - sum(r['r_list']) if n0 else ''
+        lines.append(
+            f"| {s} | {','.join(map(str, r['r_list']))} | {out} | "
+            f"{r['median_s']:.4f} | {r['images_per_s']:.1f} | "
+            f"{r['speedup']:.3f}x |")
+    env = meta['env']
+    lines += [
+        '', f"Repeats: {meta['repeats']} (after {meta['warmup']} warm-up "
+        'rounds), settings interleaved in rotating order; medians.', '',
+        'Environment: ' + ', '.join(f'{k}={v}' for k, v in env.items()), ''
+    ]
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='deit-small')
+    parser.add_argument(
+        '--backend', default='mmpretrain', choices=['mmpretrain', 'timm'])
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument(
+        '--settings', nargs='+', default=['none', 'merge49', 'merge98', 'r8'])
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out-json', default=None)
+    parser.add_argument('--out-md', default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, args.img_size, args.backend)
+    from mergemix_mm.models.tome import vit_geometry
+    geo = vit_geometry(model)
+    grid = (args.img_size // geo.patch_size[0]) * (
+        args.img_size // geo.patch_size[1])
+    env = environment_info()
+    results = run_benchmark(model, args.settings, args.batch_size,
+                            args.img_size, args.repeats, args.warmup)
+    if hasattr(os, 'getloadavg'):
+        env['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
+    command = 'python ' + ' '.join(
+        [osp.relpath(sys.argv[0])] + list(sys.argv[1:] if argv is None
+                                          else argv))
+    meta = dict(
+        command=command,
+        arch=args.arch,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        num_tokens=grid + geo.num_extra_tokens,
+        env=env)
+    md = format_markdown(results, meta)
+    print(md)
+    if args.out_json:
+        os.makedirs(osp.dirname(osp.abspath(args.out_json)), exist_ok=True)
+        with open(args.out_json, 'w') as f:
+            json.dump(dict(meta=meta, results=results), f, indent=2)
+    if args.out_md:
+        os.makedirs(osp.dirname(osp.abspath(args.out_md)), exist_ok=True)
+        with open(args.out_md, 'w') as f:
+            f.write(md)
+    return dict(meta=meta, results=results)
+
+
+if __name__ == '__main__':
+    main()

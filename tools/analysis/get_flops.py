@@ -1,0 +1,171 @@
+"""FLOPs of a ViT with token merging (ToMe), per image.
+
+Counts multiply-accumulates of every ``nn.Linear`` and ``nn.Conv2d`` that
+runs (forward hooks see the real, merged token counts), i.e. the
+Linear/Conv-only convention of mmcv / fvcore (one MAC = one FLOP), and
+separately the attention matmuls ``Q K^T`` and ``A V`` (``2 T^2 D`` per
+block for ``T`` tokens entering it). Normalisation, activations, softmax and
+the merging itself are not counted.
+
+Examples::
+
+    # DeiT-S 224 px, no merging and MergeMix merge_num=49 (ImageNet)
+    python tools/analysis/get_flops.py --arch deit-small --settings none merge49
+
+    # from an mmpretrain config (the classifier's backbone and head)
+    python tools/analysis/get_flops.py configs/xxx.py --settings none merge98
+
+Settings: ``none``, ``merge<N>`` (MergeMix schedule), ``r<N>`` (ToMe
+constant r).
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+__all__ = ['count_flops', 'build_from_args', 'main']
+
+
+def _settings_to_r(name: str, num_layers: int) -> List[int]:
+    from mergemix_mm.models.tome import parse_r, schedule_from_merge_num
+    if name == 'none':
+        return [0] * num_layers
+    if name.startswith('merge') and name[5:].isdigit():
+        return schedule_from_merge_num(num_layers, int(name[5:]))
+    if name.startswith('r') and name[1:].isdigit():
+        return parse_r(num_layers, int(name[1:]))
+    raise ValueError(f"setting {name!r} must be 'none', 'merge<N>' or 'r<N>'")
+
+
+def count_flops(model: nn.Module,
+                r_list: Optional[Sequence[int]] = None,
+                img_size: int = 224,
+                in_channels: int = 3) -> Dict[str, float]:
+    """Count the FLOPs of one image through ``model``.
+
+    Args:
+        model (nn.Module): A ViT backbone supported by
+            :func:`mergemix_mm.models.tome.forward_with_attention`, or an
+            mmpretrain classifier whose ``backbone`` is one (its ``neck`` and
+            ``head`` are counted too).
+        r_list (Sequence[int], optional): ``r`` per block; None means no
+            merging.
+        img_size (int): Square input size. Defaults to 224.
+        in_channels (int): Input channels. Defaults to 3.
+
+    Returns:
+        dict: ``linear_conv`` and ``attention`` (FLOPs), ``total``
+        (their sum), ``params`` and ``tokens`` (tokens entering each block,
+        then the final count).
+    """
+    from mergemix_mm.models.tome import forward_with_attention
+    backbone = getattr(model, 'backbone', model)
+    counts = dict(linear_conv=0, attention=0)
+
+    def linear_hook(mod, inputs, output):
+        x = inputs[0]
+        rows = x.numel() // x.shape[-1]
+        counts['linear_conv'] += rows * mod.in_features * mod.out_features
+
+    def qkv_hook(mod, inputs, output):
+        x = inputs[0]
+        tokens = x.shape[-2]
+        dim = mod.out_features // 3
+        counts['attention'] += 2 * tokens * tokens * dim * (
+            x.numel() // (tokens * x.shape[-1]))
+
+    def conv_hook(mod, inputs, output):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        counts['linear_conv'] += output.numel() * k * (
+            mod.in_channels // mod.groups)
+
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            handles.append(mod.register_forward_hook(linear_hook))
+            if name.endswith('attn.qkv'):
+                handles.append(mod.register_forward_hook(qkv_hook))
+        elif isinstance(mod, nn.Conv2d):
+            handles.append(mod.register_forward_hook(conv_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, in_channels, img_size, img_size)
+            out = forward_with_attention(
+                backbone, x, r_list=r_list, trace_source=False)
+            if backbone is not model:
+                feats = out.outs
+                if getattr(model, 'neck', None) is not None:
+                    feats = model.neck(feats)
+                if getattr(model, 'head', None) is not None:
+                    model.head(feats)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return dict(
+        linear_conv=float(counts['linear_conv']),
+        attention=float(counts['attention']),
+        total=float(counts['linear_conv'] + counts['attention']),
+        params=float(params),
+        tokens=out.token_counts)
+
+
+def build_from_args(config: Optional[str], arch: str,
+                    img_size: int) -> nn.Module:
+    """An mmpretrain model from a config, or a bare ViT backbone for
+    ``arch``."""
+    import mergemix_mm  # noqa: F401
+    from mmpretrain.registry import MODELS
+    if config:
+        from mmengine.config import Config
+        cfg = Config.fromfile(config)
+        model = MODELS.build(cfg.model)
+    else:
+        model = MODELS.build(
+            dict(type='ToMeVisionTransformer', arch=arch, img_size=img_size))
+    return model
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', nargs='?', default=None,
+                        help='mmpretrain config (optional)')
+    parser.add_argument('--arch', default='deit-small',
+                        help='ViT arch when no config is given')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--settings', nargs='+', default=['none', 'merge49'])
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    from mergemix_mm.models.tome import vit_geometry
+    model = build_from_args(args.config, args.arch, args.img_size)
+    num_layers = vit_geometry(getattr(model, 'backbone', model)).num_layers
+    name = args.config or args.arch
+    print(f'{name}, {args.img_size} px, per image (1 MAC = 1 FLOP)')
+    print('| setting | tokens out | GFLOPs (Linear/Conv) | '
+          'GFLOPs (+ attention matmuls) | params (M) |')
+    print('| --- | --- | --- | --- | --- |')
+    rows = []
+    for setting in args.settings:
+        r_list = _settings_to_r(setting, num_layers)
+        res = count_flops(model, r_list, args.img_size)
+        res['setting'] = setting
+        rows.append(res)
+        print(f"| {setting} | {res['tokens'][-1]} | "
+              f"{res['linear_conv'] / 1e9:.2f} | {res['total'] / 1e9:.2f} | "
+              f"{res['params'] / 1e6:.2f} |")
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -25,4 +25,5 @@ visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=None, deterministic=False)
+# Fixed seed by default; every leaf config also states its own.
+randomness = dict(seed=0, deterministic=False)

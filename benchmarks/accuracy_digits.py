@@ -1,0 +1,192 @@
+"""Accuracy benchmark: every method on the embedded UCI digits, 5 seeds.
+
+Each method trains the tiny ViT of ``configs/_base_/models/vit-tiny-p4_digits-
+32px.py`` (patch 4, 4 blocks, width 96) with its recipe from
+``configs/baselines/digits/`` (MergeMix: ``configs/demo/vit-tiny_1xb64-
+mergemix_digits-32px.py``) on the 1,347 training digits at 32 px and reports
+the top-1 accuracy on the 450 test digits after the last epoch, as mean ±
+sample std over seeds. The schedule is the config's AdamW + warm-up + cosine,
+compressed to ``--epochs`` (fewer than the demo's 30, to fit the CPU budget).
+Training uses the model's own ``train_step`` (data preprocessor, batch
+augments, classifier re-scoring, optimizer wrapper), in a lean loop instead
+of the mmengine Runner to save its per-run start-up cost.
+
+Command (about 30 minutes on 2 CPU cores)::
+
+    python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 8
+"""
+import argparse
+import math
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import common  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3,
+                                                                  4])
+    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--methods', nargs='+', default=None,
+                        help=f'subset of {list(common.METHODS)}')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', default=common.RESULTS,
+                        help='output folder for accuracy.json / .md')
+    parser.add_argument('--name', default='accuracy',
+                        help='result file stem')
+    return parser.parse_args(argv)
+
+
+def _loaders(cfg, seed: int):
+    from mmengine.dataset import pseudo_collate
+    from mmpretrain.registry import DATASETS
+    from torch.utils.data import DataLoader
+    train_set = DATASETS.build(cfg.train_dataloader.dataset)
+    test_set = DATASETS.build(cfg.val_dataloader.dataset)
+    g = torch.Generator().manual_seed(seed)
+    train = DataLoader(train_set, batch_size=cfg.train_dataloader.batch_size,
+                       shuffle=True, generator=g, collate_fn=pseudo_collate)
+    test = DataLoader(test_set, batch_size=150, shuffle=False,
+                      collate_fn=pseudo_collate)
+    return train, test
+
+
+def _schedulers(cfg, optim_wrapper, epochs: int, iters_per_epoch: int):
+    """The config's warm-up + cosine, compressed to ``epochs``."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    warm = min(max(1, round(epochs * 2 / 30)), epochs)
+    schedulers = []
+    for s in cfg.param_scheduler:
+        s = dict(s)
+        if s['type'] == 'LinearLR':
+            s.update(begin=0, end=warm)
+        elif warm >= epochs:
+            continue
+        else:
+            s.update(begin=warm, end=epochs)
+        schedulers.append(
+            PARAM_SCHEDULERS.build(
+                s,
+                default_args=dict(
+                    optimizer=optim_wrapper, epoch_length=iters_per_epoch)))
+    return schedulers
+
+
+def train_and_evaluate(method: str, seed: int, epochs: int) -> dict:
+    """Train one method with one seed; return accuracy and timings."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import set_random_seed
+    cfg = common.load_config(method, 'digits')
+    set_random_seed(seed)
+    model = common.build_model(cfg)
+    train, test = _loaders(cfg, seed)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    schedulers = _schedulers(cfg, optim_wrapper, epochs, len(train))
+    model.train()
+    steps, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        for data in train:
+            model.train_step(data, optim_wrapper)
+            for s in schedulers:
+                s.step()
+            steps += 1
+    train_time = time.perf_counter() - t0
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for data in test:
+            for ds in model.val_step(data):
+                correct += int(ds.pred_label.item() == ds.gt_label.item())
+                total += 1
+    return dict(
+        accuracy=100.0 * correct / total,
+        train_time_s=train_time,
+        steps=steps,
+        step_time_s=train_time / steps)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import mergemix_mm  # noqa: F401
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+    methods = common.select_methods(args.methods)
+    env = common.environment(args.threads)
+    runs = {m: {} for m in methods}
+    jobs = [(s, m) for s in args.seeds for m in methods]
+    t_start = time.perf_counter()
+    for seed, method in tqdm(jobs, desc='digits runs'):
+        res = train_and_evaluate(method, seed, args.epochs)
+        runs[method][str(seed)] = res
+        tqdm.write(f'{method:22s} seed {seed}: {res["accuracy"]:.2f}% '
+                   f'({res["train_time_s"]:.1f} s)')
+    wall = time.perf_counter() - t_start
+
+    summary = {}
+    for m in methods:
+        accs = np.array([r['accuracy'] for r in runs[m].values()])
+        summary[m] = dict(
+            mean=float(accs.mean()),
+            std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+            min=float(accs.min()),
+            max=float(accs.max()),
+            step_time_s=float(
+                np.mean([r['step_time_s'] for r in runs[m].values()])))
+    payload = dict(
+        benchmark='accuracy_digits',
+        config=dict(
+            epochs=args.epochs,
+            seeds=args.seeds,
+            methods=methods,
+            model='configs/_base_/models/vit-tiny-p4_digits-32px.py',
+            data='DigitsDataset 1,347 train / 450 test, 32 px',
+            batch_size=64,
+            metric='top-1 after the last epoch (%)'),
+        environment=env,
+        wall_time_s=wall,
+        runs=runs,
+        summary=summary)
+
+    ref = summary.get('mixup', {}).get('mean')
+    rows = []
+    for m in methods:
+        s = summary[m]
+        seeds = ', '.join(f"{runs[m][str(k)]['accuracy']:.1f}"
+                          for k in args.seeds)
+        delta = '' if ref is None else f"{s['mean'] - ref:+.2f}"
+        rows.append([
+            common.METHODS[m], f"{s['mean']:.2f} ± {s['std']:.2f}", delta,
+            seeds, f"{1000 * s['step_time_s']:.0f}"
+        ])
+    md = [
+        '# Accuracy on the embedded digits (tiny ViT, 32 px)', '',
+        f'{len(args.seeds)} seeds ({", ".join(map(str, args.seeds))}), '
+        f'{args.epochs} epochs, batch 64, each method with its recipe from '
+        '`configs/baselines/digits/` (MergeMix: '
+        '`configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py`). Top-1 on '
+        'the 450 test digits after the last epoch, mean ± sample std. '
+        f'Total wall time {wall / 60:.1f} min. Step times here come from '
+        'sequential (not interleaved) runs on a shared machine: use '
+        '`cost.md` for cost ratios.', '',
+        common.md_table([
+            'method', 'top-1 (%)', 'vs Mixup', 'per seed',
+            'mean step (ms)'
+        ], rows), '', '## Run', '',
+        common.env_markdown(env)
+    ]
+    common.write_results(args.name, payload, '\n'.join(md), args.out)
+    if args.name == 'accuracy':
+        common.plot_accuracy_vs_cost(args.out)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,22 @@
+_base_ = [
+    '../_base_/models/deit-small-p16_mergemix.py',
+    '../_base_/datasets/stanfordcars_bs16_224px.py',
+    '../_base_/schedules/finegrained_adamw_200e.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(head=dict(num_classes=196))
+model = dict(train_cfg=dict(augments=[dict(type='CutMix', alpha=1.0)]))
+
+# Everything a result depends on, in this file:
+# 1 GPU(s) x 16 images per GPU, 200 epochs, lr 1e-05 (AdamW, wd 0.05).
+train_dataloader = dict(batch_size=16)
+optim_wrapper = dict(optimizer=dict(lr=1e-05))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=20,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-06, by_epoch=True, begin=20,
+         end=200, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=200)
+auto_scale_lr = dict(base_batch_size=16)
+randomness = dict(seed=0, deterministic=False)

@@ -1,0 +1,32 @@
+_base_ = [
+    '../_base_/models/deit-small-p16_mergemix.py',
+    '../_base_/datasets/cub_bs16_224px.py',
+    '../_base_/schedules/finegrained_adamw_200e.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(head=dict(num_classes=200))
+# MergeMix, official recipe (cub200/.../deit_s_mergemix_l9_a1_tm147_s in OpenMixup; ALGORITHM.md §8.2).
+model = dict(
+    backbone=dict(merge_num=147),  # ToMe-147 schedule of the backbone
+    # tome_in_mix=True: merging only in the mask pass; training forwards and test un-merged
+    tome_in_mix=True,
+    aux_loss='mixup',  # + Mixup(alpha=0.8) loss on a second mixed copy
+    aux_alpha=0.8,
+    train_cfg=dict(augments=[
+        dict(type='MergeMix', alpha=1.0, attn_layer=8, merge_num=147,
+             lam_scale=False, lam_reduction='batch', lam_margin=-1.0)
+    ]))
+
+# Everything a result depends on, in this file:
+# 1 GPU(s) x 16 images per GPU, 200 epochs, lr 1e-05 (AdamW, wd 0.05).
+train_dataloader = dict(batch_size=16)
+optim_wrapper = dict(optimizer=dict(lr=1e-05))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=20,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-07, by_epoch=True, begin=20,
+         end=200, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=200)
+auto_scale_lr = dict(base_batch_size=16)
+randomness = dict(seed=0, deterministic=False)

@@ -1,4 +1,5 @@
-from .cifar100 import CIFAR100Local, check_cifar100_layout, load_cifar100_pickle
+from .cifar100 import (CIFAR100Local, check_cifar100_layout,
+                       load_cifar100_pickle)
 from .digits import DigitsDataset, digits_split_indices, load_digits_images
 from .fine_grained import (CUBLocal, FGVCAircraftLocal, StanfordCarsLocal,
                            check_aircraft_layout, check_cub_layout,

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 __all__ = [
     'ARCHIVE_SUFFIXES', 'is_archive', 'safe_member_name', 'iter_archive_files',
-    'iter_nested_tar_files', 'strip_top_folder', 'write_fileobj', 'place_file', 'require_file', 'report_check',
+    'iter_nested_tar_files', 'strip_top_folder', 'write_fileobj',
+    'place_file', 'require_file', 'report_check',
     'write_lines'
 ]
 
@@ -146,7 +147,8 @@ def strip_top_folder(name: str, folder: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name
 
 
-def iter_nested_tar_files(fileobj: IO[bytes]) -> Iterator[Tuple[str, IO[bytes]]]:
+def iter_nested_tar_files(
+        fileobj: IO[bytes]) -> Iterator[Tuple[str, IO[bytes]]]:
     """Yield ``(name, fileobj)`` for the files of a tar read from a stream.
 
     Used for ImageNet's training tarball, which holds one tar per class.

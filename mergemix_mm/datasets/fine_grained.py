@@ -240,12 +240,18 @@ class StanfordCarsLocal(StanfordCars):
 
     Two layouts, as in mmpretrain::
 
-        Stanford_Cars/                    Stanford_Cars/
-        ├── car_ims/000001.jpg ...   or   ├── cars_train/00001.jpg ...
-        └── cars_annos.mat                ├── cars_test/00001.jpg ...
-                                          └── devkit/
-                                              ├── cars_train_annos.mat
-                                              └── cars_test_annos_withlabels.mat
+        Stanford_Cars/
+        ├── car_ims/000001.jpg ...
+        └── cars_annos.mat
+
+    or::
+
+        Stanford_Cars/
+        ├── cars_train/00001.jpg ...
+        ├── cars_test/00001.jpg ...
+        └── devkit/
+            ├── cars_train_annos.mat
+            └── cars_test_annos_withlabels.mat
 
     Args:
         data_root (str): Dataset root.

@@ -152,8 +152,8 @@ class ImageNetLocal(ImageNet):
                 f"ImageNetLocal: split={split!r} is not valid; use 'train', "
                 "'val' or 'test'.")
         if not data_root:
-            raise ValueError('ImageNetLocal: data_root is empty; set it to the '
-                             'prepared folder (e.g. data/imagenet).')
+            raise ValueError('ImageNetLocal: data_root is empty; set it to '
+                             'the prepared folder (e.g. data/imagenet).')
         self.split = split
         if is_local_path(data_root):
             self._check_paths(data_root, split, data_prefix, ann_file)

@@ -57,15 +57,15 @@ def format_layout_problems(dataset_name: str, data_root: str,
     if is_local_path(data_root) and not osp.isabs(data_root):
         where += f' (resolved from the working directory to ' \
                  f'{osp.abspath(data_root)!r})'
-    lines = [
-        f'{dataset_name}: the dataset folder {where} is not ready '
-        f'({len(problems)} problem(s)):'
-    ]
-    lines += [f'  - {p}' for p in problems]
+    lines = [f'{dataset_name}: the dataset folder {where} is not ready.']
     if prepare_cmd:
         lines.append('Prepare it offline (nothing is downloaded) with:')
         lines.append(f'  {prepare_cmd}')
-    lines.append(f'The expected layouts are described in {DOCS_PAGE}.')
+    lines.append(f'The expected layouts are described in {DOCS_PAGE}. '
+                 f'{len(problems)} problem(s):')
+    # The problems come last so that the final line of a traceback names a
+    # path.
+    lines += [f'  - {p}' for p in problems]
     return '\n'.join(lines)
 
 

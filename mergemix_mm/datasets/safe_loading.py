@@ -23,7 +23,9 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 from mmpretrain.registry import TRANSFORMS
 
-__all__ = ['ImageLoadError', 'SafeLoadImageFromFile', 'enable_skip_bad_samples']
+__all__ = [
+    'ImageLoadError', 'SafeLoadImageFromFile', 'enable_skip_bad_samples'
+]
 
 
 class ImageLoadError(OSError):
@@ -79,10 +81,10 @@ class SafeLoadImageFromFile(LoadImageFromFile):
         **kwargs: Arguments of ``mmcv.transforms.LoadImageFromFile``.
 
     Note:
-        With the default ``imdecode_backend='cv2'``, a JPEG truncated after
-        its header is decoded partially by OpenCV (it prints "Premature end of
-        JPEG file") without raising, so it is not detected here; use
-        ``imdecode_backend='pillow'`` to have truncated files rejected too.
+        Whether a JPEG cut off after its header is detected depends on the
+        decoder: OpenCV 5 (installed with mmcv here) rejects it, while OpenCV
+        4.x decodes it partially with only a "Premature end of JPEG file"
+        message. ``imdecode_backend='pillow'`` always rejects it.
     """
 
     def __init__(self,
@@ -91,7 +93,8 @@ class SafeLoadImageFromFile(LoadImageFromFile):
                  **kwargs) -> None:
         if not isinstance(skip_bad, bool):
             raise TypeError(
-                f'SafeLoadImageFromFile: skip_bad={skip_bad!r} must be a bool.')
+                f'SafeLoadImageFromFile: skip_bad={skip_bad!r} must be a '
+                'bool.')
         if max_skipped is not None and (not isinstance(max_skipped, int)
                                         or max_skipped < 0):
             raise ValueError(
@@ -141,7 +144,8 @@ class SafeLoadImageFromFile(LoadImageFromFile):
                 path=path,
                 reason=reason) from cause
         self.num_skipped += 1
-        if self.max_skipped is not None and self.num_skipped > self.max_skipped:
+        if (self.max_skipped is not None
+                and self.num_skipped > self.max_skipped):
             raise ImageLoadError(
                 f'Cannot load image file {path!r} ({reason}); this is the '
                 f'{self.num_skipped}th unreadable image in '

@@ -141,4 +141,7 @@ class TinyImageNet(CustomDataset):
                 self, 'TinyImageNet', evaluation=split == 'val')
 
     def extra_repr(self) -> List[str]:
-        return [f'Split: \t{self.split}', f'Root of dataset: \t{self.data_root}']
+        return [
+            f'Split: \t{self.split}',
+            f'Root of dataset: \t{self.data_root}'
+        ]

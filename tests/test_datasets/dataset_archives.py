@@ -3,7 +3,8 @@
 Each factory writes a few small images with the member names, folder
 structure and annotation formats of the official archive:
 
-* ``cifar-100-python.tar.gz``: ``cifar-100-python/{train,test,meta,file.txt~}``,
+* ``cifar-100-python.tar.gz``:
+  ``cifar-100-python/{train,test,meta,file.txt~}``,
   pickled dicts with bytes keys (``b'data'`` uint8 (N, 3072),
   ``b'fine_labels'``, ``b'coarse_labels'``, ``b'filenames'``; meta
   ``b'fine_label_names'``), protocol 2 as the originals.
@@ -218,7 +219,8 @@ def cub_tgz(tmp_path):
             folder = f'{cls:03d}.{CUB_CATEGORIES[cls - 1]}'
             for k in range(3):
                 img_id += 1
-                rel = f'{folder}/{CUB_CATEGORIES[cls - 1]}_{k:04d}_{img_id}.jpg'
+                name = CUB_CATEGORIES[cls - 1]
+                rel = f'{folder}/{name}_{k:04d}_{img_id}.jpg'
                 is_train = k < 2
                 samples.append((img_id, rel, cls, is_train))
                 files[f'CUB_200_2011/images/{rel}'] = jpeg_bytes(img_id)
@@ -229,7 +231,8 @@ def cub_tgz(tmp_path):
         files['CUB_200_2011/train_test_split.txt'] = ''.join(
             f'{i} {int(t)}\n' for i, _, _, t in samples).encode()
         files['CUB_200_2011/classes.txt'] = ''.join(
-            f'{c} {c:03d}.{CUB_CATEGORIES[c - 1]}\n' for c in (1, 2, 3)).encode()
+            f'{c} {c:03d}.{CUB_CATEGORIES[c - 1]}\n'
+            for c in (1, 2, 3)).encode()
         files['CUB_200_2011/bounding_boxes.txt'] = ''.join(
             f'{i} 1.0 2.0 10.0 12.0\n' for i, _, _, _ in samples).encode()
         files['CUB_200_2011/README'] = b'The Caltech-UCSD Birds-200-2011'

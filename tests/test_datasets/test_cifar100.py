@@ -94,6 +94,8 @@ def test_missing_split_file_names_path_and_command(tmp_path,
     msg = str(info.value)
     assert isinstance(info.value, DatasetLayoutError)
     assert repr(missing) in msg and 'prepare_cifar100.py' in msg
+    # the last line (what a traceback ends with) names the missing file
+    assert repr(missing) in msg.splitlines()[-1]
 
 
 def test_missing_root_and_no_download(tmp_path):
@@ -148,3 +150,13 @@ def test_cli_subprocess_reports_missing_split(tmp_path, cifar100_tarball,
     assert code == 1, output
     assert "split 'train': missing file" in output
     assert osp.isfile(osp.join(out, 'cifar-100-python', 'test'))
+
+
+def test_missing_archive_is_named_not_downloaded(tmp_path, capsys):
+    tool = load_tool('prepare_cifar100')
+    archive = str(tmp_path / 'cifar-100-python.tar.gz')
+    assert tool.main(['--archive', archive, '--out',
+                      str(tmp_path / 'o')]) == 2
+    err = capsys.readouterr().err
+    assert repr(archive) in err and 'never download' in err
+    assert not osp.exists(tmp_path / 'o')

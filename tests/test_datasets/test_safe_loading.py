@@ -169,3 +169,19 @@ def test_dataloader_epoch_survives_bad_images(folder_with_bad_images,
         seen += [s.img_path for s in batch['data_samples']]
     assert len(seen) == 8 and not set(seen) & set(bad)
     assert sum('Skipped unreadable image' in m for m in warnings_log) >= 2
+
+
+def test_truncated_jpeg_rejected_with_pillow_backend(tmp_path):
+    import cv2
+    import numpy as np
+    img = (np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8)
+    data = cv2.imencode('.jpg', img)[1].tobytes()
+    path = tmp_path / 'truncated.jpg'
+    path.write_bytes(data[:len(data) * 3 // 4])
+    t = TRANSFORMS.build(
+        dict(type='SafeLoadImageFromFile', imdecode_backend='pillow'))
+    with pytest.raises(ImageLoadError, match='truncated.jpg'):
+        t(dict(img_path=str(path)))
+    (tmp_path / 'full.jpg').write_bytes(data)
+    assert t(dict(img_path=str(tmp_path / 'full.jpg')))['img'].shape == \
+        (64, 64, 3)

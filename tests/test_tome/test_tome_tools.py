@@ -66,3 +66,10 @@ def test_benchmark_runs_and_reports_ratios(tiny_arch):
     assert all(len(r['times_s']) == 2 for r in res.values())
     with pytest.raises(ValueError, match='setting'):
         tool.parse_setting('half', 4)
+    overhead = tool.measure_merge_overhead(
+        model, ['none', 'r4'], batch_size=2, img_size=32, repeats=1)
+    assert list(overhead) == ['r4']
+    assert 0 < overhead['r4']['fraction'] < 1
+    # the instrumentation is removed again
+    from mergemix_mm.models.tome import functional, mmpretrain_vit
+    assert mmpretrain_vit.merge_tokens is functional.merge_tokens

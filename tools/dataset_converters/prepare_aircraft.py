@@ -101,8 +101,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         return report_check('FGVC-Aircraft', args.check,
                             check_aircraft_layout(args.check, args.splits))
-    problems = prepare_aircraft(
-        args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    try:
+        problems = prepare_aircraft(
+            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('FGVC-Aircraft', args.out, problems)
 
 

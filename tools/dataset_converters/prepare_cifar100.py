@@ -102,8 +102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         return report_check('CIFAR-100', args.check,
                             check_cifar100_layout(args.check))
-    problems = prepare_cifar100(
-        args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    try:
+        problems = prepare_cifar100(
+            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('CIFAR-100', args.out, problems)
 
 

@@ -93,8 +93,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         return report_check('CUB-200-2011', args.check,
                             check_cub_layout(args.check))
-    problems = prepare_cub(
-        args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    try:
+        problems = prepare_cub(
+            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('CUB-200-2011', args.out, problems)
 
 

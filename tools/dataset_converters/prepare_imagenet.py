@@ -366,7 +366,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--train-tar', help='ILSVRC2012_img_train.tar')
     parser.add_argument('--train-dir', help='folder of <wnid>/ sub-folders')
     parser.add_argument('--val-tar', help='ILSVRC2012_img_val.tar (flat)')
-    parser.add_argument('--val-dir', help='validation folder (flat or <wnid>/)')
+    parser.add_argument(
+        '--val-dir', help='validation folder (flat or <wnid>/)')
     parser.add_argument(
         '--val-labels',
         help='labels of flat val images: "<file> <wnid|index>" lines or '
@@ -406,16 +407,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if path and not is_archive(path):
             print(f'warning: {path!r} does not look like a tar archive',
                   file=sys.stderr)
-    problems = prepare_imagenet(
-        args.out,
-        train_tar=args.train_tar,
-        train_dir=args.train_dir,
-        val_tar=args.val_tar,
-        val_dir=args.val_dir,
-        val_labels=args.val_labels,
-        devkit=args.devkit,
-        mode=args.mode,
-        max_images_checked=limit)
+    try:
+        problems = prepare_imagenet(
+            args.out,
+            train_tar=args.train_tar,
+            train_dir=args.train_dir,
+            val_tar=args.val_tar,
+            val_dir=args.val_dir,
+            val_labels=args.val_labels,
+            devkit=args.devkit,
+            mode=args.mode,
+            max_images_checked=limit)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('ImageNet', args.out, problems)
 
 

@@ -137,7 +137,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return report_check(
             'Stanford Cars', args.check,
             check_stanford_cars_layout(args.check, args.splits))
-    problems = prepare_stanford_cars(args.out, args.archives, mode=args.mode)
+    try:
+        problems = prepare_stanford_cars(args.out, args.archives, mode=args.mode)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('Stanford Cars', args.out, problems)
 
 

@@ -149,7 +149,8 @@ def prepare_tiny_imagenet(out: str,
                        osp.join(out, 'val', labels[fn], fn), 'move')
         if unlabelled:
             raise ValueError(f'{len(unlabelled)} validation image(s) are not '
-                             f'in val_annotations.txt, e.g. {unlabelled[0]!r}.')
+                             'in val_annotations.txt, e.g. '
+                             f'{unlabelled[0]!r}.')
         shutil.rmtree(staging)
 
     write_lines(osp.join(out, 'meta', 'classes.txt'), classes)
@@ -168,7 +169,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'downloads.')
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--archive', help='path of tiny-imagenet-200.zip')
-    src.add_argument('--src-dir', help='the extracted tiny-imagenet-200 folder')
+    src.add_argument(
+        '--src-dir', help='the extracted tiny-imagenet-200 folder')
     src.add_argument(
         '--check',
         metavar='DIR',
@@ -188,8 +190,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         return report_check('Tiny-ImageNet', args.check,
                             check_tiny_imagenet_layout(args.check))
-    problems = prepare_tiny_imagenet(
-        args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    try:
+        problems = prepare_tiny_imagenet(
+            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return report_check('Tiny-ImageNet', args.out, problems)
 
 

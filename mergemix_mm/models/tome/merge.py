@@ -199,12 +199,15 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
         size_keep = flat_size.index_select(0, keep)
         size_src = flat_size.index_select(0, src)
     size_out = size_keep.index_add(0, dst, size_src)
-    # sum(s x) / sum(s) as one pass over the kept rows plus the r merged
-    # rows: kept rows are scaled by s / s_out (1 for untouched tokens), the
-    # merged-away rows are added with weight s_src / s_out[dst].
+    # sum(s x) / sum(s) touching only the receiving rows: the kept rows are
+    # copied, the (unique) receiving rows are rescaled by s_dst / s_out and
+    # the merged-away rows are added with weight s_src / s_out[dst].
     flat = x.reshape(B * T, C)
     out = flat.index_select(0, keep)
-    out.mul_((size_keep / size_out).to(x.dtype))
+    recv = torch.unique(dst)
+    scale = (size_keep.index_select(0, recv) /
+             size_out.index_select(0, recv)).to(x.dtype)
+    out.index_copy_(0, recv, out.index_select(0, recv).mul_(scale))
     weight_src = (size_src / size_out.index_select(0, dst)).to(x.dtype)
     out.index_add_(0, dst, flat.index_select(0, src).mul_(weight_src))
     return out.view(B, n, C), size_out.view(B, n, 1)

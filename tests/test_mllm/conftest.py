@@ -1,6 +1,7 @@
 """Shared tiny fixtures for the MLLM tests (everything built locally)."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 WORDS = 'zero one two three four five six seven eight nine'.split()
@@ -28,6 +29,16 @@ def random_images(n, size=32, seed=0):
     rng = np.random.RandomState(seed)
     return [Image.fromarray((rng.rand(size, size, 3) * 255).astype('uint8'))
             for _ in range(n)]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _single_thread():
+    """The tiny models gain nothing from intra-op threads, and on a shared
+    2-core machine two threads per op are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope='session')

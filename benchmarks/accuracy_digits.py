@@ -11,6 +11,10 @@ Training uses the model's own ``train_step`` (data preprocessor, batch
 augments, classifier re-scoring, optimizer wrapper), in a lean loop instead
 of the mmengine Runner to save its per-run start-up cost.
 
+Runs go to ``--workers`` processes of ``--threads`` torch threads each (2 x 1
+on 2 cores: a single 2-thread process slows down several-fold as soon as
+another process competes for the cores).
+
 Command (about 30 minutes on 2 CPU cores)::
 
     python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 8
@@ -37,7 +41,10 @@ def parse_args(argv=None):
     parser.add_argument('--epochs', type=int, default=8)
     parser.add_argument('--methods', nargs='+', default=None,
                         help=f'subset of {list(common.METHODS)}')
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--workers', type=int, default=2,
+                        help='parallel training processes (one per core)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads per process')
     parser.add_argument('--out', default=common.RESULTS,
                         help='output folder for accuracy.json / .md')
     parser.add_argument('--name', default='accuracy',
@@ -113,22 +120,43 @@ def train_and_evaluate(method: str, seed: int, epochs: int) -> dict:
         step_time_s=train_time / steps)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
     import mergemix_mm  # noqa: F401
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
+
+
+def _job(job):
+    seed, method, epochs = job
+    return seed, method, train_and_evaluate(method, seed, epochs)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    _init_worker(args.threads)
     methods = common.select_methods(args.methods)
     env = common.environment(args.threads)
+    env['workers'] = args.workers
     runs = {m: {} for m in methods}
-    jobs = [(s, m) for s in args.seeds for m in methods]
+    jobs = [(s, m, args.epochs) for s in args.seeds for m in methods]
     t_start = time.perf_counter()
-    for seed, method in tqdm(jobs, desc='digits runs'):
-        res = train_and_evaluate(method, seed, args.epochs)
+    if args.workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor(
+            args.workers, mp_context=mp.get_context('spawn'),
+            initializer=_init_worker, initargs=(args.threads, ))
+        results = pool.map(_job, jobs)
+    else:
+        pool, results = None, map(_job, jobs)
+    for seed, method, res in tqdm(results, total=len(jobs),
+                                  desc='digits runs'):
         runs[method][str(seed)] = res
         tqdm.write(f'{method:22s} seed {seed}: {res["accuracy"]:.2f}% '
                    f'({res["train_time_s"]:.1f} s)')
+    if pool is not None:
+        pool.shutdown()
     wall = time.perf_counter() - t_start
 
     summary = {}

@@ -109,8 +109,10 @@ def main():
             f'## {backend} backend', '',
             '| setting | r per block | tokens out | GFLOPs Lin/Conv | '
             'GFLOPs +attn | median s / batch | images / s | '
-            f'speed-up vs {base} | FLOP ratio (+attn) | merge share |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'
+            f'speed-up vs {base} | CPU-time speed-up | FLOP ratio (+attn) '
+            '| merge share |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- '
+            '| --- |'
         ]
         for s, r in results.items():
             f = flops[s]
@@ -123,7 +125,7 @@ def main():
                 f"{f['tokens'][-1]} | {f['gflops_linear_conv']:.2f} | "
                 f"{f['gflops_with_attention']:.2f} | {r['median_s']:.4f} | "
                 f"{r['images_per_s']:.1f} | **{r['speedup']:.3f}x** | "
-                f'{ratio:.3f}x | {share} |')
+                f"{r['cpu_speedup']:.3f}x | {ratio:.3f}x | {share} |")
         sections.append('\n'.join(lines))
 
     if hasattr(os, 'getloadavg'):
@@ -135,7 +137,10 @@ def main():
         f'{args.repeats} timed rounds after {args.warmup} warm-up rounds; '
         'in every round each setting runs once (rotating order), in the '
         'same process on the same randomly initialised weights; the table '
-        "shows medians. 'none' is the stock forward (merging off). FLOPs "
+        "shows medians of wall-clock time (speed-up) and of the process CPU "
+        'time of all threads (CPU-time speed-up; less sensitive to other '
+        "processes competing for the cores). 'none' is the stock forward "
+        '(merging off). FLOPs '
         'per image from tools/analysis/get_flops.py (1 MAC = 1 FLOP). '
         "'merge share': fraction of the forward time spent in the merging "
         'step (matching, weighted merge, source map), timed in separate '

@@ -10,6 +10,11 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # Reliability (docs/reliability.md): stop on a NaN/Inf loss or input,
+    # naming the iteration and samples (action='skip' skips such steps);
+    # keep the random generators' states in checkpoints for exact resumes.
+    nonfinite_guard=dict(type='NonFiniteGuardHook', action='raise'),
+    rng_state=dict(type='RNGStateHook'),
 )
 
 env_cfg = dict(

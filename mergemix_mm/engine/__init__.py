@@ -1,3 +1,8 @@
+from .nonfinite_guard import NonFiniteError, NonFiniteGuardHook
+from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 from .switch_recipe import bind_model_aware_augments, patch_switch_recipe_hook
 
-__all__ = ['bind_model_aware_augments', 'patch_switch_recipe_hook']
+__all__ = [
+    'bind_model_aware_augments', 'patch_switch_recipe_hook', 'NonFiniteError',
+    'NonFiniteGuardHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state'
+]

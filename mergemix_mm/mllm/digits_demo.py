@@ -26,7 +26,7 @@ from .tiny import build_tiny_llava, train_tiny_tokenizer
 __all__ = [
     'DIGIT_WORDS', 'DIGIT_QUESTION', 'DigitsDemoConfig', 'digit_samples',
     'export_digits_llava', 'build_demo_model', 'evaluate_digits',
-    'run_digits_demo'
+    'train_digits', 'run_digits_demo'
 ]
 
 DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six',
@@ -150,21 +150,16 @@ def evaluate_digits(wrapper: MergeMixVLM, tok, processor, samples,
     return dict(exact_match=exact / n, choice_acc=ranked / n)
 
 
-def run_digits_demo(cfg: DigitsDemoConfig, output_dir: str,
-                    train=None, test=None) -> Dict[str, float]:
-    """Train one tiny LLaVA on the digits and evaluate it.
+def train_digits(wrapper: MergeMixVLM, tok, processor, train: List[dict],
+                 cfg: DigitsDemoConfig, output_dir: str):
+    """Train ``wrapper`` on ``train`` with :class:`MergeMixTrainer`.
 
     Returns:
-        dict: ``exact_match``, ``choice_acc``, ``train_seconds``, ``steps``.
+        tuple: ``(trainer, train_seconds)``.
     """
     from transformers import TrainingArguments
 
     from .trainer import MergeMixTrainer
-    train = digit_samples('train', cfg.img_size) if train is None else train
-    test = digit_samples('test', cfg.img_size) if test is None else test
-    if cfg.train_limit:
-        train = train[:cfg.train_limit]
-    tok, processor, wrapper = build_demo_model(cfg)
     collator = ConversationCollator(
         tok, processor, num_image_tokens=wrapper.num_visual_tokens(),
         image_size=cfg.img_size, system_prompt='')
@@ -189,7 +184,41 @@ def run_digits_demo(cfg: DigitsDemoConfig, output_dir: str,
                               data_collator=collator, processing_class=tok)
     t0 = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - t0
+    return trainer, time.perf_counter() - t0
+
+
+def run_digits_demo(cfg: DigitsDemoConfig, output_dir: str,
+                    train=None, test=None,
+                    init_state: Optional[dict] = None) -> Dict[str, float]:
+    """Train one tiny LLaVA on the digits and evaluate it.
+
+    Args:
+        cfg (DigitsDemoConfig): Settings.
+        output_dir (str): Trainer output folder (nothing is saved).
+        train (list, optional): Training items; the digits train split if
+            None.
+        test (list, optional): Test items; the digits test split if None.
+        init_state (dict, optional): State dict of the LLaVA model to start
+            from (e.g. after an SFT stage). Defaults to None (random).
+
+    Returns:
+        dict: ``exact_match``, ``choice_acc``, ``train_seconds``, ``steps``,
+        ``final_sft_loss`` (mean of the last logged values).
+    """
+    train = digit_samples('train', cfg.img_size) if train is None else train
+    test = digit_samples('test', cfg.img_size) if test is None else test
+    if cfg.train_limit:
+        train = train[:cfg.train_limit]
+    tok, processor, wrapper = build_demo_model(cfg)
+    if init_state is not None:
+        wrapper.vlm.load_state_dict(init_state)
+    trainer, seconds = train_digits(wrapper, tok, processor, train, cfg,
+                                    output_dir)
     metrics = evaluate_digits(wrapper, tok, processor, test)
-    metrics.update(train_seconds=seconds, steps=trainer.state.global_step)
+    logged = [h['sft_loss'] for h in trainer.state.log_history
+              if 'sft_loss' in h]
+    metrics.update(
+        train_seconds=seconds,
+        steps=trainer.state.global_step,
+        final_sft_loss=float(sum(logged[-2:]) / max(len(logged[-2:]), 1)))
     return metrics

@@ -51,8 +51,9 @@ class MergeMixTrainer(Trainer):
         self.mm_args = model.mm_args
         if lam_seed is None:
             lam_seed = int(self.args.seed) + int(self.args.process_index)
-        self._lam_gen = torch.Generator().manual_seed(lam_seed)
-        self._lam_once = float(torch.rand((), generator=self._lam_gen))
+        self._lam_seed = int(lam_seed)
+        self._lam_once = float(
+            torch.rand((), generator=torch.Generator().manual_seed(lam_seed)))
         self._lam_step = None
         self._lam_value = None
         self._stats: Dict[str, float] = {}
@@ -65,8 +66,11 @@ class MergeMixTrainer(Trainer):
             return self._lam_once
         step = self.state.global_step
         if self._lam_step != step:
+            # A function of (seed, step): resuming reproduces the sequence.
+            gen = torch.Generator().manual_seed(self._lam_seed * 1_000_003 +
+                                                step)
             self._lam_step = step
-            self._lam_value = float(torch.rand((), generator=self._lam_gen))
+            self._lam_value = float(torch.rand((), generator=gen))
         return self._lam_value
 
     def compute_loss(self, model, inputs: Dict[str, Any],
@@ -137,7 +141,14 @@ class MergeMixTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str,
                               model=None) -> None:
-        """Resume: the checkpoint holds the inner model's weights."""
-        if model is None:
-            model = self.accelerator.unwrap_model(self.model).vlm
-        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        """Resume: the checkpoint is a ``save_pretrained`` directory of the
+        inner model (whose on-disk key names may differ from the module's, so
+        it is read back with ``from_pretrained``)."""
+        if model is not None and not isinstance(model, MergeMixVLM):
+            return super()._load_from_checkpoint(resume_from_checkpoint,
+                                                 model=model)
+        vlm = self.accelerator.unwrap_model(self.model).vlm
+        loaded = type(vlm).from_pretrained(resume_from_checkpoint,
+                                           dtype=vlm.dtype)
+        vlm.load_state_dict(loaded.state_dict())
+        del loaded

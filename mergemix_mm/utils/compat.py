@@ -13,12 +13,15 @@ Every fix here addresses a verified breakage (see ``docs/compat.md``):
   with ``gloo`` and build DDP with ``device_ids=None``.
 * **persistent_workers.** ``DataLoader`` raises when ``persistent_workers=True``
   and ``num_workers == 0``; the option is dropped in that case.
+* **Crash-safe checkpoints** (:mod:`.checkpoint_safety`): atomic checkpoint
+  writes, and ``--resume`` that falls back past a truncated checkpoint.
 
 :func:`apply_all` is called on ``import mergemix_mm``.
 """
 import copy
 import functools
 import os.path as osp
+import pickle
 from typing import Any, Dict
 
 import torch
@@ -47,7 +50,15 @@ def load_local_checkpoint_trusted(filename: str, map_location=None) -> Any:
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file {filename!r} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        # torch's message ("failed finding central directory") omits the file.
+        from .checkpoint_safety import CheckpointCorruptError
+        raise CheckpointCorruptError(
+            f'checkpoint {filename!r} cannot be loaded ({err}); it is '
+            'truncated or corrupt.', path=filename) from err
 
 
 def patch_checkpoint_loader() -> None:
@@ -135,4 +146,10 @@ def apply_all() -> Dict[str, bool]:
     patch_checkpoint_loader()
     patch_cpu_distributed()
     patch_persistent_workers()
+    # Crash-safe checkpoints (issue 10): see checkpoint_safety.py.
+    from .checkpoint_safety import (patch_atomic_checkpoint_save,
+                                    patch_resume_fallback)
+    patch_atomic_checkpoint_save()
+    patch_resume_fallback()
+    _APPLIED.update(('atomic_save', 'resume'))
     return {name: True for name in sorted(_APPLIED)}

@@ -101,7 +101,10 @@ def run_benchmark(model: torch.nn.Module,
 
     Returns:
         dict: setting -> ``r_list``, ``times_s``, ``median_s``,
-        ``images_per_s`` and ``speedup`` (vs the first setting).
+        ``images_per_s`` and ``speedup`` (wall clock, vs the first setting),
+        plus ``cpu_times_s``, ``median_cpu_s`` and ``cpu_speedup`` (process
+        CPU time of all threads, less sensitive to other processes
+        competing for the cores).
     """
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
@@ -109,6 +112,7 @@ def run_benchmark(model: torch.nn.Module,
     fns = {s: _forward_fn(model, r) for s, r in r_lists.items()}
     x = torch.randn(batch_size, 3, img_size, img_size)
     times = {s: [] for s in settings}
+    cpu_times = {s: [] for s in settings}
     order = list(settings)
     iterator = range(warmup + repeats)
     if progress:
@@ -117,22 +121,30 @@ def run_benchmark(model: torch.nn.Module,
     with torch.inference_mode():
         for it in iterator:
             for s in order:
+                cpu_start = time.process_time()
                 start = time.perf_counter()
                 fns[s](x)
                 elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
                 if it >= warmup:
                     times[s].append(elapsed)
+                    cpu_times[s].append(cpu)
             order = order[1:] + order[:1]  # rotate to spread drift
     base = statistics.median(times[settings[0]])
+    cpu_base = statistics.median(cpu_times[settings[0]])
     results = {}
     for s in settings:
         med = statistics.median(times[s])
+        cpu_med = statistics.median(cpu_times[s])
         results[s] = dict(
             r_list=r_lists[s],
             times_s=[round(t, 5) for t in times[s]],
             median_s=med,
             images_per_s=batch_size / med,
-            speedup=base / med)
+            speedup=base / med,
+            cpu_times_s=[round(t, 5) for t in cpu_times[s]],
+            median_cpu_s=cpu_med,
+            cpu_speedup=cpu_base / cpu_med)
     return results
 
 
@@ -210,6 +222,9 @@ def environment_info() -> dict:
         info['cpu'] = names[0] if names else platform.processor()
     except OSError:
         info['cpu'] = platform.processor()
+    for var in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'MKL_NUM_THREADS'):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
     if hasattr(os, 'getloadavg'):
         info['loadavg_start'] = [round(v, 2) for v in os.getloadavg()]
     return info
@@ -224,8 +239,8 @@ def format_markdown(results: Dict[str, dict], meta: dict) -> str:
         f"{meta['env']['torch_threads']} threads)", '',
         f"Command: `{meta['command']}`", '',
         '| setting | r per block | tokens out | median s / batch | '
-        f'images / s | speed-up vs {first} |',
-        '| --- | --- | --- | --- | --- | --- |'
+        f'images / s | speed-up vs {first} | CPU-time speed-up |',
+        '| --- | --- | --- | --- | --- | --- | --- |'
     ]
     n0 = meta.get('num_tokens')
     for s, r in results.items():
@@ -233,7 +248,7 @@ def format_markdown(results: Dict[str, dict], meta: dict) -> str:
         lines.append(
             f"| {s} | {','.join(map(str, r['r_list']))} | {out} | "
             f"{r['median_s']:.4f} | {r['images_per_s']:.1f} | "
-            f"{r['speedup']:.3f}x |")
+            f"{r['speedup']:.3f}x | {r['cpu_speedup']:.3f}x |")
     env = meta['env']
     lines += [
         '', f"Repeats: {meta['repeats']} (after {meta['warmup']} warm-up "

@@ -1,0 +1,289 @@
+"""``NonFiniteGuardHook``: stop (or skip) a training step whose loss or inputs
+are NaN/Inf, and say which iteration and which samples it was.
+
+Without it a NaN loss is back-propagated, the optimizer writes NaN into every
+weight, and the run goes on for days logging ``loss: nan``. The hook wraps the
+model's ``train_step`` for the duration of training:
+
+* **inputs**: floating-point ``inputs`` of the batch (before the data
+  preprocessor) must be finite;
+* **loss**: every loss handed to ``optim_wrapper.backward`` must be finite
+  (this covers mmengine's ``update_params`` path, DDP, AMP and
+  :class:`~mergemix_mm.models.classifiers.MergeMixClassifier`'s sequential
+  main/auxiliary backward).
+
+``action='raise'`` (default) raises :class:`NonFiniteError` naming the
+iteration, epoch, the loss terms and the dataset indices (``sample_idx``,
+and ``img_path`` where the pipeline packs it) of the batch. ``action='skip'``
+drops the batch instead: no backward, no optimizer step at that iteration
+(gradients accumulated for it are discarded), a warning with the same details
+and a running count; ``max_skipped`` / ``max_consecutive_skips`` stop a run
+that keeps producing non-finite losses. Under distributed training the skip
+decision is all-reduced so that every rank skips the same step (otherwise
+DDP would hang).
+"""
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import get_dist_info
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmpretrain.registry import HOOKS
+
+__all__ = ['NonFiniteError', 'NonFiniteGuardHook', 'batch_sample_info']
+
+_ACTIONS = ('raise', 'skip')
+_MISSING = object()
+
+
+class NonFiniteError(FloatingPointError):
+    """A training batch produced a NaN/Inf loss or contained NaN/Inf inputs.
+
+    Attributes:
+        iteration (int): 1-based global iteration (as in the training log).
+        sample_idx (list): Dataset indices of the batch's samples.
+    """
+
+    def __init__(self, message: str, iteration: int, sample_idx: list):
+        super().__init__(message)
+        self.iteration = iteration
+        self.sample_idx = sample_idx
+
+
+def batch_sample_info(data: Any) -> Dict[str, list]:
+    """``sample_idx`` (and ``img_path``) of a batch's data samples.
+
+    Args:
+        data (dict | list | tuple): A batch as the dataloader yields it.
+
+    Returns:
+        dict: ``sample_idx`` and ``img_path`` lists (missing values are None;
+        empty lists when the batch carries no data samples).
+    """
+    samples = data.get('data_samples') if isinstance(data, dict) else None
+    info = dict(sample_idx=[], img_path=[])
+    for ds in samples or []:
+        meta = getattr(ds, 'metainfo', None) or {}
+        info['sample_idx'].append(meta.get('sample_idx'))
+        info['img_path'].append(meta.get('img_path'))
+    return info
+
+
+def _floating_tensors(inputs: Any) -> List[torch.Tensor]:
+    if isinstance(inputs, torch.Tensor):
+        return [inputs] if inputs.is_floating_point() else []
+    if isinstance(inputs, (list, tuple)):
+        return [t for item in inputs for t in _floating_tensors(item)]
+    if isinstance(inputs, dict):
+        return [t for v in inputs.values() for t in _floating_tensors(v)]
+    return []
+
+
+def _bad_input_positions(inputs: Any) -> List[int]:
+    """Batch positions whose floating-point inputs are not finite."""
+    if isinstance(inputs, torch.Tensor):
+        if not inputs.is_floating_point() or inputs.ndim == 0:
+            return []
+        bad = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(1)
+        return bad.nonzero().flatten().tolist()
+    if isinstance(inputs, (list, tuple)):
+        return [
+            i for i, item in enumerate(inputs)
+            if any(not bool(torch.isfinite(t).all())
+                   for t in _floating_tensors(item))
+        ]
+    return []
+
+
+def _any_rank(flag: bool) -> bool:
+    """True if ``flag`` is True on any rank (all ranks must call this)."""
+    _, world_size = get_dist_info()
+    if world_size <= 1:
+        return flag
+    device = 'cuda' if torch_dist.get_backend() == 'nccl' else 'cpu'
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+@HOOKS.register_module()
+class NonFiniteGuardHook(Hook):
+    """Guard training against NaN/Inf losses and inputs.
+
+    Registered by default in ``configs/_base_/default_runtime.py``
+    (``default_hooks.nonfinite_guard``). To skip bad steps instead of
+    stopping, set ``default_hooks.nonfinite_guard.action='skip'``; to turn
+    the guard off, ``default_hooks.nonfinite_guard.enable=False`` (mmengine
+    does not accept None for a default hook it does not know).
+
+    Args:
+        action (str): ``'raise'`` stops training with
+            :class:`NonFiniteError`; ``'skip'`` skips the step and logs it.
+            Defaults to ``'raise'``.
+        check_inputs (bool): Also check floating-point batch inputs.
+            Defaults to True.
+        max_skipped (int, optional): With ``'skip'``, raise once more than
+            this many steps were skipped in total. None: no limit.
+            Defaults to None.
+        max_consecutive_skips (int, optional): With ``'skip'``, raise once
+            more than this many steps in a row were skipped (the model has
+            most likely diverged). None: no limit. Defaults to 10.
+        enable (bool): Whether the guard is active. Defaults to True.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 action: str = 'raise',
+                 check_inputs: bool = True,
+                 max_skipped: Optional[int] = None,
+                 max_consecutive_skips: Optional[int] = 10,
+                 enable: bool = True) -> None:
+        if action not in _ACTIONS:
+            raise ValueError(
+                f'NonFiniteGuardHook: action={action!r} must be one of '
+                f'{_ACTIONS}.')
+        for name, value in (('check_inputs', check_inputs), ('enable',
+                                                             enable)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f'NonFiniteGuardHook: {name}={value!r} must be a bool.')
+        for name, value in (('max_skipped', max_skipped),
+                            ('max_consecutive_skips', max_consecutive_skips)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int)
+                                      or value < 0):
+                raise ValueError(
+                    f'NonFiniteGuardHook: {name}={value!r} must be None or '
+                    'an int >= 0.')
+        self.action = action
+        self.check_inputs = check_inputs
+        self.enable = enable
+        self.max_skipped = max_skipped
+        self.max_consecutive_skips = max_consecutive_skips
+        self.num_skipped = 0
+        self.consecutive = 0
+        self._model = None
+
+    # ------------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        if not self.enable:
+            return
+        model = runner.model
+        original = model.train_step
+        hook = self
+
+        def train_step(data, optim_wrapper):
+            return hook._guarded_step(runner, original, data, optim_wrapper)
+
+        model.train_step = train_step
+        self._model = model
+
+    def after_train(self, runner) -> None:
+        if self._model is not None:
+            self._model.__dict__.pop('train_step', None)
+            self._model = None
+
+    # ------------------------------------------------------------------
+    def _where(self, runner, data) -> Dict[str, Any]:
+        info = batch_sample_info(data)
+        where = dict(
+            iteration=runner.iter + 1,
+            epoch=runner.epoch + 1,
+            sample_idx=info['sample_idx'])
+        paths = [p for p in info['img_path'] if p is not None]
+        where['text'] = (f'iteration {runner.iter + 1} (epoch '
+                         f'{runner.epoch + 1}); batch sample_idx='
+                         f'{info["sample_idx"]}')
+        if paths:
+            where['text'] += f', img_path={info["img_path"]}'
+        return where
+
+    def _fail_or_skip(self, runner, where: dict, what: str) -> None:
+        """Raise, or count a skipped step (raising past the limits)."""
+        if self.action == 'raise':
+            raise NonFiniteError(
+                f'Non-finite {what} at {where["text"]}. Training stopped '
+                'before the optimizer step, so the weights are still finite. '
+                'Lower the learning rate, check these samples, or set '
+                "default_hooks.nonfinite_guard.action='skip' to skip such "
+                'steps.', where['iteration'], where['sample_idx'])
+        self.num_skipped += 1
+        self.consecutive += 1
+        print_log(
+            f'Skipped training step: non-finite {what} at {where["text"]} '
+            f'({self.num_skipped} step(s) skipped so far, '
+            f'{self.consecutive} in a row).',
+            logger='current',
+            level=30)
+        limits = (('max_skipped', self.max_skipped, self.num_skipped),
+                  ('max_consecutive_skips', self.max_consecutive_skips,
+                   self.consecutive))
+        for name, limit, count in limits:
+            if limit is not None and count > limit:
+                raise NonFiniteError(
+                    f'Non-finite {what} at {where["text"]}: {count} skipped '
+                    f'steps exceed NonFiniteGuardHook {name}={limit}; the '
+                    'run has most likely diverged.', where['iteration'],
+                    where['sample_idx'])
+
+    def _guarded_step(self, runner, original, data, optim_wrapper):
+        if self.check_inputs and isinstance(data, dict):
+            bad = _bad_input_positions(data.get('inputs'))
+            flag = bool(bad)
+            if self.action == 'skip':
+                flag = _any_rank(flag)
+            if flag:
+                where = self._where(runner, data)
+                rows = (f' at batch positions {bad}' if bad else
+                        ' on another rank')
+                self._fail_or_skip(runner, where, f'inputs (NaN/Inf{rows})')
+                return {}
+
+        state: Dict[str, Any] = dict(bad=None)
+        backward, step = optim_wrapper.backward, optim_wrapper.step
+
+        def guarded_backward(loss: torch.Tensor, **kwargs):
+            if state['bad'] is not None:
+                return None  # an earlier loss of this step was bad
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if self.action == 'skip':
+                finite = not _any_rank(not finite)
+            if not finite:
+                # No backward: the weights and optimizer state stay finite.
+                # (Raising happens after train_step, with the loss terms.)
+                state['bad'] = loss.detach().float().flatten().tolist()[:4]
+                return None
+            return backward(loss, **kwargs)
+
+        def guarded_step(**kwargs):
+            if state['bad'] is not None:
+                optim_wrapper.zero_grad()
+                return None
+            return step(**kwargs)
+
+        # Instance attributes, restored exactly afterwards (mmengine's
+        # parameter schedulers keep their own wrapper of ``step`` there).
+        saved = {k: optim_wrapper.__dict__.get(k, _MISSING)
+                 for k in ('backward', 'step')}
+        optim_wrapper.backward = guarded_backward
+        optim_wrapper.step = guarded_step
+        try:
+            log_vars = original(data, optim_wrapper)
+        finally:
+            for key, value in saved.items():
+                if value is _MISSING:
+                    optim_wrapper.__dict__.pop(key, None)
+                else:
+                    optim_wrapper.__dict__[key] = value
+        if state['bad'] is not None:
+            where = self._where(runner, data)
+            terms = {
+                k: float(v) for k, v in (log_vars or {}).items()
+                if isinstance(v, torch.Tensor) and v.numel() == 1
+            }
+            self._fail_or_skip(runner, where, f'loss {terms or state["bad"]}')
+            return {}
+        self.consecutive = 0
+        return log_vars

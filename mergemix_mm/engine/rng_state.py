@@ -1,0 +1,198 @@
+"""``RNGStateHook``: resume with the random number generators where they were.
+
+mmengine's ``--resume`` restores the weights, optimizer, schedulers, message
+hub and (through ``randomness.seed`` and ``DistSamplerSeedHook``) the data
+order of each epoch, but not the *global* random number generators. After a
+resume they restart from the seed, so everything drawn from them in the
+following epochs differs from an uninterrupted run: the mixing ratio
+:math:`\\lambda` (NumPy), partner permutations and drop-path masks (torch),
+and the random crops of the data pipeline when ``num_workers=0`` (NumPy).
+The run is still valid, but not the same run.
+
+This hook stores the Python, NumPy, torch (and CUDA) generator states of
+every rank in each checkpoint and puts them back when training resumes from
+it, and it makes validation RNG-neutral (the generators are restored after
+each validation), because mmengine saves the checkpoint *before* validating:
+without that, an uninterrupted run would see the validation dataloader's seed
+draw and a resumed one would not. With both, a run resumed from a checkpoint
+continues with the exact random stream of the uninterrupted run (see
+``docs/reliability.md`` for the measurement).
+
+Not restored: RNG state inside dataloader *worker processes* (mmengine
+re-seeds each worker identically every epoch, so there is nothing to carry
+over) and third-party generators with their own state.
+"""
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_dist_info
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+from mmpretrain.registry import HOOKS
+
+__all__ = ['RNGStateHook', 'get_rng_state', 'set_rng_state']
+
+_KEY = 'rng_states'
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """Python, NumPy, torch and (if initialised) CUDA generator states."""
+    state = dict(
+        python=random.getstate(),
+        numpy=np.random.get_state(),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned.
+
+    Raises:
+        TypeError: If ``state`` is not such a dict.
+    """
+    if not isinstance(state, dict) or not {'python', 'numpy', 'torch'} <= set(
+            state):
+        raise TypeError(
+            'set_rng_state: expected the dict of get_rng_state() with keys '
+            f"'python', 'numpy', 'torch', got {type(state).__name__}.")
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    cuda = state.get('cuda')
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Save the generators' states in checkpoints and restore them on resume.
+
+    Registered by default in ``configs/_base_/default_runtime.py``
+    (``default_hooks.rng_state``); ``default_hooks.rng_state.enable=False``
+    turns it off (mmengine does not accept None for a default hook it does
+    not know).
+
+    Args:
+        neutral_validation (bool): Restore the generators after every
+            validation, so that validating (or not, or resuming right after
+            the checkpoint that precedes validation) does not change the
+            training's random stream. Defaults to True.
+        enable (bool): Whether the hook does anything. Defaults to True.
+    """
+
+    # after_train_epoch must run before CheckpointHook (VERY_LOW) saves.
+    priority = 'LOW'
+
+    def __init__(self,
+                 neutral_validation: bool = True,
+                 enable: bool = True) -> None:
+        for name, value in (('neutral_validation', neutral_validation),
+                            ('enable', enable)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f'RNGStateHook: {name}={value!r} must be a bool.')
+        self.neutral_validation = neutral_validation and enable
+        self.enable = enable
+        self._gathered: Optional[List[Dict[str, Any]]] = None
+        self._to_restore: Optional[Dict[str, Any]] = None
+        self._before_val: Optional[Dict[str, Any]] = None
+
+    # -- saving --------------------------------------------------------
+    def _gather(self) -> None:
+        """All ranks' states, collected before rank 0 saves (all ranks take
+        part; ``Runner.save_checkpoint`` itself only runs on rank 0)."""
+        _, world_size = get_dist_info()
+        if world_size > 1:
+            self._gathered = all_gather_object(get_rng_state())
+
+    def _will_save_iter_checkpoint(self, runner) -> bool:
+        from mmengine.hooks import CheckpointHook
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
+                if hook.interval > 0 and self.every_n_train_iters(
+                        runner, hook.interval):
+                    return True
+                if hook.save_last and self.is_last_train_iter(runner):
+                    return True
+        return False
+
+    def after_train_epoch(self, runner) -> None:
+        if self.enable:
+            self._gather()
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs=None) -> None:
+        if self.enable and get_dist_info()[1] > 1 and \
+                self._will_save_iter_checkpoint(runner):
+            self._gather()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.enable:
+            return
+        states = self._gathered
+        if states is None or len(states) != get_dist_info()[1]:
+            states = [get_rng_state()]
+        else:
+            states = list(states)
+            states[0] = get_rng_state()  # rank 0's state at saving time
+        checkpoint[_KEY] = states
+        self._gathered = None
+
+    # -- resuming ------------------------------------------------------
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.enable or not getattr(runner, '_resume', False):
+            return  # load_from (fine-tuning, testing): keep the seed's stream
+        states = checkpoint.get(_KEY)
+        if states is None:
+            print_log(
+                'The checkpoint has no random generator states (saved '
+                'without RNGStateHook); the resumed run draws different '
+                'random numbers from an uninterrupted one.',
+                logger='current')
+            return
+        rank, world_size = get_dist_info()
+        if len(states) != world_size:
+            print_log(
+                f'The checkpoint holds random generator states of '
+                f'{len(states)} rank(s) but this run has {world_size}; they '
+                'are not restored.',
+                logger='current')
+            return
+        self._to_restore = states[rank]
+
+    def _restore(self, runner) -> None:
+        if self._to_restore is not None:
+            set_rng_state(self._to_restore)
+            self._to_restore = None
+            print_log(
+                'Restored the random generator states saved in the resumed '
+                'checkpoint.',
+                logger='current')
+
+    def before_train_epoch(self, runner) -> None:
+        # Epoch-based loops draw the data of the epoch after this hook.
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
+            self._restore(runner)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None):
+        # Iter-based loops skip the already-trained batches before this.
+        self._restore(runner)
+
+    # -- validation ----------------------------------------------------
+    def before_val(self, runner) -> None:
+        if self.neutral_validation:
+            self._before_val = get_rng_state()
+
+    def after_val(self, runner) -> None:
+        if self.neutral_validation and self._before_val is not None:
+            set_rng_state(self._before_val)
+            self._before_val = None

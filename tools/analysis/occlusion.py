@@ -1,0 +1,176 @@
+"""Robustness to random patch occlusion: top-1 vs occluded share.
+
+At each fraction f in 0, 0.1, ..., 1.0, ``round(f * N)`` of the N patches of
+every test image (the ViT's patch grid, or ``--patch-size`` cells) are set to
+``--fill`` (default 0) *after* normalisation, i.e. to the dataset mean
+colour. The occlusions depend only on ``--seed`` and the (unshuffled) test
+loader, so all checkpoints see the same ones. Several checkpoints go on one
+plot.
+
+Examples::
+
+    python tools/analysis/occlusion.py \\
+        configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py \\
+        work_dirs/demo/epoch_30.pth --out work_dirs/occlusion
+
+    python tools/analysis/occlusion.py CONFIG \\
+        --checkpoints mergemix.pth mixup.pth --labels MergeMix Mixup \\
+        --out DIR
+
+Writes ``DIR/occlusion.png``, ``DIR/occlusion.md`` and
+``DIR/occlusion.json``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+__all__ = ['parse_args', 'main', 'format_table']
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Top-1 accuracy under random patch occlusion')
+    parser.add_argument('config', help='config file (model and test data)')
+    parser.add_argument('checkpoint', nargs='*',
+                        help='checkpoint file(s) (or use --checkpoints)')
+    parser.add_argument('--checkpoints', nargs='+', default=[],
+                        help='more checkpoint files, drawn on one plot')
+    parser.add_argument('--labels', nargs='+',
+                        help='legend label per checkpoint (default: file '
+                        'names)')
+    parser.add_argument(
+        '--configs', nargs='+',
+        help='one config per checkpoint, when they differ (default: CONFIG '
+        'for all)')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument(
+        '--fractions', nargs='+', type=float,
+        default=[i / 10 for i in range(11)],
+        help='occluded shares in [0, 1] (default: 0 0.1 ... 1.0)')
+    parser.add_argument(
+        '--patch-size', type=int, default=None,
+        help='occlusion cell size in pixels (default: the ViT patch size; '
+        'required for non-ViT backbones)')
+    parser.add_argument('--fill', type=float, default=0.0,
+                        help='value of occluded pixels after normalisation '
+                        '(default: 0 = dataset mean)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the occlusion pattern (default: 0)')
+    parser.add_argument('--split', default='test',
+                        choices=['train', 'val', 'test'],
+                        help='dataloader to evaluate (default: test)')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='override the dataloader batch size')
+    parser.add_argument('--max-batches', type=int, default=None,
+                        help='evaluate only the first N batches')
+    parser.add_argument('--device', default=None,
+                        help='cpu | cuda | cuda:N (default: cuda if '
+                        'available)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings')
+    args = parser.parse_args(argv)
+    args.checkpoints = list(args.checkpoint) + list(args.checkpoints)
+    if not args.checkpoints:
+        parser.error('give at least one checkpoint (positional or '
+                     '--checkpoints)')
+    if args.labels is not None and len(args.labels) != len(args.checkpoints):
+        parser.error(f'--labels has {len(args.labels)} entries for '
+                     f'{len(args.checkpoints)} checkpoint(s)')
+    if args.configs is not None and len(args.configs) != len(
+            args.checkpoints):
+        parser.error(f'--configs has {len(args.configs)} entries for '
+                     f'{len(args.checkpoints)} checkpoint(s)')
+    bad = [f for f in args.fractions if not 0 <= f <= 1]
+    if bad:
+        parser.error(f'--fractions {bad} must lie in [0, 1]')
+    if args.patch_size is not None and args.patch_size < 1:
+        parser.error(f'--patch-size {args.patch_size} must be >= 1')
+    return args
+
+
+def format_table(curves) -> str:
+    """Markdown table: one row per fraction, one column per model."""
+    labels = list(curves)
+    fractions = curves[labels[0]]['fractions']
+    lines = [
+        '| occluded (%) | ' + ' | '.join(labels) + ' |',
+        '| ---: | ' + ' | '.join('---:' for _ in labels) + ' |'
+    ]
+    for i, frac in enumerate(fractions):
+        cells = ' | '.join(f"{curves[lb]['top1'][i]:.2f}" for lb in labels)
+        lines.append(f'| {100 * frac:.0f} | {cells} |')
+    return '\n'.join(lines)
+
+
+def _default_labels(paths):
+    names = [osp.splitext(osp.basename(p))[0] for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
+            for p, n in zip(paths, names)]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mergemix_mm.analysis import (build_loader, build_model,
+                                      check_checkpoint, load_config,
+                                      occlusion_curve, plot_occlusion,
+                                      resolve_device)
+
+    configs = args.configs or [args.config] * len(args.checkpoints)
+    for path in configs:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file {path!r} does not exist.')
+    for ckpt in args.checkpoints:
+        check_checkpoint(ckpt)
+    labels = args.labels or _default_labels(args.checkpoints)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f'--labels {labels} must be distinct.')
+    device = resolve_device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    curves, records = {}, []
+    for label, config, ckpt in zip(labels, configs, args.checkpoints):
+        cfg = load_config(config, args.cfg_options)
+        model = build_model(cfg, ckpt, device)
+        loader = build_loader(cfg, args.split, args.batch_size)
+        curve = occlusion_curve(
+            model, loader, args.fractions, args.patch_size, args.seed,
+            args.fill, args.max_batches, desc=f'occlusion {label}')
+        curves[label] = curve
+        records.append(dict(label=label, config=config, checkpoint=ckpt,
+                            **curve))
+        pairs = ', '.join(f'{100 * f:.0f}%: {a:.1f}'
+                          for f, a in zip(curve['fractions'], curve['top1']))
+        print(f'{label} (top-1 %, patch {curve["patch_size"]}): {pairs}')
+    png = osp.join(args.out, 'occlusion.png')
+    patch = records[0]['patch_size']
+    plot_occlusion(curves, png,
+                   f'random {patch[0]}x{patch[1]} patch occlusion '
+                   f'({records[0]["num_samples"]} images)')
+    table = format_table(curves)
+    command = 'python tools/analysis/occlusion.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    with open(osp.join(args.out, 'occlusion.md'), 'w') as f:
+        f.write(f'# Random patch occlusion (top-1 %, split {args.split!r}, '
+                f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
+                f'{table}\n\n![occlusion](occlusion.png)\n')
+    with open(osp.join(args.out, 'occlusion.json'), 'w') as f:
+        json.dump(dict(command=command, split=args.split, fill=args.fill,
+                       seed=args.seed, device=str(device),
+                       max_batches=args.max_batches, results=records),
+                  f, indent=2)
+    print(table)
+    print(f'wrote {png}')
+    return records
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}')

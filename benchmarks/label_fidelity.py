@@ -71,7 +71,7 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------
 # data
 def make_textured_objects(n: int, size: int = 32, seed: int = 0,
-                          obj_size=(12, 18)):
+                          obj_size=(14, 20)):
     """Digit glyphs of known position on textured backgrounds.
 
     Returns:
@@ -95,7 +95,7 @@ def make_textured_objects(n: int, size: int = 32, seed: int = 0,
             tex += np.sin(2 * np.pi * freq *
                           (np.cos(theta) * xx + np.sin(theta) * yy) + phase)
         tex = tex / 3 + 0.3 * rng.randn(size, size)
-        base, tint = rng.uniform(0.3, 0.7, 3), rng.uniform(0.05, 0.25, 3)
+        base, tint = rng.uniform(0.25, 0.75, 3), rng.uniform(0.05, 0.15, 3)
         img = base + tint * tex[..., None]
         s = rng.randint(obj_size[0], obj_size[1] + 1)
         glyph = torch.from_numpy(digits.images[k] / 16.0).float()[None, None]
@@ -103,7 +103,7 @@ def make_textured_objects(n: int, size: int = 32, seed: int = 0,
                               align_corners=False)[0, 0].numpy()
         obj = glyph > 0.35
         top, left = rng.randint(0, size - s + 1, 2)
-        colour = rng.uniform(0.0, 1.0, 3)
+        colour = np.clip(1 - base + rng.uniform(-0.15, 0.15, 3), 0, 1)
         region = img[top:top + s, left:left + s]
         region[obj] = colour
         masks[i, top:top + s, left:left + s] = obj
@@ -351,7 +351,7 @@ def main(argv=None):
             batch='10 images, one per class',
             seed=args.seed,
             image_size=32,
-            object='UCI digit glyph 12-18 px, solid colour, textured '
+            object='UCI digit glyph 14-20 px, solid colour, textured '
             'background',
             fixed_model=dict(
                 arch='configs/_base_/models/vit-tiny-p4_digits-32px.py',

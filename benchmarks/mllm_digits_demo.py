@@ -172,7 +172,8 @@ def main():
         md += ['SFT stage-1 checkpoints (start of every method): ' +
                ', '.join(f'seed {s}: {100 * v[1]["exact_match"]:.1f}'
                          for s, v in sorted(stage1.items())), '']
-    md += [f'Total wall time: {wall / 60:.1f} min.', '', env_markdown(env)]
+    md += [f'Total wall time: {wall / 60:.1f} min.', '', env_markdown(env),
+           f'| transformers | {env["transformers"]} |']
     payload = dict(
         config=dict(vars(args), demo=vars(DigitsDemoConfig())),
         env=env,

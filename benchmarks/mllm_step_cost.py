@@ -144,7 +144,8 @@ def main():
         ]
         print('\n'.join(md[-4:]))
     md += [f'{args.steps} timed steps per method, interleaved, after 3 '
-           'warm-up steps; lam ~ U(0, 1) per step.', '', env_markdown(env)]
+           'warm-up steps; lam ~ U(0, 1) per step.', '', env_markdown(env),
+           f'| transformers | {env["transformers"]} |']
     write_results(args.name, dict(config=vars(args), env=env,
                                   results=results), '\n'.join(md),
                   args.out_dir or RESULTS)

@@ -80,7 +80,11 @@ def quiet_logger(level: str = 'WARNING') -> None:
     """Make a ``level`` mmengine logger the current one, so that building
     models (parameter-init dumps, checkpoint messages) stays quiet."""
     from mmengine.logging import MMLogger
-    MMLogger.get_instance('mergemix_mm.analysis', log_level=level)
+    name = f'mergemix_mm.analysis.{level.lower()}'
+    if MMLogger.check_instance_created(name):
+        MMLogger.get_instance(name)  # make it the current logger again
+    else:
+        MMLogger.get_instance(name, log_level=level)
 
 
 def check_checkpoint(checkpoint: Optional[str]) -> None:

@@ -397,8 +397,7 @@ def plot_mix_grid(view: MixView,
             return arr[..., 0], dict(cmap='gray', vmin=0, vmax=1)
         return arr[..., :3], {}
 
-    gray_cmap = matplotlib.colormaps['gray'].copy()
-    gray_cmap.set_bad('#7fb3d5')
+    gray_cmap = matplotlib.colormaps['gray'].with_extremes(bad='#7fb3d5')
     fig, axes = plt.subplots(
         rows, len(columns), figsize=(1.9 * len(columns), 1.95 * rows + 0.5),
         squeeze=False)

@@ -280,7 +280,7 @@ class NonFiniteGuardHook(Hook):
         if state['bad'] is not None:
             where = self._where(runner, data)
             terms = {
-                k: float(v) for k, v in (log_vars or {}).items()
+                k: float(v.detach()) for k, v in (log_vars or {}).items()
                 if isinstance(v, torch.Tensor) and v.numel() == 1
             }
             self._fail_or_skip(runner, where, f'loss {terms or state["bad"]}')

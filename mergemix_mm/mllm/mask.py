@@ -186,7 +186,8 @@ def mix_with_mask(images: Tensor, partner: Tensor,
         Tensor: Mixed images, same shape and dtype as ``images``.
     """
     if keep_pixels.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f'mask of size {tuple(keep_pixels.shape[-2:])} does '
-                         f'not match images of size {tuple(images.shape[-2:])}')
+        raise ValueError(
+            f'mask of size {tuple(keep_pixels.shape[-2:])} does not match '
+            f'images of size {tuple(images.shape[-2:])}')
     keep = keep_pixels.to(images.dtype)
     return keep * images + (1 - keep) * images[partner]

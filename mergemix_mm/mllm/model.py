@@ -21,6 +21,7 @@ Log-probabilities use the standard next-token shift over the expanded
 sequence (:mod:`.loss`). Wrapping the whole step in one ``forward`` keeps
 DDP / DeepSpeed / accelerate semantics intact (one wrapped call per step).
 """
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -124,7 +125,7 @@ class MergeMixVLM(nn.Module):
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            print_log(msg, logger='current', level=30)
+            print_log(msg, logger='current', level=logging.WARNING)
 
     # ------------------------------------------------------------------ #
     # forward

@@ -68,4 +68,7 @@ def assert_png(path):
     with open(path, 'rb') as f:
         head = f.read(8)
     assert head == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
-    assert osp.getsize(path) > 2000, f'{path} is (nearly) empty'
+    import matplotlib.image as mpimg
+    pixels = mpimg.imread(path)
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+    assert float(pixels[..., :3].std()) > 0.01, f'{path} is blank'

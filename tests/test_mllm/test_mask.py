@@ -27,8 +27,8 @@ def test_derangement_has_no_fixed_point():
 
 def test_grouped_partner_stays_in_group():
     groups = ['a', 'b', 'a', 'c', 'a', 'b']
-    partner, valid = grouped_partner(groups,
-                                     generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    partner, valid = grouped_partner(groups, generator=gen)
     assert valid.tolist() == [True, True, True, False, True, True]
     for i, p in enumerate(partner.tolist()):
         assert groups[p] == groups[i]

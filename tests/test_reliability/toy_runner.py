@@ -5,7 +5,7 @@ The model draws from torch (dropout) and NumPy (a loss weight) on every step,
 so an exact resume needs the generators' states restored.
 """
 import uuid
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
@@ -74,23 +74,37 @@ class ToyMetric(BaseMetric):
 
     def process(self, data_batch, data_samples) -> None:
         for ds in data_samples:
-            self.results.append(float((ds.pred - ds.target).abs()))
+            self.results.append(float((ds['pred'] - ds['target']).abs()))
 
     def compute_metrics(self, results) -> dict:
         return dict(mae=float(np.mean(results)))
 
 
-class RaiseAtIterHook(Hook):
-    """Raise before a 1-based global iteration (an in-process "kill")."""
+class Interrupted(Exception):
+    """Raised by :class:`InterruptHook` (an in-process "kill")."""
+
+
+class InterruptHook(Hook):
+    """Raise :class:`Interrupted` before a 1-based global training iteration,
+    or after the k-th iteration of the validation that follows an epoch."""
 
     priority = 'HIGHEST'
 
-    def __init__(self, iteration: int):
+    def __init__(self, iteration: Optional[int] = None,
+                 val_epoch: Optional[int] = None, val_iter: int = 1):
         self.iteration = iteration
+        self.val_epoch = val_epoch
+        self.val_iter = val_iter
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         if runner.iter + 1 == self.iteration:
-            raise KeyboardInterrupt(f'stopped at iteration {self.iteration}')
+            raise Interrupted(f'stopped at iteration {self.iteration}')
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None):
+        if runner.epoch == self.val_epoch and batch_idx + 1 == self.val_iter:
+            raise Interrupted(f'stopped in validation after epoch '
+                              f'{self.val_epoch}')
 
 
 class PoisonAtIterHook(Hook):
@@ -111,7 +125,7 @@ def build_toy_runner(work_dir: str,
                      max_epochs: int = 3,
                      resume: bool = False,
                      load_from: Optional[str] = None,
-                     rng_hook: bool = True,
+                     rng_hook: Union[bool, dict] = True,
                      guard: Optional[dict] = None,
                      custom_hooks: Optional[list] = None,
                      dataset: Optional[Dataset] = None,
@@ -121,7 +135,9 @@ def build_toy_runner(work_dir: str,
     default_hooks = dict(
         checkpoint=dict(type='CheckpointHook', interval=1),
         logger=dict(type='LoggerHook', interval=1))
-    hooks = [RNGStateHook(enable=rng_hook),
+    rng_kwargs = rng_hook if isinstance(rng_hook, dict) else dict(
+        enable=rng_hook)
+    hooks = [RNGStateHook(**rng_kwargs),
              NonFiniteGuardHook(**(guard or {}))] + list(custom_hooks or [])
     kwargs = {}
     if val:
@@ -133,6 +149,9 @@ def build_toy_runner(work_dir: str,
                 collate_fn=dict(type='pseudo_collate')),
             val_cfg=dict(),
             val_evaluator=Evaluator([ToyMetric()]))
+    # A model built from a config is initialised after the Runner seeds the
+    # generators; an instance passed in is built before, so seed it here.
+    torch.manual_seed(7)
     return Runner(
         model=ToyModel(),
         work_dir=work_dir,
@@ -151,7 +170,7 @@ def build_toy_runner(work_dir: str,
         randomness=dict(seed=7, deterministic=deterministic),
         resume=resume,
         load_from=load_from,
-        default_scope='mmengine',
+        default_scope='mmpretrain',
         log_level='WARNING',
         **kwargs)
 

@@ -24,4 +24,5 @@ def tiny_arch():
 
 @pytest.fixture
 def images():
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return torch.randn(
+        3, 3, 32, 32, generator=torch.Generator().manual_seed(1))

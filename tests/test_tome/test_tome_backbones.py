@@ -45,8 +45,14 @@ def test_state_dict_and_no_merge_equivalence(tiny_arch, images, stock_type,
 
 def test_train_and_test_schedules(tiny_arch, images):
     tome = MODELS.build(
-        dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-             patch_size=4, out_type='raw', merge_num=20, test_merge_num=0))
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            out_type='raw',
+            merge_num=20,
+            test_merge_num=0))
     assert sum(tome.train_r_list) == 20 and tome.test_r_list == [0] * 4
     tome.train()
     assert tome(images)[0].shape[1] == 65 - 20
@@ -58,14 +64,22 @@ def test_train_and_test_schedules(tiny_arch, images):
         assert tome(images)[0].shape[1] == 65
     assert tome.current_r_list == tome.train_r_list
     r = MODELS.build(
-        dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-             patch_size=4, tome_r=3, test_tome_r=[5, 0, 0, 0]))
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            tome_r=3,
+            test_tome_r=[5, 0, 0, 0]))
     assert r.train_r_list == [3] * 4 and r.test_r_list == [5, 0, 0, 0]
 
 
 def test_tome_forward_and_dispatch(tiny_arch, images):
-    _, tome = _pair(tiny_arch, 'DistilledVisionTransformer',
-                    'ToMeDistilledVisionTransformer', merge_num=20)
+    _, tome = _pair(
+        tiny_arch,
+        'DistilledVisionTransformer',
+        'ToMeDistilledVisionTransformer',
+        merge_num=20)
     assert vit_geometry(tome) == ((4, 4), 2, 4)
     with torch.no_grad():
         out = forward_with_attention(tome, images, attn_layer=2)
@@ -79,9 +93,15 @@ def test_tome_forward_and_dispatch(tiny_arch, images):
 
 def test_gradients_with_merging(tiny_arch, images):
     tome = MODELS.build(
-        dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-             patch_size=4, merge_num=24, drop_path_rate=0.1,
-             out_type='avg_featmap', prop_attn=True))
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            merge_num=24,
+            drop_path_rate=0.1,
+            out_type='avg_featmap',
+            prop_attn=True))
     randomize_(tome)
     tome.train()
     tome(images)[0].sum().backward()
@@ -96,8 +116,10 @@ def test_named_archs_build():
         assert m.train_r_list == [8, 12, 11, 10, 10, 9, 8, 7, 7, 6, 5, 5]
         assert isinstance(m, VisionTransformer)
     d = MODELS.build(
-        dict(type='ToMeDistilledVisionTransformer', arch='deit-tiny',
-             merge_num=49))
+        dict(
+            type='ToMeDistilledVisionTransformer',
+            arch='deit-tiny',
+            merge_num=49))
     assert isinstance(d, DistilledVisionTransformer) and sum(
         d.train_r_list) == 49
 
@@ -114,13 +136,21 @@ def test_named_archs_build():
 def test_bad_settings(tiny_arch, kwargs, match):
     with pytest.raises(ValueError, match=match):
         MODELS.build(
-            dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-                 patch_size=4, **kwargs))
+            dict(
+                type='ToMeVisionTransformer',
+                arch=tiny_arch,
+                img_size=32,
+                patch_size=4,
+                **kwargs))
 
 
 def test_bad_image_size_while_merging(tiny_arch):
     tome = MODELS.build(
-        dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-             patch_size=4, merge_num=8))
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            merge_num=8))
     with pytest.raises(ValueError, match='not divisible by the patch size'):
         tome(torch.randn(1, 3, 30, 30))

@@ -21,7 +21,8 @@ def _build(cls, arch, **kwargs):
     return model
 
 
-@pytest.mark.parametrize('cls', [VisionTransformer, DistilledVisionTransformer])
+@pytest.mark.parametrize('cls',
+                         [VisionTransformer, DistilledVisionTransformer])
 @pytest.mark.parametrize('out_type',
                          ['cls_token', 'avg_featmap', 'raw', 'featmap'])
 def test_no_merge_equals_stock(cls, out_type, tiny_arch, images):
@@ -65,8 +66,10 @@ def test_schedule_sizes_and_source(cls, p, tiny_arch, images):
     n = expected[-1]
     assert out.size.shape == (3, n, 1)
     # sizes sum to the original token count and match the source map
-    assert torch.equal(out.size.sum(1).squeeze(-1), torch.full((3, ), n0.__float__()))
-    assert torch.equal(source_to_sizes(out.source, n).float(), out.size[..., 0])
+    assert torch.equal(
+        out.size.sum(1).squeeze(-1), torch.full((3, ), n0.__float__()))
+    assert torch.equal(
+        source_to_sizes(out.source, n).float(), out.size[..., 0])
     # every original token maps to exactly one current token in range
     assert out.source.shape == (3, n0)
     assert out.source.min() >= 0 and out.source.max() < n
@@ -135,8 +138,10 @@ def test_gradients_reach_all_parameters(tiny_arch, images):
     model.train()
     out = tome_vit_forward(model, images, [10, 8, 6, 4], attn_layer=1)
     out.outs[0].pow(2).sum().backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in model.named_parameters()
+        if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert missing == []
 
 

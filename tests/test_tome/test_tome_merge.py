@@ -25,8 +25,9 @@ def _naive_matching(metric, r, p):
         src = set(ranked[:r])
         order = list(range(p)) + [a for a in a_ids if a not in src] + b_ids
         out_of = {t: i for i, t in enumerate(order)}
-        tmap = [out_of[t] if t in out_of else out_of[best[t][1]]
-                for t in range(T)]
+        tmap = [
+            out_of[t] if t in out_of else out_of[best[t][1]] for t in range(T)
+        ]
         maps.append(tmap)
     return torch.tensor(maps)
 
@@ -53,12 +54,16 @@ def test_tome_order_for_cls():
 
 
 @settings(max_examples=40, deadline=None)
-@given(T=st.integers(2, 40), p=st.integers(0, 3), frac=st.floats(0, 1),
-       seed=st.integers(0, 10_000))
+@given(
+    T=st.integers(2, 40),
+    p=st.integers(0, 3),
+    frac=st.floats(0, 1),
+    seed=st.integers(0, 10_000))
 def test_matching_invariants(T, p, frac, seed):
     p = min(p, T)
     r = int(frac * ((T - p) // 2))
-    metric = torch.randn(2, T, 5, generator=torch.Generator().manual_seed(seed))
+    metric = torch.randn(
+        2, T, 5, generator=torch.Generator().manual_seed(seed))
     m = bipartite_soft_matching(metric, r, p)
     tm = m.token_map
     assert tm.shape == (2, T)
@@ -161,8 +166,8 @@ def test_source_tracking_and_recover():
 
 def test_recover_patch_grid():
     source = torch.tensor([[0, 1, 1, 2, 3]])
-    grid = recover_patch_grid(torch.tensor([[9., 1., 2., 3.]]), source, 1,
-                              (2, 2))
+    grid = recover_patch_grid(
+        torch.tensor([[9., 1., 2., 3.]]), source, 1, (2, 2))
     assert grid.tolist() == [[[1., 1.], [2., 3.]]]
     with pytest.raises(ValueError, match='num_extra_tokens'):
         recover_patch_grid(torch.zeros(1, 4), source, 1, (3, 3))

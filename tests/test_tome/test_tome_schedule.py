@@ -14,8 +14,8 @@ from mergemix_mm.models.tome import (check_schedule, openmixup_raw_schedule,
 ])
 def test_official_schedules(layers, merge_num, expected):
     assert schedule_from_merge_num(layers, merge_num) == expected
-    assert schedule_from_merge_num(layers, merge_num,
-                                   compat='openmixup') == expected
+    assert schedule_from_merge_num(
+        layers, merge_num, compat='openmixup') == expected
     assert openmixup_raw_schedule(layers, merge_num) == expected
 
 
@@ -65,7 +65,8 @@ def test_check_schedule_errors_name_setting():
 
 
 def test_resolve_schedule():
-    assert resolve_schedule(12, merge_num=49) == schedule_from_merge_num(12, 49)
+    assert resolve_schedule(
+        12, merge_num=49) == schedule_from_merge_num(12, 49)
     assert resolve_schedule(4, tome_r=2) == [2, 2, 2, 2]
     assert resolve_schedule(4) == [0, 0, 0, 0]
     with pytest.raises(ValueError, match='mutually exclusive'):

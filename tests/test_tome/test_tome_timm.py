@@ -43,7 +43,8 @@ def test_merging_invariants(kwargs, p, images):
     n0 = 64 + p
     assert out.token_counts == [n0, n0 - 10, n0 - 18, n0 - 24, n0 - 28]
     assert out.tokens.shape[1] == n0 - 28
-    assert torch.equal(out.size.sum(1).squeeze(-1), torch.full((3, ), float(n0)))
+    assert torch.equal(
+        out.size.sum(1).squeeze(-1), torch.full((3, ), float(n0)))
     assert torch.equal(
         source_to_sizes(out.source, n0 - 28).float(), out.size[..., 0])
     assert torch.equal(out.source[:, :p], torch.arange(p).expand(3, -1))
@@ -62,36 +63,52 @@ def test_timm_gradients(images):
 
 
 def test_wrapper_backbone(images):
-    cfg = dict(type='ToMeTimmViT', model_name='vit_small_patch16_224',
-               merge_num=20, **{k: v for k, v in TINY.items()})
+    cfg = dict(
+        type='ToMeTimmViT',
+        model_name='vit_small_patch16_224',
+        merge_num=20,
+        **{
+            k: v
+            for k, v in TINY.items()
+        })
     backbone = MODELS.build(cfg)
     randomize_(backbone)
     backbone.eval()
     plain = VisionTransformer(num_classes=0, **TINY).eval()
     # plain timm weights (no "model." prefix) load into the wrapper
     backbone.load_state_dict(plain.state_dict())
-    assert set(backbone.state_dict()) == {
-        'model.' + k for k in plain.state_dict()}
+    assert set(
+        backbone.state_dict()) == {'model.' + k
+                                   for k in plain.state_dict()}
     with torch.no_grad():
         with backbone.merging(False):
             feats = backbone(images)
         assert isinstance(feats, tuple) and len(feats) == 1
-        assert torch.allclose(feats[0], plain.forward_head(
-            plain.forward_features(images), pre_logits=True), atol=1e-5)
+        assert torch.allclose(
+            feats[0],
+            plain.forward_head(
+                plain.forward_features(images), pre_logits=True),
+            atol=1e-5)
         merged = forward_with_attention(backbone, images, attn_layer=0)
     assert merged.token_counts[-1] == 65 - 20
     assert torch.allclose(backbone(images)[0], merged.outs[0], atol=1e-5)
 
 
 def test_mmpretrain_timm_backbone_dispatch(images):
-    tb = MODELS.build(dict(type='TIMMBackbone', model_name='vit_tiny_patch16_224',
-                           img_size=32, patch_size=4, depth=2))
+    tb = MODELS.build(
+        dict(
+            type='TIMMBackbone',
+            model_name='vit_tiny_patch16_224',
+            img_size=32,
+            patch_size=4,
+            depth=2))
     tb.eval()
     assert vit_geometry(tb) == ((4, 4), 1, 2)
     with torch.no_grad():
         out = forward_with_attention(tb, images, attn_layer=1, r_list=[4, 4])
         assert torch.allclose(
-            forward_with_attention(tb, images).outs[0], tb(images)[0],
+            forward_with_attention(tb, images).outs[0],
+            tb(images)[0],
             atol=1e-5)
     assert out.tokens.shape[1] == 65 - 8
 
@@ -110,16 +127,19 @@ def test_timm_bad_inputs(images):
 
 def test_timm_distilled_deit(images):
     model = timm.create_model(
-        'deit_tiny_distilled_patch16_224', img_size=32, patch_size=4,
-        depth=2, num_classes=5)
+        'deit_tiny_distilled_patch16_224',
+        img_size=32,
+        patch_size=4,
+        depth=2,
+        num_classes=5)
     randomize_(model)
     model.eval()
     with torch.no_grad():
         out = tome_timm_forward(model, images, [0, 0])
         assert torch.allclose(
             out.outs[0],
-            model.forward_head(model.forward_features(images),
-                               pre_logits=True),
+            model.forward_head(
+                model.forward_features(images), pre_logits=True),
             atol=1e-5)
         merged = tome_timm_forward(model, images, [10, 10])
     assert merged.num_extra_tokens == 2

@@ -3,7 +3,6 @@ import importlib.util
 import os.path as osp
 
 import pytest
-import torch
 from mmpretrain.registry import MODELS
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -35,10 +34,13 @@ def test_flops_of_classifier_include_head(tiny_arch):
         dict(
             type='ImageClassifier',
             backbone=dict(
-                type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
+                type='ToMeVisionTransformer',
+                arch=tiny_arch,
+                img_size=32,
                 patch_size=4),
             head=dict(
-                type='VisionTransformerClsHead', num_classes=10,
+                type='VisionTransformerClsHead',
+                num_classes=10,
                 in_channels=48)))
     res = tool.count_flops(model, [0] * 4, img_size=32)
     d, t = 48, 65
@@ -53,12 +55,19 @@ def test_flops_of_classifier_include_head(tiny_arch):
 def test_benchmark_runs_and_reports_ratios(tiny_arch):
     tool = _load('benchmark_speed')
     model = MODELS.build(
-        dict(type='ToMeVisionTransformer', arch=tiny_arch, img_size=32,
-             patch_size=4))
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4))
     model.eval()
     res = tool.run_benchmark(
-        model, ['none', 'merge20', 'r4'], batch_size=2, img_size=32,
-        repeats=2, warmup=1, progress=False)
+        model, ['none', 'merge20', 'r4'],
+        batch_size=2,
+        img_size=32,
+        repeats=2,
+        warmup=1,
+        progress=False)
     assert list(res) == ['none', 'merge20', 'r4']
     assert res['none']['speedup'] == 1.0
     assert sum(res['merge20']['r_list']) == 20

@@ -30,8 +30,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 __all__ = [
     'parse_setting', 'build_model', 'run_benchmark', 'measure_merge_overhead',
-    'environment_info',
-    'format_markdown', 'main'
+    'environment_info', 'format_markdown', 'main'
 ]
 
 
@@ -66,9 +65,11 @@ def build_model(arch: str = 'deit-small',
         model = ToMeVisionTransformer(arch=arch, img_size=img_size)
     elif backend == 'timm':
         import timm
-        name = {'deit-small': 'deit_small_patch16_224',
-                'deit-tiny': 'deit_tiny_patch16_224',
-                'deit-base': 'deit_base_patch16_224'}.get(arch, arch)
+        name = {
+            'deit-small': 'deit_small_patch16_224',
+            'deit-tiny': 'deit_tiny_patch16_224',
+            'deit-base': 'deit_base_patch16_224'
+        }.get(arch, arch)
         model = timm.create_model(name, pretrained=False, img_size=img_size)
     else:
         raise ValueError(f"backend={backend!r} must be 'mmpretrain' or "
@@ -217,8 +218,10 @@ def environment_info() -> dict:
         pass
     try:
         with open('/proc/cpuinfo') as f:
-            names = [ln.split(':', 1)[1].strip() for ln in f
-                     if ln.startswith('model name')]
+            names = [
+                ln.split(':', 1)[1].strip() for ln in f
+                if ln.startswith('model name')
+            ]
         info['cpu'] = names[0] if names else platform.processor()
     except OSError:
         info['cpu'] = platform.processor()
@@ -245,10 +248,9 @@ def format_markdown(results: Dict[str, dict], meta: dict) -> str:
     n0 = meta.get('num_tokens')
     for s, r in results.items():
         out = n0 - sum(r['r_list']) if n0 else ''
-        lines.append(
-            f"| {s} | {','.join(map(str, r['r_list']))} | {out} | "
-            f"{r['median_s']:.4f} | {r['images_per_s']:.1f} | "
-            f"{r['speedup']:.3f}x | {r['cpu_speedup']:.3f}x |")
+        lines.append(f"| {s} | {','.join(map(str, r['r_list']))} | {out} | "
+                     f"{r['median_s']:.4f} | {r['images_per_s']:.1f} | "
+                     f"{r['speedup']:.3f}x | {r['cpu_speedup']:.3f}x |")
     env = meta['env']
     lines += [
         '', f"Repeats: {meta['repeats']} (after {meta['warmup']} warm-up "
@@ -290,9 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                             args.img_size, args.repeats, args.warmup)
     if hasattr(os, 'getloadavg'):
         env['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
-    command = 'python ' + ' '.join(
-        [osp.relpath(sys.argv[0])] + list(sys.argv[1:] if argv is None
-                                          else argv))
+    command = 'python ' + ' '.join([osp.relpath(sys.argv[0])] + list(
+        sys.argv[1:] if argv is None else argv))
     meta = dict(
         command=command,
         arch=args.arch,

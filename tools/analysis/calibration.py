@@ -94,20 +94,22 @@ def _default_labels(paths):
 
 def main(argv=None):
     args = parse_args(argv)
-    import torch
-
-    from mergemix_mm.analysis import (build_loader, build_model,
-                                      calibration_from_scores,
-                                      check_checkpoint, load_config,
-                                      plot_reliability, predict_batches,
-                                      resolve_device)
-
+    # checked before the heavy imports, so a typo fails fast
     configs = args.configs or [args.config] * len(args.checkpoints)
     for path in configs:
         if not osp.isfile(path):
             raise FileNotFoundError(f'config file {path!r} does not exist.')
     for ckpt in args.checkpoints:
-        check_checkpoint(ckpt)
+        if not osp.isfile(ckpt):
+            raise FileNotFoundError(
+                f'checkpoint file {ckpt!r} does not exist.')
+    import torch
+
+    from mergemix_mm.analysis import (build_loader, build_model,
+                                      calibration_from_scores, load_config,
+                                      plot_reliability, predict_batches,
+                                      resolve_device)
+
     labels = args.labels or _default_labels(args.checkpoints)
     device = resolve_device(args.device)
     os.makedirs(args.out, exist_ok=True)

@@ -10,7 +10,8 @@ the merging itself are not counted.
 Examples::
 
     # DeiT-S 224 px, no merging and MergeMix merge_num=49 (ImageNet)
-    python tools/analysis/get_flops.py --arch deit-small --settings none merge49
+    python tools/analysis/get_flops.py --arch deit-small \
+        --settings none merge49
 
     # from an mmpretrain config (the classifier's backbone and head)
     python tools/analysis/get_flops.py configs/xxx.py --settings none merge98
@@ -136,10 +137,12 @@ def build_from_args(config: Optional[str], arch: str,
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', nargs='?', default=None,
-                        help='mmpretrain config (optional)')
-    parser.add_argument('--arch', default='deit-small',
-                        help='ViT arch when no config is given')
+    parser.add_argument(
+        'config', nargs='?', default=None, help='mmpretrain config (optional)')
+    parser.add_argument(
+        '--arch',
+        default='deit-small',
+        help='ViT arch when no config is given')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--settings', nargs='+', default=['none', 'merge49'])
     return parser.parse_args(argv)

@@ -117,17 +117,19 @@ def _default_labels(paths):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mergemix_mm.analysis import (build_loader, build_model,
-                                      check_checkpoint, load_config,
-                                      occlusion_curve, plot_occlusion,
-                                      resolve_device)
-
+    # checked before the heavy imports, so a typo fails fast
     configs = args.configs or [args.config] * len(args.checkpoints)
     for path in configs:
         if not osp.isfile(path):
             raise FileNotFoundError(f'config file {path!r} does not exist.')
     for ckpt in args.checkpoints:
-        check_checkpoint(ckpt)
+        if not osp.isfile(ckpt):
+            raise FileNotFoundError(
+                f'checkpoint file {ckpt!r} does not exist.')
+    from mergemix_mm.analysis import (build_loader, build_model,
+                                      load_config, occlusion_curve,
+                                      plot_occlusion, resolve_device)
+
     labels = args.labels or _default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
         raise ValueError(f'--labels {labels} must be distinct.')

@@ -87,18 +87,23 @@ def batch_augments_of(model):
 
 def main(argv=None):
     args = parse_args(argv)
+    # checked before the heavy imports, so a typo fails fast
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config!r} does not '
+                                'exist.')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint file {args.checkpoint!r} does not exist.')
     import torch
     from mmengine.runner import set_random_seed
 
-    from mergemix_mm.analysis import (augment_repr, batch_labels, build_loader,
-                                      build_model, check_checkpoint,
+    from mergemix_mm.analysis import (augment_repr, batch_labels,
+                                      build_loader, build_model,
                                       class_names_of, describe_mix,
-                                      load_config,
-                                      num_classes_of, pair_weights_text,
-                                      plot_mix_grid,
+                                      load_config, num_classes_of,
+                                      pair_weights_text, plot_mix_grid,
                                       resolve_device)
 
-    check_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
     model = build_model(cfg, args.checkpoint, device)

@@ -7,6 +7,8 @@ this module (which registers the hooks) and adds them to a config from the
 * :class:`FaultInjectionHook` -- SIGKILL the process at a training iteration,
   at a validation iteration, or half-way through writing a checkpoint; raise
   on one rank at an iteration; turn one iteration's loss into NaN.
+* :class:`ReseedHook` -- re-seed the global generators once the model is
+  built (same initial weights, different mixing draws).
 * :class:`LossRecorderHook` -- write every rank's per-iteration loss to
   ``<dir>/loss_rank<r>.json`` (for the distributed-equivalence comparison).
 """
@@ -22,7 +24,7 @@ from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
-__all__ = ['FaultInjectionHook', 'LossRecorderHook']
+__all__ = ['FaultInjectionHook', 'LossRecorderHook', 'ReseedHook']
 
 
 def _die() -> None:
@@ -48,6 +50,7 @@ class FaultInjectionHook(Hook):
         raise_rank (int): See above. Defaults to 0.
         nan_at_iter (int, optional): Make the head's output NaN at this
             iteration (so the loss is NaN) without touching the weights.
+        nan_rank (int, optional): Only on this rank (None: every rank).
         nan_input_at_iter (int, optional): Replace the batch inputs by float
             tensors with a NaN in sample 0 at this iteration.
     """
@@ -61,6 +64,7 @@ class FaultInjectionHook(Hook):
                  raise_at_iter: Optional[int] = None,
                  raise_rank: int = 0,
                  nan_at_iter: Optional[int] = None,
+                 nan_rank: Optional[int] = None,
                  nan_input_at_iter: Optional[int] = None):
         self.kill_at_iter = kill_at_iter
         self.kill_in_val = kill_in_val
@@ -68,6 +72,7 @@ class FaultInjectionHook(Hook):
         self.raise_at_iter = raise_at_iter
         self.raise_rank = raise_rank
         self.nan_at_iter = nan_at_iter
+        self.nan_rank = nan_rank
         self.nan_input_at_iter = nan_input_at_iter
         self._nan_now = False
         self._val_count = 0
@@ -91,7 +96,8 @@ class FaultInjectionHook(Hook):
             raise RuntimeError(
                 f'injected failure on rank {self.raise_rank} at iteration '
                 f'{it}')
-        self._nan_now = self.nan_at_iter == it
+        self._nan_now = self.nan_at_iter == it and (
+            self.nan_rank is None or get_dist_info()[0] == self.nan_rank)
         if self.nan_input_at_iter == it and data_batch is not None:
             inputs = data_batch['inputs']
             if isinstance(inputs, torch.Tensor):
@@ -173,3 +179,23 @@ class LossRecorderHook(Hook):
         with open(osp.join(self.out_dir, f'loss_rank{rank}.json'), 'w') as f:
             json.dump(dict(rank=rank, world_size=world,
                            records=self.records), f)
+
+
+@HOOKS.register_module()
+class ReseedHook(Hook):
+    """Re-seed Python, NumPy and torch before training starts (after the
+    model was initialised), so that only the draws made during training
+    change.
+
+    Args:
+        seed (int): The new seed.
+    """
+
+    priority = 'HIGHEST'
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_train(self, runner) -> None:
+        from mmengine.runner import set_random_seed
+        set_random_seed(self.seed + get_dist_info()[0])

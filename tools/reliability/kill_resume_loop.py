@@ -215,7 +215,7 @@ def trial(kind: str, work_dir: str, ref, ref_wall: float, rng: random.Random,
     error = None
     if second['rc'] != 0:
         lines = [ln for ln in second['out'].strip().splitlines() if ln]
-        error = lines[-1][-300:] if lines else 'no output'
+        error = lines[-1][:400] if lines else 'no output'
     return dict(
         kind=kind,
         fault=spec,

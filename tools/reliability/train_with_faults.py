@@ -7,6 +7,8 @@ Same arguments as ``tools/train.py``. Two environment variables add hooks:
   ``{"kill_in_save": 2}`` or ``{"raise_at_iter": 3, "raise_rank": 1}``.
 * ``MERGEMIX_RECORD``: a directory; every rank writes its per-iteration
   losses there (:class:`~tools.reliability.instruments.LossRecorderHook`).
+* ``MERGEMIX_MIX_SEED``: re-seed the generators after the model is built
+  (:class:`~tools.reliability.instruments.ReseedHook`).
 
 ``MERGEMIX_UNSAFE_CHECKPOINTS=1`` switches the crash-safe checkpoint patches
 off again (mmengine's own save and resume), to show what they fix.
@@ -66,6 +68,9 @@ def main(argv=None):
     record = os.environ.get('MERGEMIX_RECORD')
     if record:
         hooks.append(dict(type='LossRecorderHook', out_dir=record))
+    mix_seed = os.environ.get('MERGEMIX_MIX_SEED')
+    if mix_seed:
+        hooks.append(dict(type='ReseedHook', seed=int(mix_seed)))
     cfg.custom_hooks = hooks
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -7,8 +7,7 @@ from torch import Tensor
 
 from ..tome.functional import ToMeOutput, ViTGeometry
 from ..tome.schedule import RType
-from ..tome.timm_vit import (is_timm_vit, timm_vit_geometry,
-                             tome_timm_forward)
+from ..tome.timm_vit import (is_timm_vit, timm_vit_geometry, tome_timm_forward)
 from .tome_vit import ToMeMixin
 
 __all__ = ['ToMeTimmViT']
@@ -68,10 +67,11 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                 f'{type(self.model).__name__}, not a timm VisionTransformer')
         geo = timm_vit_geometry(self.model)
         grid = self.model.patch_embed.grid_size
-        self._init_tome(geo.num_layers, grid[0] * grid[1] +
-                        geo.num_extra_tokens, geo.num_extra_tokens,
-                        merge_num, tome_r, merge_inflect, test_merge_num,
-                        test_tome_r, prop_attn, schedule_compat)
+        self._init_tome(geo.num_layers,
+                        grid[0] * grid[1] + geo.num_extra_tokens,
+                        geo.num_extra_tokens, merge_num, tome_r, merge_inflect,
+                        test_merge_num, test_tome_r, prop_attn,
+                        schedule_compat)
         if pretrained or checkpoint_path:
             self._is_init = True  # keep timm's weights on init_weights()
         self._register_load_state_dict_pre_hook(self._add_model_prefix)

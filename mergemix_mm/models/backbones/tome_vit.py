@@ -20,10 +20,9 @@ class ToMeMixin:
     only on ``self.training`` and the :meth:`merging` switch.
     """
 
-    def _init_tome(self, num_layers: int, num_tokens: int,
-                   num_protected: int, merge_num: int,
-                   tome_r: Optional[RType], merge_inflect: float,
-                   test_merge_num: Optional[int],
+    def _init_tome(self, num_layers: int, num_tokens: int, num_protected: int,
+                   merge_num: int, tome_r: Optional[RType],
+                   merge_inflect: float, test_merge_num: Optional[int],
                    test_tome_r: Optional[RType], prop_attn: bool,
                    schedule_compat: Optional[str]) -> None:
         train = resolve_schedule(num_layers, merge_num, tome_r, merge_inflect,
@@ -130,8 +129,7 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
         if not any(r_list):
             return super().forward(x)
         return tome_vit_forward(
-            self, x, r_list, prop_attn=self.prop_attn,
-            trace_source=False).outs
+            self, x, r_list, prop_attn=self.prop_attn, trace_source=False).outs
 
     def tome_forward(self,
                      x: Tensor,

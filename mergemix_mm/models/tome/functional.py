@@ -69,15 +69,15 @@ class ViTGeometry(NamedTuple):
     num_layers: int
 
 
-def attention(q: Tensor,
-              k: Tensor,
-              v: Tensor,
-              size: Optional[Tensor] = None,
-              prop_attn: bool = False,
-              need_attn: bool = False,
-              dropout_p: float = 0.,
-              scale: Optional[float] = None
-              ) -> Tuple[Tensor, Optional[Tensor]]:
+def attention(
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        size: Optional[Tensor] = None,
+        prop_attn: bool = False,
+        need_attn: bool = False,
+        dropout_p: float = 0.,
+        scale: Optional[float] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """Multi-head attention with optional proportional attention.
 
     The fused ``F.scaled_dot_product_attention`` is used unless the attention
@@ -116,9 +116,10 @@ def attention(q: Tensor,
     return weights @ v, attn.detach()
 
 
-def merge_tokens(x: Tensor, size: Optional[Tensor], source: Optional[Tensor],
-                 keys: Tensor, r: int, num_protected: int
-                 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+def merge_tokens(
+        x: Tensor, size: Optional[Tensor], source: Optional[Tensor],
+        keys: Tensor, r: int, num_protected: int
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """One ToMe merging step with the per-sample head-mean key metric.
 
     Args:

@@ -40,8 +40,8 @@ class Matching(NamedTuple):
         keep_idx (Tensor): ``LongTensor[B, T - r]``; for every output slot, the
             input token that occupies it (a protected, unmerged or destination
             token).
-        src_idx (Tensor): ``LongTensor[B, r]``; input indices of the tokens that
-            are merged away.
+        src_idx (Tensor): ``LongTensor[B, r]``; input indices of the tokens
+            that are merged away.
         dst_idx (Tensor): ``LongTensor[B, r]``; output index each merged-away
             token is added to.
     """
@@ -64,7 +64,9 @@ def head_mean_metric(keys: Tensor) -> Tensor:
     """
     if keys.dim() != 4:
         raise ValueError(
-            f'keys must have shape [B, H, T, head_dim], got {tuple(keys.shape)}')
+            'keys must have shape [B, H, T, head_dim], got '
+            f'{tuple(keys.shape)}'
+        )
     return keys.mean(dim=1)
 
 
@@ -148,9 +150,8 @@ def bipartite_soft_matching(metric: Tensor,
         dst_idx = dst_b + (p + num_unm)
 
         token_map = torch.empty(B, T, dtype=torch.long, device=device)
-        token_map.scatter_(
-            1, keep_idx,
-            torch.arange(T - r, device=device).expand(B, -1))
+        token_map.scatter_(1, keep_idx,
+                           torch.arange(T - r, device=device).expand(B, -1))
         token_map.scatter_(1, src_idx, dst_idx)
     return Matching(token_map, T - r, r, keep_idx, src_idx, dst_idx)
 
@@ -213,7 +214,8 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
     return out.view(B, n, C), size_out.view(B, n, 1)
 
 
-def init_source(batch_size: int, num_tokens: int,
+def init_source(batch_size: int,
+                num_tokens: int,
                 device: Optional[torch.device] = None) -> Tensor:
     """Identity source map ``[B, N0]`` (every token is its own source)."""
     return torch.arange(
@@ -253,7 +255,8 @@ def recover(scores: Tensor, source: Tensor) -> Tensor:
         return scores.gather(1, source)
     if scores.dim() == 3:
         return scores.gather(
-            1, source.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
+            1,
+            source.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
     raise ValueError('scores must have shape [B, T] or [B, T, C], got '
                      f'{tuple(scores.shape)}')
 

@@ -12,9 +12,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .functional import (ToMeOutput, ViTGeometry, attention,
-                         check_image_size, merge_tokens,
-                         normalize_attn_layer, prepare_schedule,
+from .functional import (ToMeOutput, ViTGeometry, attention, check_image_size,
+                         merge_tokens, normalize_attn_layer, prepare_schedule,
                          weighted_patch_mean)
 from .merge import init_source
 
@@ -174,8 +173,8 @@ def tome_vit_forward(backbone: nn.Module,
                          'tokens; use cls_token, avg_featmap or raw')
 
     if distilled:
-        x = torch.cat((backbone.cls_token.expand(B, -1, -1),
-                       backbone.dist_token.expand(B, -1, -1), x),
+        x = torch.cat((backbone.cls_token.expand(
+            B, -1, -1), backbone.dist_token.expand(B, -1, -1), x),
                       dim=1)
     elif backbone.cls_token is not None:
         x = torch.cat((backbone.cls_token.expand(B, -1, -1), x), dim=1)
@@ -213,8 +212,7 @@ def tome_vit_forward(backbone: nn.Module,
             x = backbone.ln1(x)
         if i in backbone.out_indices:
             outs.append(
-                _format_output(backbone, x, size, patch_resolution,
-                               distilled))
+                _format_output(backbone, x, size, patch_resolution, distilled))
     if size is None:
         size = torch.ones(
             B, x.shape[1], 1, dtype=torch.float32, device=x.device)

@@ -21,8 +21,8 @@ import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    'parse_r', 'search_r', 'openmixup_raw_schedule',
-    'schedule_from_merge_num', 'check_schedule', 'resolve_schedule'
+    'parse_r', 'search_r', 'openmixup_raw_schedule', 'schedule_from_merge_num',
+    'check_schedule', 'resolve_schedule'
 ]
 
 RType = Union[int, Tuple[int, float], Sequence[int]]
@@ -83,8 +83,8 @@ def parse_r(num_layers: int,
     num_layers = _check_int(num_layers, 'num_layers')
     if num_layers < 1:
         raise ValueError(f'num_layers={num_layers} must be >= 1')
-    if isinstance(r, (list, tuple)) and not (isinstance(r, tuple)
-                                             and len(r) == 2):
+    if isinstance(
+            r, (list, tuple)) and not (isinstance(r, tuple) and len(r) == 2):
         values = [_check_int(v, f'tome_r[{i}]') for i, v in enumerate(r)]
         if len(values) > num_layers:
             raise ValueError(
@@ -186,7 +186,10 @@ def schedule_from_merge_num(num_layers: int,
             excess -= 1
     if num_tokens is not None:
         check_schedule(
-            r_list, num_tokens, num_protected, setting=f'merge_num={merge_num}')
+            r_list,
+            num_tokens,
+            num_protected,
+            setting=f'merge_num={merge_num}')
     return r_list
 
 
@@ -219,8 +222,7 @@ def check_schedule(r_list: Sequence[int],
             raise ValueError(f'{setting}: r={r!r} at block {i} is not an int')
         r = int(r)
         if r < 0:
-            raise ValueError(
-                f'{setting}: r={r} at block {i} is negative')
+            raise ValueError(f'{setting}: r={r} at block {i} is negative')
         max_r = max((t - num_protected) // 2, 0)
         if r > max_r:
             raise ValueError(
@@ -260,5 +262,4 @@ def resolve_schedule(num_layers: int,
             'exclusive; set only one of them')
     if tome_r is not None:
         return parse_r(num_layers, tome_r)
-    return schedule_from_merge_num(num_layers, merge_num or 0, inflect,
-                                   compat)
+    return schedule_from_merge_num(num_layers, merge_num or 0, inflect, compat)

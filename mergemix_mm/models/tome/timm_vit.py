@@ -11,9 +11,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .functional import (ToMeOutput, ViTGeometry, attention,
-                         check_image_size, merge_tokens,
-                         normalize_attn_layer, prepare_schedule,
+from .functional import (ToMeOutput, ViTGeometry, attention, check_image_size,
+                         merge_tokens, normalize_attn_layer, prepare_schedule,
                          weighted_patch_mean)
 from .merge import init_source
 
@@ -62,8 +61,8 @@ def timm_vit_geometry(model: nn.Module) -> ViTGeometry:
     """
     _check_model(model)
     ps = model.patch_embed.patch_size
-    return ViTGeometry((int(ps[0]), int(ps[1])),
-                       int(model.num_prefix_tokens), len(model.blocks))
+    return ViTGeometry((int(ps[0]), int(ps[1])), int(model.num_prefix_tokens),
+                       len(model.blocks))
 
 
 def tome_timm_block_forward(blk: nn.Module,
@@ -98,8 +97,8 @@ def tome_timm_block_forward(blk: nn.Module,
         need_attn,
         dropout_p=dropout_p,
         scale=attn_mod.scale)
-    out = out.transpose(1, 2).reshape(B, N, attn_mod.num_heads *
-                                      attn_mod.head_dim)
+    out = out.transpose(1, 2).reshape(B, N,
+                                      attn_mod.num_heads * attn_mod.head_dim)
     out = attn_mod.norm(out)
     if gate is not None:
         out = out * gate
@@ -219,4 +218,3 @@ def tome_timm_forward(model: nn.Module,
         patch_resolution=hw,
         tokens=x,
         token_counts=counts)
-

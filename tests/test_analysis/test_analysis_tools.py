@@ -1,0 +1,166 @@
+"""tools/analysis/{visualize_mix,calibration,occlusion}.py end to end on a
+tiny digits ViT (in-process), and their errors for bad arguments."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, assert_png, load_tool, write_tiny_config
+
+from mergemix_mm.analysis import build_model, load_config
+
+FAST = ['--device', 'cpu', '--max-batches', '1']
+
+
+@pytest.fixture(scope='module')
+def tools():
+    return {n: load_tool(n) for n in ('visualize_mix', 'calibration',
+                                      'occlusion')}
+
+
+@pytest.fixture(scope='module')
+def other_checkpoint(tiny_config, tmp_path_factory):
+    from mmengine.runner import save_checkpoint
+    torch.manual_seed(1)
+    model = build_model(load_config(tiny_config))
+    path = str(tmp_path_factory.mktemp('ckpt2') / 'other.pth')
+    save_checkpoint(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+def test_build_model_loads_the_checkpoint(tiny_config, tiny_checkpoint):
+    saved = torch.load(tiny_checkpoint, weights_only=False)['state_dict']
+    model = build_model(load_config(tiny_config), tiny_checkpoint)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    assert not model.training
+
+
+def test_visualize_mix_writes_grids(tools, tiny_config, tiny_checkpoint,
+                                    tmp_path):
+    out = tmp_path / 'vis'
+    summary = tools['visualize_mix'].main([
+        tiny_config, '--checkpoint', tiny_checkpoint, '--out', str(out),
+        '--num-samples', '3', '--batch-size', '4', '--device', 'cpu'
+    ])
+    (aug, ) = summary['augments']
+    assert aug['type'] == 'MergeMix' and not aug['estimated']
+    assert aug['saliency'] == 'own' and aug['has_mask']
+    assert_png(str(out / aug['png']))
+    assert json.load(open(out / 'mix_summary.json'))['augments'][0][
+        'png'] == aug['png']
+    assert len(aug['partner']) == 3
+    assert all(p != i for i, p in enumerate(aug['partner']))
+
+
+def test_visualize_mix_errors(tools, tmp_path):
+    plain = write_tiny_config(tmp_path, augments='[]', name='plain.py')
+    with pytest.raises(ValueError, match='plain.py.*has no batch augments'):
+        tools['visualize_mix'].main([plain, '--out', str(tmp_path / 'o'),
+                                     '--device', 'cpu'])
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        tools['visualize_mix'].main([
+            plain, '--checkpoint', str(tmp_path / 'nope.pth'), '--out',
+            str(tmp_path / 'o')
+        ])
+    with pytest.raises(FileNotFoundError, match='missing.py'):
+        tools['visualize_mix'].main([str(tmp_path / 'missing.py'), '--out',
+                                     str(tmp_path / 'o')])
+    with pytest.raises(SystemExit):  # argparse: --batch-size must be >= 2
+        tools['visualize_mix'].main([plain, '--out', 'o', '--batch-size',
+                                     '1'])
+
+
+def test_calibration_and_occlusion_agree(tools, tiny_config,
+                                         tiny_checkpoint, other_checkpoint,
+                                         tmp_path):
+    cal = tools['calibration'].main([
+        tiny_config, tiny_checkpoint, other_checkpoint, '--labels', 'A',
+        'B', '--out', str(tmp_path / 'cal'), *FAST
+    ])
+    assert_png(str(tmp_path / 'cal' / 'reliability.png'))
+    table = open(tmp_path / 'cal' / 'calibration.md').read()
+    assert '| A | 150 |' in table and '| B | 150 |' in table
+    saved = json.load(open(tmp_path / 'cal' / 'calibration.json'))
+    assert [r['label'] for r in saved['results']] == ['A', 'B']
+    for rec in saved['results']:
+        assert len(rec['bins']) == 15
+        bins_ece = sum(b['count'] / rec['num_samples'] *
+                       abs(b['accuracy'] - b['confidence'])
+                       for b in rec['bins'])
+        assert rec['ece'] == pytest.approx(bins_ece)
+
+    occ = tools['occlusion'].main([
+        tiny_config, tiny_checkpoint, '--checkpoints', other_checkpoint,
+        '--labels', 'A', 'B', '--fractions', '0', '0.5', '1', '--out',
+        str(tmp_path / 'occ'), *FAST
+    ])
+    assert_png(str(tmp_path / 'occ' / 'occlusion.png'))
+    assert [r['label'] for r in occ] == ['A', 'B']
+    for c, o in zip(cal, occ):
+        assert o['fractions'] == [0.0, 0.5, 1.0]
+        # 0 % occlusion is the plain top-1 of the same images
+        assert o['top1'][0] == pytest.approx(100 * c['accuracy'])
+    table = open(tmp_path / 'occ' / 'occlusion.md').read()
+    assert '| occluded (%) | A | B |' in table
+
+
+def test_calibration_and_occlusion_errors(tools, tiny_config,
+                                          tiny_checkpoint, tmp_path):
+    missing = str(tmp_path / 'missing.pth')
+    for name in ('calibration', 'occlusion'):
+        with pytest.raises(FileNotFoundError, match='missing.pth'):
+            tools[name].main([tiny_config, missing, '--out',
+                              str(tmp_path)])
+        with pytest.raises(SystemExit):  # one label for two checkpoints
+            tools[name].main([tiny_config, tiny_checkpoint, tiny_checkpoint,
+                              '--labels', 'A', '--out', str(tmp_path)])
+    with pytest.raises(SystemExit):  # no checkpoint at all
+        tools['occlusion'].main([tiny_config, '--out', str(tmp_path)])
+    with pytest.raises(SystemExit):
+        tools['occlusion'].main([tiny_config, tiny_checkpoint, '--out',
+                                 str(tmp_path), '--fractions', '1.5'])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='CUDA is not available'):
+            tools['calibration'].main([tiny_config, tiny_checkpoint,
+                                       '--out', str(tmp_path), '--device',
+                                       'cuda'])
+
+
+def test_command_line_error_is_one_clear_line(tiny_config, tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'analysis', 'occlusion.py'),
+         tiny_config, str(tmp_path / 'gone.pth'), '--out', str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    assert "error: checkpoint file '" in proc.stderr
+    assert 'gone.pth' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_tools_match_on_gpu(tools, tiny_config, tiny_checkpoint, tmp_path):
+    args = [tiny_config, tiny_checkpoint, '--max-batches', '1']
+    cpu = tools['calibration'].main(
+        [*args, '--out', str(tmp_path / 'c'), '--device', 'cpu'])
+    gpu = tools['calibration'].main(
+        [*args, '--out', str(tmp_path / 'g'), '--device', 'cuda'])
+    assert gpu[0]['accuracy'] == pytest.approx(cpu[0]['accuracy'],
+                                               abs=1 / 150 + 1e-9)
+    assert gpu[0]['ece'] == pytest.approx(cpu[0]['ece'], abs=0.02)
+    occ_cpu = tools['occlusion'].main(
+        [*args, '--out', str(tmp_path / 'oc'), '--device', 'cpu',
+         '--fractions', '0', '0.3'])
+    occ_gpu = tools['occlusion'].main(
+        [*args, '--out', str(tmp_path / 'og'), '--device', 'cuda',
+         '--fractions', '0', '0.3'])
+    for a, b in zip(occ_cpu[0]['top1'], occ_gpu[0]['top1']):
+        assert a == pytest.approx(b, abs=100 / 150 + 1e-9)
+    summary = load_tool('visualize_mix').main(
+        [tiny_config, '--checkpoint', tiny_checkpoint, '--out',
+         str(tmp_path / 'v'), '--device', 'cuda', '--num-samples', '2'])
+    assert_png(str(tmp_path / 'v' / summary['augments'][0]['png']))

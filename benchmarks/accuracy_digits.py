@@ -17,7 +17,7 @@ another process competes for the cores).
 
 Command (about 30 minutes on 2 CPU cores)::
 
-    python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 8
+    python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 10
 """
 import argparse
 import math
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3,
                                                                   4])
-    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--methods', nargs='+', default=None,
                         help=f'subset of {list(common.METHODS)}')
     parser.add_argument('--workers', type=int, default=2,

@@ -23,7 +23,7 @@ CACHE = osp.join(ROOT, 'work_dirs', 'benchmarks')
 
 #: name -> display label, in table order. The recipe of each method is the
 #: config ``configs/baselines/<family>/<model>-<name>_<data>.py``; MergeMix
-#: uses the lead's configs (see :func:`mergemix_recipe`).
+#: uses its own configs (:data:`MERGEMIX_CONFIGS`).
 METHODS: Dict[str, str] = {
     'vanilla': 'No mixing',
     'mixup': 'Mixup',
@@ -44,11 +44,19 @@ METHODS: Dict[str, str] = {
     'mergemix': 'MergeMix',
 }
 
-#: MergeMix arguments per setting when no lead config is found
+#: MergeMix's augment when the lead's 224 px config is missing
 #: (ALGORITHM.md §8: block 9 of 12 = index 8, 98 of 196 tokens merged).
 MERGEMIX_224 = dict(type='MergeMix', alpha=1.0, attn_layer=8, merge_num=98)
-MERGEMIX_DIGITS_CONFIG = osp.join(
-    ROOT, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py')
+#: MergeMix recipes (the lead's configs: digits demo, official CIFAR recipe).
+MERGEMIX_CONFIGS = {
+    'digits': osp.join(ROOT, 'configs', 'demo',
+                       'vit-tiny_1xb64-mergemix_digits-32px.py'),
+    'deit-s': osp.join(ROOT, 'configs', 'mergemix',
+                       'deit-small-p16_1xb100-mergemix-200e_cifar100-'
+                       '224px.py'),
+    'vit-s': osp.join(ROOT, 'configs', 'mergemix',
+                      'vit-small-p16_1xb100-mergemix-200e_cifar100-224px.py'),
+}
 
 
 def mergemix_available() -> bool:
@@ -84,8 +92,8 @@ def select_methods(names: Optional[List[str]], skip=()) -> List[str]:
 def config_path(method: str, family: str) -> str:
     """Config file of ``method`` for ``family`` in {'digits', 'deit-s',
     'vit-s'}."""
-    if method == 'mergemix' and family == 'digits':
-        return MERGEMIX_DIGITS_CONFIG
+    if method == 'mergemix' and osp.exists(MERGEMIX_CONFIGS[family]):
+        return MERGEMIX_CONFIGS[family]
     if family == 'digits':
         name = f'vit-tiny_1xb64-{method}_digits-32px.py'
         return osp.join(ROOT, 'configs', 'baselines', 'digits', name)
@@ -96,13 +104,21 @@ def config_path(method: str, family: str) -> str:
 
 
 def load_config(method: str, family: str):
-    """The mmengine ``Config`` of a method (MergeMix's 224 px augments are
-    patched in from :data:`MERGEMIX_224`)."""
+    """The mmengine ``Config`` of a method (MergeMix without a lead config
+    at 224 px: the vanilla config with :data:`MERGEMIX_224`)."""
     from mmengine.config import Config
-    cfg = Config.fromfile(config_path(method, family))
-    if method == 'mergemix' and family != 'digits':
+    path = config_path(method, family)
+    cfg = Config.fromfile(path)
+    if method == 'mergemix' and path != MERGEMIX_CONFIGS[family]:
         cfg.model.train_cfg = dict(augments=[copy.deepcopy(MERGEMIX_224)])
     return cfg
+
+
+def own_model(method: str) -> bool:
+    """Whether a method's config changes the model itself (MergeMix's ToMe
+    schedule, ``tome_in_mix`` and auxiliary loss), so it cannot share the
+    baselines' model in the cost benchmark."""
+    return method == 'mergemix'
 
 
 def pure_train_cfg(method: str, cfg) -> dict:

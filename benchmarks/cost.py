@@ -10,8 +10,10 @@ Settings:
   CUDA.
 
 One model per setting is built once; every method's batch augments are
-swapped into it (model-aware augments are bound to it), and the methods are
-timed *interleaved*: round ``r`` runs one full ``train_step`` (data
+swapped into it (model-aware augments are bound to it; MergeMix, whose
+config also changes the model - ToMe schedule, ``tome_in_mix``, auxiliary
+Mixup loss - gets its own model from its config), and the methods are timed
+*interleaved*: round ``r`` runs one full ``train_step`` (data
 preprocessor with the batch augment, classifier forward/re-scoring, backward,
 AdamW step) for every method in turn, so load drift on a shared machine hits
 all methods alike. Each method runs alone (probability 1; DeiT = its 50/50
@@ -75,11 +77,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _setup(setting: dict, device: str):
+def _setup(setting: dict, device: str, method: str = 'vanilla'):
+    """Model (of ``method``'s config), optimizer and one fixed batch."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import set_random_seed
     set_random_seed(0)
-    cfg = common.load_config('vanilla', setting['family'])
+    cfg = common.load_config(method, setting['family'])
     model = common.build_model(cfg, device=device)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     data = common.fake_batch(setting['batch_size'], setting['img_size'],
@@ -88,16 +91,8 @@ def _setup(setting: dict, device: str):
     return model, optim, data
 
 
-def _method_cfg(method: str, family: str):
-    cfg = common.load_config(method, family)
-    train_cfg = common.pure_train_cfg(method, cfg)
-    return train_cfg, cfg.model.get('aux_loss', None)
-
-
-def _use(model, method_cfg):
-    train_cfg, aux_loss = method_cfg
-    common.set_batch_augments(model, train_cfg)
-    model.aux_loss = aux_loss
+def _method_cfg(method: str, family: str) -> dict:
+    return common.pure_train_cfg(method, common.load_config(method, family))
 
 
 def profile_peak_bytes(model, optim, data) -> int:
@@ -128,23 +123,31 @@ def profile_peak_bytes(model, optim, data) -> int:
 
 def time_setting(name: str, setting: dict, methods, iters: int,
                  device: str, memory: bool = False) -> dict:
-    """Interleaved step timing of every method on one shared model (then,
-    with ``memory``, one profiled step per method)."""
-    model, optim, data = _setup(setting, device)
+    """Interleaved step timing of every method (then, with ``memory``, one
+    profiled step per method). Methods share one model, except those whose
+    config changes the model (:func:`common.own_model`)."""
+    shared = _setup(setting, device)
+    runners = {
+        m: _setup(setting, device, m) if common.own_model(m) else shared
+        for m in methods
+    }
     method_cfgs = {m: _method_cfg(m, setting['family']) for m in methods}
-    dp = model.data_preprocessor
-    orig_forward = dp.forward
     prep = []
+    patched = []
+    for model, _, _ in {id(r[0]): r for r in runners.values()}.values():
+        dp = model.data_preprocessor
+        orig_forward = dp.forward
 
-    def timed_forward(*args, **kwargs):
-        _sync(device)
-        t = time.perf_counter()
-        out = orig_forward(*args, **kwargs)
-        _sync(device)
-        prep.append(time.perf_counter() - t)
-        return out
+        def timed_forward(*args, _orig=orig_forward, **kwargs):
+            _sync(device)
+            t = time.perf_counter()
+            out = _orig(*args, **kwargs)
+            _sync(device)
+            prep.append(time.perf_counter() - t)
+            return out
 
-    dp.forward = timed_forward
+        dp.forward = timed_forward
+        patched.append(dp)
     steps = {m: [] for m in methods}
     preps = {m: [] for m in methods}
     mems = {m: [] for m in methods}
@@ -152,7 +155,8 @@ def time_setting(name: str, setting: dict, methods, iters: int,
     bar = tqdm(total=total, desc=name)
     for r in range(setting['warmup'] + iters):
         for m in methods:
-            _use(model, method_cfgs[m])
+            model, optim, data = runners[m]
+            common.set_batch_augments(model, method_cfgs[m])
             if device == 'cuda':
                 torch.cuda.reset_peak_memory_stats()
             prep.clear()
@@ -168,10 +172,12 @@ def time_setting(name: str, setting: dict, methods, iters: int,
                     mems[m].append(torch.cuda.max_memory_allocated())
             bar.update()
     bar.close()
-    dp.forward = orig_forward
+    for dp in patched:
+        del dp.forward  # back to the class method
     if memory:
         for m in tqdm(methods, desc=f'{name} memory'):
-            _use(model, method_cfgs[m])
+            model, optim, data = runners[m]
+            common.set_batch_augments(model, method_cfgs[m])
             mems[m].append(profile_peak_bytes(model, optim, data))
     ref = float(np.median(steps['mixup'])) if 'mixup' in steps else None
     res = {}

@@ -152,6 +152,17 @@ def main():
                 f"{r['cpu_speedup']:.3f}x | {ratio:.3f}x | {share} |")
         sections.append('\n'.join(lines))
 
+    notes = []
+    loads = [v[0] for k, v in env.items() if k.startswith('loadavg')]
+    if loads and env.get('cpu_count') and max(loads) > env['cpu_count']:
+        notes = [
+            f'**Note:** the machine was oversubscribed during this run '
+            f'(1-min load average up to {max(loads):.1f} on '
+            f"{env['cpu_count']} cores, other jobs running). Multi-thread "
+            'timings are then dominated by thread-synchronisation stalls, '
+            'which penalise the merged forwards (more, smaller parallel '
+            'ops); single-thread ratios are the more reliable ones.', ''
+        ]
     md = '\n'.join([
         f'# ToMe inference throughput: {args.arch}, batch '
         f'{args.batch_size}, 224 px, CPU', '', f'Command: `{command}`', '',
@@ -165,7 +176,8 @@ def main():
         'per image from tools/analysis/get_flops.py (1 MAC = 1 FLOP). '
         "'merge share': fraction of the forward time spent in the merging "
         'step (matching, weighted merge, source map), timed in separate '
-        'instrumented forwards.', '', *[s + '\n' for s in sections],
+        'instrumented forwards.', '', *notes,
+        *[s + '\n' for s in sections],
         'Environment: ' + ', '.join(f'{k}={v}' for k, v in env.items()), ''
     ])
     print(md)

@@ -1,13 +1,14 @@
 """Analysis helpers behind ``tools/analysis/``: mixed-sample grids,
 calibration (ECE, reliability diagrams) and occlusion robustness."""
-from .calibration import (CalibrationBin, CalibrationResult,
-                          calibration_bins, calibration_from_scores,
-                          expected_calibration_error, plot_reliability)
+from .calibration import (CalibrationBin, CalibrationResult, calibration_bins,
+                          calibration_from_scores, expected_calibration_error,
+                          plot_reliability)
 from .loading import (batch_labels, build_loader, build_model,
                       check_checkpoint, class_names_of, load_config,
-                      num_classes_of, predict_batches, resolve_device)
-from .mix_vis import (MixView, augment_repr, denormalize, describe_mix, estimate_partners,
-                      label_weights_text, pair_weights_text,
+                      num_classes_of, predict_batches, quiet_logger,
+                      resolve_device)
+from .mix_vis import (MixView, augment_repr, denormalize, describe_mix,
+                      estimate_partners, label_weights_text, pair_weights_text,
                       plot_mix_grid)
 from .occlusion import (DEFAULT_FRACTIONS, occlude_patches, occlusion_curve,
                         occlusion_patch_size, plot_occlusion,
@@ -18,10 +19,9 @@ __all__ = [
     'calibration_from_scores', 'expected_calibration_error',
     'plot_reliability', 'batch_labels', 'build_loader', 'build_model',
     'check_checkpoint', 'class_names_of', 'load_config', 'num_classes_of',
-    'predict_batches', 'resolve_device', 'MixView', 'denormalize',
-    'describe_mix', 'estimate_partners', 'label_weights_text',
-    'pair_weights_text', 'augment_repr',
-    'plot_mix_grid', 'DEFAULT_FRACTIONS', 'occlude_patches',
-    'occlusion_curve', 'occlusion_patch_size', 'plot_occlusion',
-    'random_patch_mask'
+    'predict_batches', 'quiet_logger', 'resolve_device', 'MixView',
+    'augment_repr', 'denormalize', 'describe_mix', 'estimate_partners',
+    'label_weights_text', 'pair_weights_text', 'plot_mix_grid',
+    'DEFAULT_FRACTIONS', 'occlude_patches', 'occlusion_curve',
+    'occlusion_patch_size', 'plot_occlusion', 'random_patch_mask'
 ]

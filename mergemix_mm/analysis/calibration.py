@@ -19,8 +19,7 @@ import torch
 
 __all__ = [
     'CalibrationBin', 'CalibrationResult', 'calibration_bins',
-    'expected_calibration_error', 'calibration_from_scores',
-    'plot_reliability'
+    'expected_calibration_error', 'calibration_from_scores', 'plot_reliability'
 ]
 
 
@@ -77,7 +76,8 @@ def _as_array(name: str, values) -> np.ndarray:
     return arr
 
 
-def calibration_bins(confidences, correct,
+def calibration_bins(confidences,
+                     correct,
                      num_bins: int = 15) -> CalibrationResult:
     """Bin predictions by confidence and compute ECE / MCE.
 
@@ -126,22 +126,23 @@ def calibration_bins(confidences, correct,
         bins.append(
             CalibrationBin(float(edges[b]), float(edges[b + 1]), count, acc,
                            mean_conf))
-    return CalibrationResult(
-        ece=float(ece),
-        mce=float(mce),
-        accuracy=float(hit.mean()),
-        mean_confidence=float(conf.mean()),
-        num_samples=int(n),
-        bins=bins)
+    return CalibrationResult(ece=float(ece),
+                             mce=float(mce),
+                             accuracy=float(hit.mean()),
+                             mean_confidence=float(conf.mean()),
+                             num_samples=int(n),
+                             bins=bins)
 
 
-def expected_calibration_error(confidences, correct,
+def expected_calibration_error(confidences,
+                               correct,
                                num_bins: int = 15) -> float:
     """ECE of a prediction set (see :func:`calibration_bins`)."""
     return calibration_bins(confidences, correct, num_bins).ece
 
 
-def calibration_from_scores(scores: torch.Tensor, labels: torch.Tensor,
+def calibration_from_scores(scores: torch.Tensor,
+                            labels: torch.Tensor,
                             num_bins: int = 15) -> CalibrationResult:
     """Calibration of class probabilities.
 
@@ -184,9 +185,12 @@ def plot_reliability(results: Sequence[Tuple[str, CalibrationResult]],
     if not results:
         raise ValueError('plot_reliability needs at least one result.')
     ncols = len(results)
-    fig, axes = plt.subplots(
-        2, ncols, figsize=(3.6 * ncols, 4.6), squeeze=False,
-        gridspec_kw=dict(height_ratios=[3, 1]), sharex=True)
+    fig, axes = plt.subplots(2,
+                             ncols,
+                             figsize=(3.6 * ncols, 4.6),
+                             squeeze=False,
+                             gridspec_kw=dict(height_ratios=[3, 1]),
+                             sharex=True)
     for col, (label, res) in enumerate(results):
         top, bottom = axes[0, col], axes[1, col]
         lows = np.array([b.lower for b in res.bins])
@@ -196,24 +200,40 @@ def plot_reliability(results: Sequence[Tuple[str, CalibrationResult]],
         conf = np.array([b.confidence for b in res.bins])
         counts = np.array([b.count for b in res.bins])
         filled = counts > 0
-        top.bar(centers[filled], acc[filled], width=width * 0.95,
-                color='#4C72B0', edgecolor='black', linewidth=0.5,
+        top.bar(centers[filled],
+                acc[filled],
+                width=width * 0.95,
+                color='#4C72B0',
+                edgecolor='black',
+                linewidth=0.5,
                 label='accuracy')
         gap_lo = np.minimum(acc, conf)[filled]
         gap_h = np.abs(acc - conf)[filled]
-        top.bar(centers[filled], gap_h, bottom=gap_lo, width=width * 0.95,
-                color='#DD8452', alpha=0.45, hatch='//', edgecolor='#C44E52',
-                linewidth=0.5, label='gap to confidence')
+        top.bar(centers[filled],
+                gap_h,
+                bottom=gap_lo,
+                width=width * 0.95,
+                color='#DD8452',
+                alpha=0.45,
+                hatch='//',
+                edgecolor='#C44E52',
+                linewidth=0.5,
+                label='gap to confidence')
         top.plot([0, 1], [0, 1], '--', color='gray', linewidth=1)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
-        top.set_title(f'{label}\nECE {100 * res.ece:.2f}%  '
-                      f'acc {100 * res.accuracy:.1f}%', fontsize=9)
+        top.set_title(
+            f'{label}\nECE {100 * res.ece:.2f}%  '
+            f'acc {100 * res.accuracy:.1f}%',
+            fontsize=9)
         if col == 0:
             top.set_ylabel('accuracy')
             top.legend(loc='upper left', fontsize=7)
-        bottom.bar(centers, counts / max(res.num_samples, 1),
-                   width=width * 0.95, color='#55A868', edgecolor='black',
+        bottom.bar(centers,
+                   counts / max(res.num_samples, 1),
+                   width=width * 0.95,
+                   color='#55A868',
+                   edgecolor='black',
                    linewidth=0.5)
         bottom.set_xlabel('confidence (max softmax)')
         if col == 0:

@@ -8,7 +8,7 @@ trusted checkpoints load on torch >= 2.6) and
 """
 import copy
 import os.path as osp
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -19,8 +19,8 @@ from torch import nn
 
 __all__ = [
     'resolve_device', 'load_config', 'build_model', 'build_loader',
-    'check_checkpoint', 'quiet_logger', 'predict_batches', 'batch_labels', 'num_classes_of',
-    'class_names_of'
+    'check_checkpoint', 'quiet_logger', 'predict_batches', 'batch_labels',
+    'num_classes_of', 'class_names_of'
 ]
 
 _SPLITS = ('train', 'val', 'test')
@@ -96,7 +96,7 @@ def check_checkpoint(checkpoint: Optional[str]) -> None:
 
 def build_model(cfg: Config,
                 checkpoint: Optional[str] = None,
-                device: Optional[torch.device] = None,
+                device: Union[str, torch.device, None] = None,
                 strict: bool = True) -> nn.Module:
     """Build ``cfg.model`` and load a checkpoint into it.
 
@@ -109,7 +109,8 @@ def build_model(cfg: Config,
     Args:
         cfg (Config): A config loaded with :func:`load_config`.
         checkpoint (str, optional): Local checkpoint path. Defaults to None.
-        device (torch.device, optional): Target device. Defaults to CPU.
+        device (str | torch.device, optional): Target device. Defaults to
+            CPU.
         strict (bool): Require the checkpoint's keys to match the model's.
             Defaults to True.
 
@@ -131,7 +132,10 @@ def build_model(cfg: Config,
     if checkpoint is None:
         model.init_weights()
     else:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=strict,
+        load_checkpoint(model,
+                        checkpoint,
+                        map_location='cpu',
+                        strict=strict,
                         logger='silent')
     model.to(device or torch.device('cpu'))
     model.eval()
@@ -204,8 +208,8 @@ def num_classes_of(model: nn.Module, loader=None) -> int:
         ValueError: If none of them says.
     """
     for obj, attr in ((getattr(model, 'data_preprocessor', None),
-                       'num_classes'), (getattr(model, 'head', None),
-                                        'num_classes')):
+                       'num_classes'), (getattr(model, 'head',
+                                                None), 'num_classes')):
         value = getattr(obj, attr, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -225,13 +229,13 @@ def class_names_of(loader) -> Optional[List[str]]:
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module,
-                    loader,
-                    transform=None,
-                    max_batches: Optional[int] = None,
-                    progress: bool = True,
-                    desc: str = 'predict'
-                    ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def predict_batches(
+        model: nn.Module,
+        loader,
+        transform=None,
+        max_batches: Optional[int] = None,
+        progress: bool = True,
+        desc: str = 'predict') -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Run the model's test-time path on every batch of ``loader``.
 
     This is ``model.val_step`` with an optional hook between the data
@@ -258,7 +262,10 @@ def predict_batches(model: nn.Module,
         if max_batches < 1:
             raise ValueError(f'max_batches={max_batches} must be >= 1.')
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False,
+    bar = tqdm(total=total,
+               desc=desc,
+               disable=not progress,
+               leave=False,
                dynamic_ncols=True)
     try:
         for batch_idx, data in enumerate(loader):

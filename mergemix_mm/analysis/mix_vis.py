@@ -11,6 +11,7 @@ partner and mask are *estimated* from the mixed images (see
 matplotlib's Agg backend.
 """
 import inspect
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -23,8 +24,7 @@ from ..models.batch_augments.base import MixRecord, mix_scores
 
 __all__ = [
     'MixView', 'denormalize', 'describe_mix', 'estimate_partners',
-    'plot_mix_grid', 'label_weights_text', 'pair_weights_text',
-    'augment_repr'
+    'plot_mix_grid', 'label_weights_text', 'pair_weights_text', 'augment_repr'
 ]
 
 
@@ -141,14 +141,14 @@ def estimate_partners(inputs: torch.Tensor,
         r = mixed[i:i + 1] - inputs[cand]  # mixed - partner
         dd = (d * d).sum(1, keepdim=True)
         valid = dd > eps
-        m = torch.where(valid, (r * d).sum(1, keepdim=True) /
-                        dd.clamp_min(eps), torch.zeros_like(dd)).clamp(0, 1)
+        m = torch.where(valid,
+                        (r * d).sum(1, keepdim=True) / dd.clamp_min(eps),
+                        torch.zeros_like(dd)).clamp(0, 1)
         resid = (r - m * d).pow(2).flatten(1).sum(1)
         best = int(resid.argmin())
         index[i] = cand[best]
-        mi = m[best]
-        masks.append(torch.where(valid[best], mi, torch.full_like(mi,
-                                                                  float('nan'))))
+        undefined = torch.full_like(m[best], float('nan'))
+        masks.append(torch.where(valid[best], m[best], undefined))
     return index, torch.stack(masks)
 
 
@@ -185,8 +185,8 @@ def _plan_saliency(augment, inputs: torch.Tensor, plan: dict):
             return augment.saliency(inputs[index]), 'partner'
     scores = plan.get('scores')
     patch_mask = plan.get('patch_mask')
-    if isinstance(scores, torch.Tensor) and isinstance(
-            patch_mask, torch.Tensor):
+    if isinstance(scores, torch.Tensor) and isinstance(patch_mask,
+                                                       torch.Tensor):
         return scores.reshape(patch_mask.shape), 'own'
     for key in ('saliency', 'activation'):
         sal = plan.get(key)
@@ -244,16 +244,15 @@ def describe_mix(augment,
             mixed, scores = augment(inputs.clone(), onehot.clone())
             mixed, scores = mixed.detach(), scores.detach().float()
             index, mask = estimate_partners(inputs, mixed, labels, scores)
-            return MixView(
-                name=name,
-                inputs=inputs,
-                index=index,
-                mixed=mixed,
-                labels=labels,
-                scores=scores,
-                lam=_lam_from_scores(scores, labels, index, None),
-                mask=mask,
-                estimated=True)
+            return MixView(name=name,
+                           inputs=inputs,
+                           index=index,
+                           mixed=mixed,
+                           labels=labels,
+                           scores=scores,
+                           lam=_lam_from_scores(scores, labels, index, None),
+                           mask=mask,
+                           estimated=True)
         plan = _call_build_mix(augment, inputs.clone(), onehot.clone())
         index = plan['index'].to(inputs.device)
         lam = plan['lam'].float().to(inputs.device)
@@ -262,13 +261,12 @@ def describe_mix(augment,
         rescore = getattr(augment, 'needs_train_forward', False) and \
             getattr(augment, 'attention_label', True) and model is not None
         if rescore:
-            record = MixRecord(
-                source=augment,
-                clean_inputs=inputs,
-                clean_scores=onehot,
-                index=index,
-                lam=lam,
-                mask=plan.get('mask'))
+            record = MixRecord(source=augment,
+                               clean_inputs=inputs,
+                               clean_scores=onehot,
+                               index=index,
+                               lam=lam,
+                               mask=plan.get('mask'))
             context = getattr(model, '_merge_context', nullcontext)
             with context():
                 _, scores = augment.forward_and_rescore(model, mixed, record)
@@ -276,18 +274,17 @@ def describe_mix(augment,
             lam = _lam_from_scores(scores, labels, index, lam)
         saliency, saliency_of = _plan_saliency(augment, inputs, plan)
         mask = plan.get('mask')
-        return MixView(
-            name=name,
-            inputs=inputs,
-            index=index,
-            mixed=mixed,
-            labels=labels,
-            scores=scores,
-            lam=lam,
-            mask=None if mask is None else mask.float(),
-            saliency=None if saliency is None else saliency.float(),
-            saliency_of=saliency_of,
-            estimated=False)
+        return MixView(name=name,
+                       inputs=inputs,
+                       index=index,
+                       mixed=mixed,
+                       labels=labels,
+                       scores=scores,
+                       lam=lam,
+                       mask=None if mask is None else mask.float(),
+                       saliency=None if saliency is None else saliency.float(),
+                       saliency_of=saliency_of,
+                       estimated=False)
 
 
 def augment_repr(augment) -> str:
@@ -386,8 +383,8 @@ def plot_mix_grid(view: MixView,
     if view.saliency is not None:
         columns.append(f'saliency ({view.saliency_of})')
     if view.mask is not None:
-        columns.append('mask (estimated)' if view.estimated else
-                       'mask (white = own)')
+        columns.append('mask (estimated,\nblue = undefined)' if view.
+                       estimated else 'mask (white = own)')
     columns.append('mixed')
     H, W = own.shape[-2:]
 
@@ -398,16 +395,18 @@ def plot_mix_grid(view: MixView,
         return arr[..., :3], {}
 
     gray_cmap = matplotlib.colormaps['gray'].with_extremes(bad='#7fb3d5')
-    fig, axes = plt.subplots(
-        rows, len(columns), figsize=(1.9 * len(columns), 1.95 * rows + 0.5),
-        squeeze=False)
+    fig, axes = plt.subplots(rows,
+                             len(columns),
+                             figsize=(1.9 * len(columns), 1.95 * rows + 0.5),
+                             squeeze=False)
     for r in range(rows):
         j = int(index[r])
         cells = []
         img, kw = as_img(own[r])
         cells.append((img, kw, f'{cname(int(labels[r]))}'))
         img, kw = as_img(own[j])
-        cells.append((img, kw, f'#{j}: {cname(int(labels[j]))}'))
+        partner = f'#{j}: {cname(int(labels[j]))}'
+        cells.append((img, kw, partner + (' (itself)' if j == r else '')))
         overlay = None
         if view.saliency is not None:
             sal = view.saliency[r].detach().float().cpu()[None, None]
@@ -415,16 +414,17 @@ def plot_mix_grid(view: MixView,
             lo, hi = float(sal.min()), float(sal.max())
             sal = (sal - lo) / (hi - lo) if hi > lo else torch.zeros_like(sal)
             base = own[j] if view.saliency_of == 'partner' else own[r]
-            cells.append((base.mean(0).numpy(),
-                          dict(cmap='gray', vmin=0, vmax=1), ''))
+            cells.append(
+                (base.mean(0).numpy(), dict(cmap='gray', vmin=0, vmax=1), ''))
             overlay = len(cells) - 1, sal.numpy()
         if view.mask is not None:
             m = view.mask[r, 0].detach().float().cpu()
             frac = float(torch.nanmean(m)) if bool(
                 torch.isfinite(m).any()) else float('nan')
+            area = 'n/a' if math.isnan(frac) else f'{frac:.2f}'
             cells.append((np.ma.masked_invalid(m.numpy()),
-                          dict(cmap=gray_cmap, vmin=0, vmax=1),
-                          f'own area {frac:.2f}'))
+                          dict(cmap=gray_cmap, vmin=0,
+                               vmax=1), f'own area {area}'))
         img, kw = as_img(mixed[r])
         text = pair_weights_text(view.scores[r].cpu(), int(labels[r]),
                                  int(labels[j]), names)
@@ -433,7 +433,11 @@ def plot_mix_grid(view: MixView,
             ax = axes[r, c]
             ax.imshow(img, interpolation='nearest', **kw)
             if overlay is not None and overlay[0] == c:
-                ax.imshow(overlay[1], cmap='jet', alpha=0.5, vmin=0, vmax=1,
+                ax.imshow(overlay[1],
+                          cmap='jet',
+                          alpha=0.5,
+                          vmin=0,
+                          vmax=1,
                           interpolation='nearest')
             ax.set_xticks([])
             ax.set_yticks([])
@@ -441,8 +445,7 @@ def plot_mix_grid(view: MixView,
                 ax.set_title(columns[c], fontsize=8, fontweight='bold')
             ax.set_xlabel(text, fontsize=7)
         if view.lam is not None and bool(torch.isfinite(view.lam[r])):
-            axes[r, 0].set_ylabel(f'λ = {float(view.lam[r]):.2f}',
-                                  fontsize=7)
+            axes[r, 0].set_ylabel(f'λ = {float(view.lam[r]):.2f}', fontsize=7)
     title = title or view.name
     fig.suptitle(title, fontsize=9)
     height = fig.get_size_inches()[1]

@@ -34,8 +34,7 @@ def _pair(value, name: str) -> Tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def occlusion_patch_size(model: nn.Module,
-                         patch_size=None) -> Tuple[int, int]:
+def occlusion_patch_size(model: nn.Module, patch_size=None) -> Tuple[int, int]:
     """The occlusion grid's cell size.
 
     ``patch_size`` wins when given; otherwise the backbone's patch size is
@@ -65,11 +64,11 @@ def occlusion_patch_size(model: nn.Module,
             'backbone (not a supported ViT); pass --patch-size.') from err
 
 
-def random_patch_mask(batch_size: int,
-                      grid: Tuple[int, int],
-                      fraction: float,
-                      generator: Optional[torch.Generator] = None
-                      ) -> torch.Tensor:
+def random_patch_mask(
+        batch_size: int,
+        grid: Tuple[int, int],
+        fraction: float,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``[B, h, w]`` bool, True on exactly ``round(fraction * h * w)``
     random cells per image.
 
@@ -184,7 +183,10 @@ def occlusion_curve(model: nn.Module,
         if max_batches < 1:
             raise ValueError(f'max_batches={max_batches} must be >= 1.')
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False,
+    bar = tqdm(total=total,
+               desc=desc,
+               disable=not progress,
+               leave=False,
                dynamic_ncols=True)
     try:
         with torch.no_grad():
@@ -198,8 +200,8 @@ def occlusion_curve(model: nn.Module,
                     occluded = occlude_patches(inputs, frac, (ph, pw),
                                                generator, fill)
                     preds = model(occluded, samples, mode='predict')
-                    pred = torch.stack([p.pred_score for p in preds
-                                        ]).argmax(1).cpu()
+                    pred = torch.stack([p.pred_score
+                                        for p in preds]).argmax(1).cpu()
                     correct[i] += int((pred == labels).sum())
                 total_samples += labels.numel()
                 bar.update(1)
@@ -207,14 +209,14 @@ def occlusion_curve(model: nn.Module,
         bar.close()
     if total_samples == 0:
         raise ValueError('the dataloader yielded no samples.')
-    return dict(
-        fractions=fractions,
-        top1=[100.0 * c / total_samples for c in correct],
-        num_samples=total_samples,
-        patch_size=[ph, pw])
+    return dict(fractions=fractions,
+                top1=[100.0 * c / total_samples for c in correct],
+                num_samples=total_samples,
+                patch_size=[ph, pw])
 
 
-def plot_occlusion(curves: Dict[str, dict], path: str,
+def plot_occlusion(curves: Dict[str, dict],
+                   path: str,
                    title: Optional[str] = None) -> None:
     """Top-1 vs occluded fraction, one line per model, written to ``path``.
 
@@ -233,8 +235,11 @@ def plot_occlusion(curves: Dict[str, dict], path: str,
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     markers = 'osD^vP*X'
     for i, (label, curve) in enumerate(curves.items()):
-        ax.plot([100 * f for f in curve['fractions']], curve['top1'],
-                marker=markers[i % len(markers)], markersize=4, label=label)
+        ax.plot([100 * f for f in curve['fractions']],
+                curve['top1'],
+                marker=markers[i % len(markers)],
+                markersize=4,
+                label=label)
     ax.set_xlabel('occluded patches (%)')
     ax.set_ylabel('top-1 accuracy (%)')
     ax.set_xlim(0, 100)

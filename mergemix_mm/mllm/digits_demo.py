@@ -163,13 +163,16 @@ def train_digits(wrapper: MergeMixVLM, tok, processor, train: List[dict],
     collator = ConversationCollator(
         tok, processor, num_image_tokens=wrapper.num_visual_tokens(),
         image_size=cfg.img_size, system_prompt='')
+    import transformers
+    warmup = dict(warmup_steps=0.05) if int(
+        transformers.__version__.split('.')[0]) >= 5 else dict(
+            warmup_ratio=0.05)
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         lr_scheduler_type='cosine',
-        warmup_steps=0.05,
         weight_decay=0.0,
         logging_steps=20,
         save_strategy='no',
@@ -179,7 +182,8 @@ def train_digits(wrapper: MergeMixVLM, tok, processor, train: List[dict],
         disable_tqdm=True,
         dataloader_num_workers=0,
         seed=cfg.seed,
-        data_seed=cfg.seed)
+        data_seed=cfg.seed,
+        **warmup)
     trainer = MergeMixTrainer(model=wrapper, args=args, train_dataset=train,
                               data_collator=collator, processing_class=tok)
     t0 = time.perf_counter()

@@ -60,11 +60,11 @@ def train_tiny_tokenizer(texts: Iterable[str],
         return PreTrainedTokenizerFast(
             tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
             pad_token='<pad>', unk_token='<unk>',
-            extra_special_tokens=['<image>'])
+            additional_special_tokens=['<image>'])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token='<|im_end|>',
         pad_token='<|endoftext|>', unk_token='<unk>',
-        extra_special_tokens=list(specials[2:]))
+        additional_special_tokens=list(specials[2:]))
 
 
 def build_tiny_llava(tokenizer,

@@ -8,8 +8,7 @@ import torch
 from conftest import assert_png
 
 from mergemix_mm.analysis import (calibration_bins, calibration_from_scores,
-                                  expected_calibration_error,
-                                  plot_reliability)
+                                  expected_calibration_error, plot_reliability)
 
 
 def test_ece_of_a_hand_built_prediction_set():
@@ -24,8 +23,9 @@ def test_ece_of_a_hand_built_prediction_set():
     expected = (1 * 0.05 + 2 * 0.20 + 2 * 0.065 + 3 * (0.97 - 2 / 3)) / 8
     res = calibration_bins(conf, correct, num_bins=15)
     assert res.ece == pytest.approx(expected, abs=1e-12)
-    assert expected_calibration_error(conf, correct) == pytest.approx(
-        expected, abs=1e-12)
+    assert expected_calibration_error(conf,
+                                      correct) == pytest.approx(expected,
+                                                                abs=1e-12)
     assert res.mce == pytest.approx(0.97 - 2 / 3, abs=1e-12)
     assert res.accuracy == pytest.approx(4 / 8)
     assert res.mean_confidence == pytest.approx(np.mean(conf))
@@ -56,8 +56,8 @@ def test_perfectly_calibrated_and_confidently_wrong():
 
 
 def test_calibration_from_scores_uses_max_softmax():
-    scores = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3],
-                           [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
+    scores = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6],
+                           [0.5, 0.4, 0.1]])
     labels = torch.tensor([0, 2, 2, 1])
     res = calibration_from_scores(scores, labels, num_bins=15)
     direct = calibration_bins([0.7, 0.6, 0.6, 0.5], [1, 0, 1, 0], 15)

@@ -14,8 +14,8 @@ from conftest import ROOT, assert_png
 from mmengine.config import Config
 from mmpretrain.registry import BATCH_AUGMENTS, MODELS
 
-from mergemix_mm.analysis import (denormalize, describe_mix,
-                                  estimate_partners, plot_mix_grid)
+from mergemix_mm.analysis import (denormalize, describe_mix, estimate_partners,
+                                  plot_mix_grid)
 
 DIGITS_CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'baselines', 'digits', '*.py')) +
@@ -54,7 +54,8 @@ def _model_of(config):
 
 
 @pytest.mark.parametrize(
-    'config', DIGITS_CONFIGS,
+    'config',
+    DIGITS_CONFIGS,
     ids=[
         osp.basename(osp.dirname(c)) + '/' +
         osp.basename(c)[len('vit-tiny_1xb64-'):-len('_digits-32px.py')]
@@ -65,8 +66,10 @@ def test_view_is_what_training_does(config, tmp_path):
     those the augment produces in a training step with the same RNG state,
     and the soft labels too (unless re-scored from the training forward)."""
     model = _model_of(config)
-    augments = [a for a in model.data_preprocessor.batch_augments.augments
-                if a is not None]
+    augments = [
+        a for a in model.data_preprocessor.batch_augments.augments
+        if a is not None
+    ]
     x, y = _digits_batch(6)
     onehot = F.one_hot(y, 10).float()
     for k, aug in enumerate(augments):
@@ -91,11 +94,16 @@ def test_view_is_what_training_does(config, tmp_path):
 
 def test_mergemix_view_mask_matches_saliency_top_k(tiny_vit_cfg):
     model = MODELS.build(
-        dict(type='MergeMixClassifier', backbone=tiny_vit_cfg,
+        dict(type='MergeMixClassifier',
+             backbone=tiny_vit_cfg,
              head=dict(type='LinearClsHead', num_classes=5, in_channels=32),
-             train_cfg=dict(augments=[dict(type='MergeMix', attn_layer=1,
-                                           merge_num=4, lam_scale=False,
-                                           lam_reduction='sample')])))
+             train_cfg=dict(augments=[
+                 dict(type='MergeMix',
+                      attn_layer=1,
+                      merge_num=4,
+                      lam_scale=False,
+                      lam_reduction='sample')
+             ])))
     aug = model.data_preprocessor.batch_augments.augments[0]
     model.eval()
     _seed(1)
@@ -111,8 +119,8 @@ def test_mergemix_view_mask_matches_saliency_top_k(tiny_vit_cfg):
         k = int(own[i].sum())
         if 0 < k < 16:
             assert sal[i][own[i]].min() >= sal[i][~own[i]].max()
-    torch.testing.assert_close(
-        view.mixed, view.mask * x + (1 - view.mask) * x[view.index])
+    torch.testing.assert_close(view.mixed,
+                               view.mask * x + (1 - view.mask) * x[view.index])
     torch.testing.assert_close(view.lam, view.mask.flatten(1).mean(1))
 
 
@@ -157,13 +165,15 @@ def test_batch_of_one_is_refused():
 
 
 def test_denormalize_inverts_the_preprocessor():
-    dp = MODELS.build(dict(type='ClsDataPreprocessor',
-                           mean=[120., 110., 100.], std=[60., 50., 40.]))
+    dp = MODELS.build(
+        dict(type='ClsDataPreprocessor',
+             mean=[120., 110., 100.],
+             std=[60., 50., 40.]))
     raw = torch.randint(0, 256, (2, 3, 8, 8)).float()
     norm = (raw - dp.mean) / dp.std
     torch.testing.assert_close(denormalize(norm, dp), raw / 255)
-    torch.testing.assert_close(
-        denormalize(norm, dp, bgr=True), (raw / 255).flip(1))
+    torch.testing.assert_close(denormalize(norm, dp, bgr=True),
+                               (raw / 255).flip(1))
     # no preprocessor: a [0, 1] tensor stays as it is
     img = torch.rand(1, 3, 4, 4)
     torch.testing.assert_close(denormalize(img), img)

@@ -9,8 +9,8 @@ from mergemix_mm.analysis import (build_loader, build_model, load_config,
                                   occlusion_patch_size, random_patch_mask)
 
 
-@pytest.mark.parametrize('fraction, expected', [(0.0, 0), (0.1, 2),
-                                                (0.5, 8), (1.0, 16)])
+@pytest.mark.parametrize('fraction, expected', [(0.0, 0), (0.1, 2), (0.5, 8),
+                                                (1.0, 16)])
 def test_mask_has_exact_count_per_image(fraction, expected):
     mask = random_patch_mask(5, (4, 4), fraction,
                              torch.Generator().manual_seed(0))
@@ -77,8 +77,11 @@ def test_zero_occlusion_equals_plain_accuracy(tiny_config, tiny_checkpoint):
     preds = model.val_step(next(iter(loader)))
     plain = 100.0 * sum(
         int(p.pred_label.item() == p.gt_label.item()) for p in preds) / 150
-    curve = occlusion_curve(model, loader, [0.0, 0.5, 1.0], seed=0,
-                            max_batches=1, progress=False)
+    curve = occlusion_curve(model,
+                            loader, [0.0, 0.5, 1.0],
+                            seed=0,
+                            max_batches=1,
+                            progress=False)
     assert curve['num_samples'] == 150
     assert curve['patch_size'] == [8, 8]
     assert curve['top1'][0] == pytest.approx(plain, abs=1e-9)
@@ -87,6 +90,9 @@ def test_zero_occlusion_equals_plain_accuracy(tiny_config, tiny_checkpoint):
     labels = torch.cat([p.gt_label for p in preds])
     shares = torch.bincount(labels, minlength=10).float() / 150 * 100
     assert any(curve['top1'][2] == pytest.approx(float(s)) for s in shares)
-    again = occlusion_curve(model, loader, [0.0, 0.5, 1.0], seed=0,
-                            max_batches=1, progress=False)
+    again = occlusion_curve(model,
+                            loader, [0.0, 0.5, 1.0],
+                            seed=0,
+                            max_batches=1,
+                            progress=False)
     assert again['top1'] == curve['top1']

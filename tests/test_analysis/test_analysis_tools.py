@@ -17,8 +17,10 @@ FAST = ['--device', 'cpu', '--max-batches', '1']
 
 @pytest.fixture(scope='module')
 def tools():
-    return {n: load_tool(n) for n in ('visualize_mix', 'calibration',
-                                      'occlusion')}
+    return {
+        n: load_tool(n)
+        for n in ('visualize_mix', 'calibration', 'occlusion')
+    }
 
 
 @pytest.fixture(scope='module')
@@ -43,15 +45,15 @@ def test_visualize_mix_writes_grids(tools, tiny_config, tiny_checkpoint,
                                     tmp_path):
     out = tmp_path / 'vis'
     summary = tools['visualize_mix'].main([
-        tiny_config, '--checkpoint', tiny_checkpoint, '--out', str(out),
-        '--num-samples', '3', '--batch-size', '4', '--device', 'cpu'
+        tiny_config, '--checkpoint', tiny_checkpoint, '--out',
+        str(out), '--num-samples', '3', '--batch-size', '4', '--device', 'cpu'
     ])
     (aug, ) = summary['augments']
     assert aug['type'] == 'MergeMix' and not aug['estimated']
     assert aug['saliency'] == 'own' and aug['has_mask']
     assert_png(str(out / aug['png']))
-    assert json.load(open(out / 'mix_summary.json'))['augments'][0][
-        'png'] == aug['png']
+    assert json.load(open(
+        out / 'mix_summary.json'))['augments'][0]['png'] == aug['png']
     assert len(aug['partner']) == 3
     assert all(p != i for i, p in enumerate(aug['partner']))
 
@@ -59,27 +61,29 @@ def test_visualize_mix_writes_grids(tools, tiny_config, tiny_checkpoint,
 def test_visualize_mix_errors(tools, tmp_path):
     plain = write_tiny_config(tmp_path, augments='[]', name='plain.py')
     with pytest.raises(ValueError, match='plain.py.*has no batch augments'):
-        tools['visualize_mix'].main([plain, '--out', str(tmp_path / 'o'),
-                                     '--device', 'cpu'])
+        tools['visualize_mix'].main(
+            [plain, '--out',
+             str(tmp_path / 'o'), '--device', 'cpu'])
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         tools['visualize_mix'].main([
-            plain, '--checkpoint', str(tmp_path / 'nope.pth'), '--out',
+            plain, '--checkpoint',
+            str(tmp_path / 'nope.pth'), '--out',
             str(tmp_path / 'o')
         ])
     with pytest.raises(FileNotFoundError, match='missing.py'):
-        tools['visualize_mix'].main([str(tmp_path / 'missing.py'), '--out',
-                                     str(tmp_path / 'o')])
+        tools['visualize_mix'].main(
+            [str(tmp_path / 'missing.py'), '--out',
+             str(tmp_path / 'o')])
     with pytest.raises(SystemExit):  # argparse: --batch-size must be >= 2
-        tools['visualize_mix'].main([plain, '--out', 'o', '--batch-size',
-                                     '1'])
+        tools['visualize_mix'].main([plain, '--out', 'o', '--batch-size', '1'])
 
 
-def test_calibration_and_occlusion_agree(tools, tiny_config,
-                                         tiny_checkpoint, other_checkpoint,
-                                         tmp_path):
+def test_calibration_and_occlusion_agree(tools, tiny_config, tiny_checkpoint,
+                                         other_checkpoint, tmp_path):
     cal = tools['calibration'].main([
-        tiny_config, tiny_checkpoint, other_checkpoint, '--labels', 'A',
-        'B', '--out', str(tmp_path / 'cal'), *FAST
+        tiny_config, tiny_checkpoint, other_checkpoint, '--labels', 'A', 'B',
+        '--out',
+        str(tmp_path / 'cal'), *FAST
     ])
     assert_png(str(tmp_path / 'cal' / 'reliability.png'))
     table = open(tmp_path / 'cal' / 'calibration.md').read()
@@ -108,34 +112,46 @@ def test_calibration_and_occlusion_agree(tools, tiny_config,
     assert '| occluded (%) | A | B |' in table
 
 
-def test_calibration_and_occlusion_errors(tools, tiny_config,
-                                          tiny_checkpoint, tmp_path):
+def test_calibration_and_occlusion_errors(tools, tiny_config, tiny_checkpoint,
+                                          tmp_path):
     missing = str(tmp_path / 'missing.pth')
     for name in ('calibration', 'occlusion'):
         with pytest.raises(FileNotFoundError, match='missing.pth'):
-            tools[name].main([tiny_config, missing, '--out',
-                              str(tmp_path)])
+            tools[name].main([tiny_config, missing, '--out', str(tmp_path)])
         with pytest.raises(SystemExit):  # one label for two checkpoints
-            tools[name].main([tiny_config, tiny_checkpoint, tiny_checkpoint,
-                              '--labels', 'A', '--out', str(tmp_path)])
+            tools[name].main([
+                tiny_config, tiny_checkpoint, tiny_checkpoint, '--labels', 'A',
+                '--out',
+                str(tmp_path)
+            ])
     with pytest.raises(SystemExit):  # no checkpoint at all
         tools['occlusion'].main([tiny_config, '--out', str(tmp_path)])
     with pytest.raises(SystemExit):
-        tools['occlusion'].main([tiny_config, tiny_checkpoint, '--out',
-                                 str(tmp_path), '--fractions', '1.5'])
+        tools['occlusion'].main([
+            tiny_config, tiny_checkpoint, '--out',
+            str(tmp_path), '--fractions', '1.5'
+        ])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match='CUDA is not available'):
-            tools['calibration'].main([tiny_config, tiny_checkpoint,
-                                       '--out', str(tmp_path), '--device',
-                                       'cuda'])
+            tools['calibration'].main([
+                tiny_config, tiny_checkpoint, '--out',
+                str(tmp_path), '--device', 'cuda'
+            ])
 
 
 def test_command_line_error_is_one_clear_line(tiny_config, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'analysis', 'occlusion.py'),
-         tiny_config, str(tmp_path / 'gone.pth'), '--out', str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'analysis', 'occlusion.py'), tiny_config,
+        str(tmp_path / 'gone.pth'), '--out',
+        str(tmp_path)
+    ],
+                          capture_output=True,
+                          text=True,
+                          env=env,
+                          cwd=ROOT,
+                          timeout=300)
     assert proc.returncode != 0
     assert "error: checkpoint file '" in proc.stderr
     assert 'gone.pth' in proc.stderr and 'Traceback' not in proc.stderr
@@ -146,21 +162,26 @@ def test_command_line_error_is_one_clear_line(tiny_config, tmp_path):
 def test_tools_match_on_gpu(tools, tiny_config, tiny_checkpoint, tmp_path):
     args = [tiny_config, tiny_checkpoint, '--max-batches', '1']
     cpu = tools['calibration'].main(
-        [*args, '--out', str(tmp_path / 'c'), '--device', 'cpu'])
+        [*args, '--out',
+         str(tmp_path / 'c'), '--device', 'cpu'])
     gpu = tools['calibration'].main(
-        [*args, '--out', str(tmp_path / 'g'), '--device', 'cuda'])
+        [*args, '--out',
+         str(tmp_path / 'g'), '--device', 'cuda'])
     assert gpu[0]['accuracy'] == pytest.approx(cpu[0]['accuracy'],
                                                abs=1 / 150 + 1e-9)
     assert gpu[0]['ece'] == pytest.approx(cpu[0]['ece'], abs=0.02)
-    occ_cpu = tools['occlusion'].main(
-        [*args, '--out', str(tmp_path / 'oc'), '--device', 'cpu',
-         '--fractions', '0', '0.3'])
-    occ_gpu = tools['occlusion'].main(
-        [*args, '--out', str(tmp_path / 'og'), '--device', 'cuda',
-         '--fractions', '0', '0.3'])
+    occ_cpu = tools['occlusion'].main([
+        *args, '--out',
+        str(tmp_path / 'oc'), '--device', 'cpu', '--fractions', '0', '0.3'
+    ])
+    occ_gpu = tools['occlusion'].main([
+        *args, '--out',
+        str(tmp_path / 'og'), '--device', 'cuda', '--fractions', '0', '0.3'
+    ])
     for a, b in zip(occ_cpu[0]['top1'], occ_gpu[0]['top1']):
         assert a == pytest.approx(b, abs=100 / 150 + 1e-9)
-    summary = load_tool('visualize_mix').main(
-        [tiny_config, '--checkpoint', tiny_checkpoint, '--out',
-         str(tmp_path / 'v'), '--device', 'cuda', '--num-samples', '2'])
+    summary = load_tool('visualize_mix').main([
+        tiny_config, '--checkpoint', tiny_checkpoint, '--out',
+        str(tmp_path / 'v'), '--device', 'cuda', '--num-samples', '2'
+    ])
     assert_png(str(tmp_path / 'v' / summary['augments'][0]['png']))

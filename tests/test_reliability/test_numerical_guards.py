@@ -313,3 +313,46 @@ def test_mergemix_refuses_non_finite_attention(tiny_vit_cfg):
         model.backbone.layers[0].attn.qkv.weight[0, 0] = float('nan')
     with pytest.raises(RuntimeError, match='not finite'):
         aug.build_mix(torch.randn(4, 3, 32, 32))
+
+
+ATTENTION_AUGMENTS = {
+    'TransMix': {},
+    'TokenMix': {},
+    'SMMix': {},
+    'TdAttenMix': {},
+    'MixPro': dict(mask_patch_size=8),
+    'AttentiveCutMix': dict(grid_size=4),
+}
+
+
+@pytest.mark.parametrize('case', ['uniform_attention', 'huge_inputs'])
+@pytest.mark.parametrize('name', sorted(ATTENTION_AUGMENTS))
+def test_attention_based_augments_stay_finite(tiny_vit_cfg, name, case):
+    """Saturated or uniform attention never turns into NaN masks, labels or
+    losses (including TransMix/MixPro re-scoring in the training forward)."""
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(
+            type='MergeMixClassifier',
+            backbone=tiny_vit_cfg,
+            head=dict(type='MixLabelClsHead', num_classes=10,
+                      in_channels=32),
+            data_preprocessor=dict(num_classes=10, mean=[0.] * 3,
+                                   std=[1.] * 3, to_rgb=False),
+            train_cfg=dict(augments=[dict(type=name,
+                                          **ATTENTION_AUGMENTS[name])])))
+    if case == 'uniform_attention':
+        for pname, p in model.named_parameters():
+            if 'attn.qkv' in pname:
+                torch.nn.init.zeros_(p)
+    scale = 1e4 if case == 'huge_inputs' else 1.0
+    inputs = torch.randn(4, 3, 32, 32) * scale
+    scores = torch.eye(10)[:4]
+    aug = model.data_preprocessor.batch_augments.augments[0]
+    mixed, mixed_scores = aug(inputs, scores)
+    assert torch.isfinite(mixed).all() and torch.isfinite(mixed_scores).all()
+    assert torch.allclose(mixed_scores.sum(1), torch.ones(4), atol=1e-5)
+    samples = [DataSample().set_gt_label(i).set_gt_score(s)
+               for i, s in enumerate(mixed_scores)]
+    losses = model.loss(mixed, samples)
+    assert all(torch.isfinite(v).all() for v in losses.values()), losses

@@ -36,33 +36,44 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file (model and test data)')
     parser.add_argument('checkpoints', nargs='+', help='checkpoint file(s)')
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--labels', nargs='+',
+    parser.add_argument('--labels',
+                        nargs='+',
                         help='legend label per checkpoint (default: file '
                         'names)')
     parser.add_argument(
-        '--configs', nargs='+',
+        '--configs',
+        nargs='+',
         help='one config per checkpoint, when they differ (default: CONFIG '
         'for all)')
-    parser.add_argument('--num-bins', type=int, default=15,
+    parser.add_argument('--num-bins',
+                        type=int,
+                        default=15,
                         help='equal-width confidence bins (default: 15)')
-    parser.add_argument('--split', default='test',
+    parser.add_argument('--split',
+                        default='test',
                         choices=['train', 'val', 'test'],
                         help='dataloader to evaluate (default: test)')
-    parser.add_argument('--batch-size', type=int, default=None,
+    parser.add_argument('--batch-size',
+                        type=int,
+                        default=None,
                         help='override the dataloader batch size')
-    parser.add_argument('--max-batches', type=int, default=None,
+    parser.add_argument('--max-batches',
+                        type=int,
+                        default=None,
                         help='evaluate only the first N batches')
-    parser.add_argument('--device', default=None,
+    parser.add_argument('--device',
+                        default=None,
                         help='cpu | cuda | cuda:N (default: cuda if '
                         'available)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options',
+                        nargs='+',
+                        action=DictAction,
                         help='override config settings')
     args = parser.parse_args(argv)
     if args.labels is not None and len(args.labels) != len(args.checkpoints):
         parser.error(f'--labels has {len(args.labels)} entries for '
                      f'{len(args.checkpoints)} checkpoint(s)')
-    if args.configs is not None and len(args.configs) != len(
-            args.checkpoints):
+    if args.configs is not None and len(args.configs) != len(args.checkpoints):
         parser.error(f'--configs has {len(args.configs)} entries for '
                      f'{len(args.checkpoints)} checkpoint(s)')
     if args.num_bins < 1:
@@ -88,8 +99,10 @@ def _default_labels(paths):
     names = [osp.splitext(osp.basename(p))[0] for p in paths]
     if len(set(names)) == len(names):
         return names
-    return [osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
-            for p, n in zip(paths, names)]
+    return [
+        osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
+        for p, n in zip(paths, names)
+    ]
 
 
 def main(argv=None):
@@ -119,16 +132,20 @@ def main(argv=None):
         model = build_model(cfg, ckpt, device)
         loader = build_loader(cfg, args.split, args.batch_size)
         scores, gts = [], []
-        for score, gt in predict_batches(model, loader,
+        for score, gt in predict_batches(model,
+                                         loader,
                                          max_batches=args.max_batches,
                                          desc=f'calibration {label}'):
             scores.append(score)
             gts.append(gt)
-        result = calibration_from_scores(
-            torch.cat(scores), torch.cat(gts), args.num_bins)
+        result = calibration_from_scores(torch.cat(scores), torch.cat(gts),
+                                         args.num_bins)
         rows.append((label, result))
-        records.append(dict(label=label, config=config, checkpoint=ckpt,
-                            **result.to_dict()))
+        records.append(
+            dict(label=label,
+                 config=config,
+                 checkpoint=ckpt,
+                 **result.to_dict()))
         print(f'{label}: top-1 {100 * result.accuracy:.2f}%  '
               f'ECE {100 * result.ece:.2f}%  MCE {100 * result.mce:.2f}%  '
               f'({result.num_samples} samples)')
@@ -142,10 +159,14 @@ def main(argv=None):
                 f'{args.split!r})\n\n`{command}`\n\n{table}\n\n'
                 '![reliability](reliability.png)\n')
     with open(osp.join(args.out, 'calibration.json'), 'w') as f:
-        json.dump(dict(command=command, num_bins=args.num_bins,
-                       split=args.split, device=str(device),
-                       max_batches=args.max_batches, results=records),
-                  f, indent=2)
+        json.dump(dict(command=command,
+                       num_bins=args.num_bins,
+                       split=args.split,
+                       device=str(device),
+                       max_batches=args.max_batches,
+                       results=records),
+                  f,
+                  indent=2)
     print(table)
     print(f'wrote {png}')
     return records

@@ -36,42 +36,63 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Top-1 accuracy under random patch occlusion')
     parser.add_argument('config', help='config file (model and test data)')
-    parser.add_argument('checkpoint', nargs='*',
+    parser.add_argument('checkpoint',
+                        nargs='*',
                         help='checkpoint file(s) (or use --checkpoints)')
-    parser.add_argument('--checkpoints', nargs='+', default=[],
+    parser.add_argument('--checkpoints',
+                        nargs='+',
+                        default=[],
                         help='more checkpoint files, drawn on one plot')
-    parser.add_argument('--labels', nargs='+',
+    parser.add_argument('--labels',
+                        nargs='+',
                         help='legend label per checkpoint (default: file '
                         'names)')
     parser.add_argument(
-        '--configs', nargs='+',
+        '--configs',
+        nargs='+',
         help='one config per checkpoint, when they differ (default: CONFIG '
         'for all)')
     parser.add_argument('--out', required=True, help='output directory')
     parser.add_argument(
-        '--fractions', nargs='+', type=float,
+        '--fractions',
+        nargs='+',
+        type=float,
         default=[i / 10 for i in range(11)],
         help='occluded shares in [0, 1] (default: 0 0.1 ... 1.0)')
     parser.add_argument(
-        '--patch-size', type=int, default=None,
+        '--patch-size',
+        type=int,
+        default=None,
         help='occlusion cell size in pixels (default: the ViT patch size; '
         'required for non-ViT backbones)')
-    parser.add_argument('--fill', type=float, default=0.0,
+    parser.add_argument('--fill',
+                        type=float,
+                        default=0.0,
                         help='value of occluded pixels after normalisation '
                         '(default: 0 = dataset mean)')
-    parser.add_argument('--seed', type=int, default=0,
+    parser.add_argument('--seed',
+                        type=int,
+                        default=0,
                         help='seed of the occlusion pattern (default: 0)')
-    parser.add_argument('--split', default='test',
+    parser.add_argument('--split',
+                        default='test',
                         choices=['train', 'val', 'test'],
                         help='dataloader to evaluate (default: test)')
-    parser.add_argument('--batch-size', type=int, default=None,
+    parser.add_argument('--batch-size',
+                        type=int,
+                        default=None,
                         help='override the dataloader batch size')
-    parser.add_argument('--max-batches', type=int, default=None,
+    parser.add_argument('--max-batches',
+                        type=int,
+                        default=None,
                         help='evaluate only the first N batches')
-    parser.add_argument('--device', default=None,
+    parser.add_argument('--device',
+                        default=None,
                         help='cpu | cuda | cuda:N (default: cuda if '
                         'available)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options',
+                        nargs='+',
+                        action=DictAction,
                         help='override config settings')
     args = parser.parse_args(argv)
     args.checkpoints = list(args.checkpoint) + list(args.checkpoints)
@@ -81,8 +102,7 @@ def parse_args(argv=None):
     if args.labels is not None and len(args.labels) != len(args.checkpoints):
         parser.error(f'--labels has {len(args.labels)} entries for '
                      f'{len(args.checkpoints)} checkpoint(s)')
-    if args.configs is not None and len(args.configs) != len(
-            args.checkpoints):
+    if args.configs is not None and len(args.configs) != len(args.checkpoints):
         parser.error(f'--configs has {len(args.configs)} entries for '
                      f'{len(args.checkpoints)} checkpoint(s)')
     bad = [f for f in args.fractions if not 0 <= f <= 1]
@@ -111,8 +131,10 @@ def _default_labels(paths):
     names = [osp.splitext(osp.basename(p))[0] for p in paths]
     if len(set(names)) == len(names):
         return names
-    return [osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
-            for p, n in zip(paths, names)]
+    return [
+        osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
+        for p, n in zip(paths, names)
+    ]
 
 
 def main(argv=None):
@@ -126,9 +148,9 @@ def main(argv=None):
         if not osp.isfile(ckpt):
             raise FileNotFoundError(
                 f'checkpoint file {ckpt!r} does not exist.')
-    from mergemix_mm.analysis import (build_loader, build_model,
-                                      load_config, occlusion_curve,
-                                      plot_occlusion, resolve_device)
+    from mergemix_mm.analysis import (build_loader, build_model, load_config,
+                                      occlusion_curve, plot_occlusion,
+                                      resolve_device)
 
     labels = args.labels or _default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
@@ -140,20 +162,25 @@ def main(argv=None):
         cfg = load_config(config, args.cfg_options)
         model = build_model(cfg, ckpt, device)
         loader = build_loader(cfg, args.split, args.batch_size)
-        curve = occlusion_curve(
-            model, loader, args.fractions, args.patch_size, args.seed,
-            args.fill, args.max_batches, desc=f'occlusion {label}')
+        curve = occlusion_curve(model,
+                                loader,
+                                args.fractions,
+                                args.patch_size,
+                                args.seed,
+                                args.fill,
+                                args.max_batches,
+                                desc=f'occlusion {label}')
         curves[label] = curve
-        records.append(dict(label=label, config=config, checkpoint=ckpt,
-                            **curve))
+        records.append(
+            dict(label=label, config=config, checkpoint=ckpt, **curve))
         pairs = ', '.join(f'{100 * f:.0f}%: {a:.1f}'
                           for f, a in zip(curve['fractions'], curve['top1']))
         print(f'{label} (top-1 %, patch {curve["patch_size"]}): {pairs}')
     png = osp.join(args.out, 'occlusion.png')
     patch = records[0]['patch_size']
-    plot_occlusion(curves, png,
-                   f'random {patch[0]}x{patch[1]} patch occlusion '
-                   f'({records[0]["num_samples"]} images)')
+    plot_occlusion(
+        curves, png, f'random {patch[0]}x{patch[1]} patch occlusion '
+        f'({records[0]["num_samples"]} images)')
     table = format_table(curves)
     command = 'python tools/analysis/occlusion.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
@@ -162,10 +189,15 @@ def main(argv=None):
                 f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
                 f'{table}\n\n![occlusion](occlusion.png)\n')
     with open(osp.join(args.out, 'occlusion.json'), 'w') as f:
-        json.dump(dict(command=command, split=args.split, fill=args.fill,
-                       seed=args.seed, device=str(device),
-                       max_batches=args.max_batches, results=records),
-                  f, indent=2)
+        json.dump(dict(command=command,
+                       split=args.split,
+                       fill=args.fill,
+                       seed=args.seed,
+                       device=str(device),
+                       max_batches=args.max_batches,
+                       results=records),
+                  f,
+                  indent=2)
     print(table)
     print(f'wrote {png}')
     return records

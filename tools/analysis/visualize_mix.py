@@ -38,29 +38,39 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Visualise the batch augments of a config')
     parser.add_argument('config', help='config file')
-    parser.add_argument(
-        '--checkpoint', help='checkpoint whose weights drive model-aware '
-        'augments (default: randomly initialised model)')
+    parser.add_argument('--checkpoint',
+                        help='checkpoint whose weights drive model-aware '
+                        'augments (default: randomly initialised model)')
     parser.add_argument('--out', required=True, help='output directory')
     parser.add_argument(
-        '--split', default='train', choices=['train', 'val', 'test'],
+        '--split',
+        default='train',
+        choices=['train', 'val', 'test'],
         help='dataloader whose pipeline gives the samples (default: train)')
-    parser.add_argument('--num-samples', type=int, default=6,
+    parser.add_argument('--num-samples',
+                        type=int,
+                        default=6,
                         help='rows drawn per augment (default: 6)')
     parser.add_argument(
-        '--batch-size', type=int, default=None,
+        '--batch-size',
+        type=int,
+        default=None,
         help='images mixed together (partners come from this batch); '
         'default: --num-samples')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
-    parser.add_argument('--device', default=None,
+    parser.add_argument('--device',
+                        default=None,
                         help='cpu | cuda | cuda:N (default: cuda if '
                         'available)')
     parser.add_argument(
-        '--bgr', action='store_true',
+        '--bgr',
+        action='store_true',
         help='the normalised tensors are BGR (to_rgb=False with OpenCV '
         'loading): flip them for display')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, e.g. model.train_cfg.augments.0.'
         'alpha=2.0')
     args = parser.parse_args(argv)
@@ -79,8 +89,9 @@ def batch_augments_of(model):
     wrapper = getattr(model.data_preprocessor, 'batch_augments', None)
     if wrapper is None:
         return [], None
-    augments = [a for a in getattr(wrapper, 'augments', [wrapper])
-                if a is not None]
+    augments = [
+        a for a in getattr(wrapper, 'augments', [wrapper]) if a is not None
+    ]
     probs = getattr(wrapper, 'probs', None)
     return augments, probs
 
@@ -97,12 +108,11 @@ def main(argv=None):
     import torch
     from mmengine.runner import set_random_seed
 
-    from mergemix_mm.analysis import (augment_repr, batch_labels,
-                                      build_loader, build_model,
-                                      class_names_of, describe_mix,
-                                      load_config, num_classes_of,
-                                      pair_weights_text, plot_mix_grid,
-                                      resolve_device)
+    from mergemix_mm.analysis import (augment_repr, batch_labels, build_loader,
+                                      build_model, class_names_of,
+                                      describe_mix, load_config,
+                                      num_classes_of, pair_weights_text,
+                                      plot_mix_grid, resolve_device)
 
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
@@ -125,12 +135,15 @@ def main(argv=None):
     class_names = class_names_of(loader)
     os.makedirs(args.out, exist_ok=True)
     config_name = osp.splitext(osp.basename(args.config))[0]
-    summary = dict(config=args.config, checkpoint=args.checkpoint,
-                   split=args.split, seed=args.seed, device=str(device),
-                   probs=probs, augments=[])
+    summary = dict(config=args.config,
+                   checkpoint=args.checkpoint,
+                   split=args.split,
+                   seed=args.seed,
+                   device=str(device),
+                   probs=probs,
+                   augments=[])
     from tqdm import tqdm
-    for k, augment in enumerate(tqdm(augments, desc='augments',
-                                     leave=False)):
+    for k, augment in enumerate(tqdm(augments, desc='augments', leave=False)):
         set_random_seed(args.seed + k)
         with torch.no_grad():
             view = describe_mix(augment, inputs, labels, num_classes, model)
@@ -144,24 +157,24 @@ def main(argv=None):
                       args.num_samples, args.bgr, f'{config_name}\n{title}')
         rows = min(args.num_samples, inputs.shape[0])
         summary['augments'].append(
-            dict(
-                type=view.name,
-                repr=augment_repr(augment),
-                png=osp.basename(path),
-                estimated=view.estimated,
-                saliency=None if view.saliency is None else view.saliency_of,
-                has_mask=view.mask is not None,
-                partner=view.index[:rows].tolist(),
-                labels=view.labels[:rows].tolist(),
-                lam=None if view.lam is None else
-                [None if not torch.isfinite(v) else round(float(v), 4)
-                 for v in view.lam[:rows]],
-                soft_labels=[
-                    pair_weights_text(view.scores[i].cpu(),
-                                      int(view.labels[i]),
-                                      int(view.labels[view.index[i]]),
-                                      class_names) for i in range(rows)
-                ]))
+            dict(type=view.name,
+                 repr=augment_repr(augment),
+                 png=osp.basename(path),
+                 estimated=view.estimated,
+                 saliency=None if view.saliency is None else view.saliency_of,
+                 has_mask=view.mask is not None,
+                 partner=view.index[:rows].tolist(),
+                 labels=view.labels[:rows].tolist(),
+                 lam=None if view.lam is None else [
+                     None if not torch.isfinite(v) else round(float(v), 4)
+                     for v in view.lam[:rows]
+                 ],
+                 soft_labels=[
+                     pair_weights_text(view.scores[i].cpu(),
+                                       int(view.labels[i]),
+                                       int(view.labels[view.index[i]]),
+                                       class_names) for i in range(rows)
+                 ]))
         print(f'{view.name}: {path}')
     with open(osp.join(args.out, 'mix_summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)

@@ -18,6 +18,10 @@
 3. **Skipped NaN step under DDP.** With ``nonfinite_guard.action='skip'`` a
    NaN loss on rank 1 only must make *both* ranks skip the step (otherwise
    DDP hangs) and the run must finish.
+4. **Kill and resume under DDP.** A 2-process MergeMix run is SIGKILLed on
+   rank 1 in its second epoch (torchrun then stops rank 0), resumed with
+   ``--resume``, and its final weights are compared with an uninterrupted
+   2-process run (RNGStateHook stores both ranks' generator states).
 
 Writes ``benchmarks/results/reliability_distributed.{md,json}``.
 
@@ -44,7 +48,7 @@ DEMO = osp.join(ROOT, 'configs', 'demo',
                 'vit-tiny_1xb64-mergemix_digits-32px.py')
 PER_RANK_BATCH = 16
 TRAIN_SIZE = 256  # 8 iterations per epoch at a global batch of 32
-EPOCHS = 2
+EPOCHS = 3
 METHODS = {
     'none': '[]',
     'mixup': "[dict(type='Mixup', alpha=0.8)]",
@@ -55,7 +59,8 @@ METHODS = {
 
 def write_config(path: str, method: str) -> str:
     """A child of the demo config: fixed data order, no random crop, no
-    drop-path, ``method``'s augments."""
+    drop-path, a constant learning rate (so that the few iterations do
+    train), ``method``'s augments."""
     text = f"""_base_ = [{DEMO!r}]
 model = dict(
     backbone=dict(drop_path_rate=0.0),
@@ -66,6 +71,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False))
 train_cfg = dict(max_epochs={EPOCHS}, val_interval={EPOCHS})
 default_hooks = dict(logger=dict(interval=1))
+param_scheduler = []  # constant lr=1e-3 (no 2-epoch warm-up)
 randomness = dict(seed=0, deterministic=True)
 """
     with open(path, 'w') as f:
@@ -91,7 +97,8 @@ def env(extra: Optional[Dict[str, str]] = None) -> dict:
 
 def train(config: str, work_dir: str, nproc: int, record: str,
           options: Optional[List[str]] = None,
-          faults: Optional[dict] = None, timeout: float = 900) -> dict:
+          faults: Optional[dict] = None, timeout: float = 900,
+          extra_args: Optional[List[str]] = None) -> dict:
     """Run the wrapper with 1 process, or ``nproc`` via torchrun."""
     if nproc == 1:
         cmd = [sys.executable, WRAPPER, config]
@@ -101,7 +108,7 @@ def train(config: str, work_dir: str, nproc: int, record: str,
             f'--nproc_per_node={nproc}', f'--master_port={free_port()}',
             WRAPPER, config, '--launcher', 'pytorch'
         ]
-    cmd += ['--work-dir', work_dir, '--no-validate']
+    cmd += ['--work-dir', work_dir, '--no-validate', *(extra_args or [])]
     if options:
         cmd += ['--cfg-options', *options]
     extra = dict(MERGEMIX_RECORD=record)
@@ -227,6 +234,46 @@ def nan_skip_on_one_rank(work_root: str) -> dict:
     return out
 
 
+def kill_resume_2proc(work_root: str) -> dict:
+    """SIGKILL rank 1 at iteration 12 (epoch 2), resume, compare weights."""
+    import re
+
+    import torch
+    cfg = write_config(osp.join(work_root, 'kill.py'), 'mergemix')
+    out = {}
+    for name in ('reference', 'killed'):
+        work = osp.join(work_root, f'kill_{name}')
+        shutil.rmtree(work, ignore_errors=True)
+        faults = dict(kill_at_iter=12, kill_rank=1) if name == 'killed' \
+            else None
+        res = train(cfg, work, 2, osp.join(work, 'record'), faults=faults,
+                    timeout=600)
+        out[f'{name}_rc'] = res['rc']
+        if name == 'killed':
+            out['killed_wall'] = res['wall']
+            resumed = train(cfg, work, 2, osp.join(work, 'record_resumed'),
+                            extra_args=['--resume'], timeout=600)
+            out['resume_rc'] = resumed['rc']
+            m = re.search(r'resumed epoch: (\d+), iter: (\d+)',
+                          resumed['out'])
+            out['resumed_from'] = [int(m.group(1)), int(m.group(2))] \
+                if m else None
+    ref_path = osp.join(work_root, 'kill_reference', f'epoch_{EPOCHS}.pth')
+    path = osp.join(work_root, 'kill_killed', f'epoch_{EPOCHS}.pth')
+    if out.get('resume_rc') == 0 and osp.isfile(path) and \
+            osp.isfile(ref_path):
+        ref = torch.load(ref_path, map_location='cpu', weights_only=False)
+        got = torch.load(path, map_location='cpu', weights_only=False)
+        out['rng_states_in_checkpoint'] = len(got.get('rng_states', []))
+        out['final'] = [got['meta']['epoch'], got['meta']['iter']]
+        out['reference_final'] = [ref['meta']['epoch'], ref['meta']['iter']]
+        out['max_abs_weight_diff'] = max(
+            (ref['state_dict'][k].double() -
+             got['state_dict'][k].double()).abs().max().item()
+            for k in ref['state_dict'])
+    return out
+
+
 def versions() -> dict:
     from importlib import metadata
     out = dict(python=platform.python_version())
@@ -244,6 +291,7 @@ def write_results(out_dir: str, payload: dict) -> None:
         f'Command: `{payload["command"]}`', '',
         f'Digits demo ({TRAIN_SIZE} training images, {EPOCHS} epochs, '
         f'{TRAIN_SIZE // (2 * PER_RANK_BATCH)} iterations per epoch), '
+        'AdamW at a constant lr 1e-3, '
         'no random crop, no drop-path, `DefaultSampler(shuffle=False)`, '
         'seed 0, deterministic. 1 process at batch '
         f'{2 * PER_RANK_BATCH} vs 2 processes (torchrun, gloo) at batch '
@@ -276,8 +324,20 @@ def write_results(out_dir: str, payload: dict) -> None:
         f'- NaN loss on rank 1 only at iteration 5 with '
         f'`nonfinite_guard.action=\'skip\'`: exit code {n["rc"]}, '
         f'{n["skip_logged"]} "Skipped training step" log line(s), '
-        f'iterations recorded per rank: {n.get("iterations_per_rank")}.', ''
+        f'iterations recorded per rank: {n.get("iterations_per_rank")}.',
     ]
+    k = payload.get('kill_resume')
+    if k:
+        lines += [
+            f'- MergeMix, 2 processes, rank 1 SIGKILLed before iteration 12 '
+            f'(epoch 2): first run exit code {k.get("killed_rc")}; resume '
+            f'exit code {k.get("resume_rc")}, resumed from [epoch, iter] '
+            f'{k.get("resumed_from")}; final {k.get("final")} vs uninterrupted '
+            f'{k.get("reference_final")}; max abs weight difference '
+            f'{k.get("max_abs_weight_diff")}; generator states stored for '
+            f'{k.get("rng_states_in_checkpoint")} ranks.'
+        ]
+    lines.append('')
     with open(osp.join(out_dir, 'reliability_distributed.md'), 'w') as fh:
         fh.write('\n'.join(lines))
 
@@ -302,7 +362,8 @@ def main(argv=None) -> dict:
         versions=versions(),
         methods=methods,
         failing_rank=failing_rank(args.work_root),
-        nan_skip=nan_skip_on_one_rank(args.work_root))
+        nan_skip=nan_skip_on_one_rank(args.work_root),
+        kill_resume=kill_resume_2proc(args.work_root))
     write_results(args.out_dir, payload)
     return payload
 

@@ -39,6 +39,7 @@ class FaultInjectionHook(Hook):
     Args:
         kill_at_iter (int, optional): SIGKILL before this 1-based global
             training iteration runs.
+        kill_rank (int, optional): Only on this rank (None: every rank).
         kill_in_val (list, optional): ``[epoch, k]``: SIGKILL after the k-th
             (1-based) validation iteration that follows training epoch
             ``epoch``.
@@ -59,6 +60,7 @@ class FaultInjectionHook(Hook):
 
     def __init__(self,
                  kill_at_iter: Optional[int] = None,
+                 kill_rank: Optional[int] = None,
                  kill_in_val: Optional[list] = None,
                  kill_in_save: Optional[int] = None,
                  raise_at_iter: Optional[int] = None,
@@ -67,6 +69,7 @@ class FaultInjectionHook(Hook):
                  nan_rank: Optional[int] = None,
                  nan_input_at_iter: Optional[int] = None):
         self.kill_at_iter = kill_at_iter
+        self.kill_rank = kill_rank
         self.kill_in_val = kill_in_val
         self.kill_in_save = kill_in_save
         self.raise_at_iter = raise_at_iter
@@ -90,7 +93,8 @@ class FaultInjectionHook(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         it = runner.iter + 1
-        if self.kill_at_iter == it:
+        if self.kill_at_iter == it and (self.kill_rank is None or
+                                        get_dist_info()[0] == self.kill_rank):
             _die()
         if self.raise_at_iter == it and get_dist_info()[0] == self.raise_rank:
             raise RuntimeError(

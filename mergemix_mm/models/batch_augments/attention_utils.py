@@ -15,12 +15,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..tome import ToMeOutput, forward_with_attention, recover, vit_geometry
+from ..tome import ToMeOutput, forward_with_attention, vit_geometry
 
 __all__ = [
     'eval_mode', 'is_vit_backbone', 'cls_attention_grid', 'attention_pass',
-    'patch_token_grid', 'feature_saliency', 'head_class_weight',
-    'normalize_map', 'build_extractor', 'module_on'
+    'feature_saliency', 'normalize_map', 'build_extractor', 'module_on'
 ]
 
 
@@ -92,8 +91,7 @@ def attention_pass(backbone: nn.Module,
         eval (bool): Run in eval mode (no dropout / drop-path).
             Defaults to True.
         r_list (Sequence[int], optional): Merge schedule. Defaults to None.
-        trace_source (bool): Keep the final source map (needed by
-            :func:`patch_token_grid`). Defaults to False.
+        trace_source (bool): Keep the final source map. Defaults to False.
 
     Returns:
         ToMeOutput: See :func:`forward_with_attention`.
@@ -105,20 +103,6 @@ def attention_pass(backbone: nn.Module,
             attn_layer=attn_layer,
             r_list=r_list,
             trace_source=trace_source)
-
-
-def patch_token_grid(out: ToMeOutput) -> Tensor:
-    """Final tokens recovered to the patch grid, ``[B, h, w, C]``.
-
-    Raises:
-        ValueError: If the forward did not trace the source map.
-    """
-    if out.source is None:
-        raise ValueError('the ToMe forward was run with trace_source=False')
-    p = out.num_extra_tokens
-    h, w = out.patch_resolution
-    tokens = recover(out.tokens.float(), out.source[:, p:])
-    return tokens.reshape(tokens.shape[0], h, w, -1)
 
 
 def feature_saliency(backbone: nn.Module, inputs: Tensor,
@@ -143,34 +127,6 @@ def feature_saliency(backbone: nn.Module, inputs: Tensor,
             f'feature map [B, C, h, w] to compute a saliency, got {shape}; '
             "set the backbone's out_indices / out_type accordingly")
     return feat.float().mean(1)
-
-
-def head_class_weight(model: nn.Module) -> Tensor:
-    """The classifier weight ``[num_classes, D]`` of a classifier's head.
-
-    Supports mmpretrain's ``VisionTransformerClsHead`` (without a hidden
-    pre-logits layer) and ``LinearClsHead``-style heads (``fc``).
-
-    Raises:
-        ValueError: If no single linear classifier acting on the backbone
-            features is found.
-    """
-    head = getattr(model, 'head', None)
-    layers = getattr(head, 'layers', None)
-    linear = None
-    if isinstance(layers, nn.Sequential) and hasattr(layers, 'head'):
-        if hasattr(layers, 'pre_logits'):
-            raise ValueError(
-                f'{type(head).__name__} has a hidden pre-logits layer; the '
-                'class weight does not act on the backbone tokens')
-        linear = layers.head
-    elif isinstance(getattr(head, 'fc', None), nn.Linear):
-        linear = head.fc
-    if not isinstance(linear, nn.Linear):
-        raise ValueError(
-            f'cannot find the linear classifier of head '
-            f'{type(head).__name__}')
-    return linear.weight
 
 
 def normalize_map(saliency: Tensor, eps: float = 1e-12) -> Tensor:

@@ -1,45 +1,75 @@
 """TdAttenMix: SMMix-style region mixing guided by a balance of top-down
 (label-driven) and bottom-up attention, with an area/attention label."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 
-from .attention_utils import (attention_pass, cls_attention_grid,
-                              head_class_weight, normalize_map,
-                              patch_token_grid)
+from ..tome import forward_with_attention, vit_geometry
+from .attention_utils import (attention_pass, cls_attention_grid, eval_mode,
+                              normalize_map)
 from .base import derangement
 from .mix_plan import check_number
 from .smmix import SMMix, region_swap_plan
 
-__all__ = ['TdAttenMix', 'top_down_map', 'region_attention_lam']
+__all__ = [
+    'TdAttenMix', 'top_down_map', 'label_relevance', 'region_attention_lam'
+]
 
 
-def top_down_map(tokens: torch.Tensor, class_vec: torch.Tensor,
-                 high: float = 0.7) -> torch.Tensor:
-    """Label-driven relevance of every patch.
-
-    The cosine similarity between each final patch token and the target
-    class's classifier direction, clamped at 0, then thresholded like the
-    official gaze map: ``(m - (high * max + (1 - high) * min)).clamp(0)``.
+def top_down_map(relevance: torch.Tensor, high: float = 0.7) -> torch.Tensor:
+    """Threshold a non-negative relevance map like the official gaze map:
+    ``(m - (high * max + (1 - high) * min)).clamp(0)`` per image.
 
     Args:
-        tokens (Tensor): ``[B, h, w, D]`` final patch tokens.
-        class_vec (Tensor): ``[B, D]`` classifier direction of each label.
+        relevance (Tensor): ``[B, h, w]``.
         high (float): Threshold position between min and max.
             Defaults to 0.7.
 
     Returns:
         Tensor: ``[B, h, w]`` non-negative map.
     """
-    cos = F.cosine_similarity(
-        tokens.float(), class_vec.float()[:, None, None, :], dim=-1)
-    cos = cos.clamp(0, 1)
-    flat = cos.flatten(1)
+    flat = relevance.float().flatten(1)
     hi = flat.max(1).values[:, None, None]
     lo = flat.min(1).values[:, None, None]
-    return (cos - (high * hi + (1 - high) * lo)).clamp_min(0)
+    return (relevance.float() - (high * hi + (1 - high) * lo)).clamp_min(0)
+
+
+def label_relevance(model: torch.nn.Module, inputs: torch.Tensor,
+                    batch_score: torch.Tensor, attn_layer: int = -1
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-down (label-driven) and bottom-up maps from one eval-mode pass.
+
+    Top-down: gradient x input of the labels' score ``sum(scores * logits)``
+    with respect to the image, positive part, summed per patch. Bottom-up:
+    CLS attention of block ``attn_layer``. Gradients are taken with respect
+    to the input only (no parameter gradient is written).
+
+    Args:
+        model (nn.Module): Classifier with ``backbone``, optional ``neck``,
+            ``head``.
+        inputs (Tensor): ``[B, C, H, W]`` images.
+        batch_score (Tensor): ``[B, K]`` label scores.
+        attn_layer (int): Block of the bottom-up attention. Defaults to -1.
+
+    Returns:
+        tuple: ``(top_down, bottom_up)``, both ``[B, h, w]``.
+    """
+    ph, pw = vit_geometry(model.backbone).patch_size
+    with torch.enable_grad(), eval_mode(model):
+        x = inputs.detach().requires_grad_(True)
+        out = forward_with_attention(
+            model.backbone, x, attn_layer=attn_layer, trace_source=False)
+        feats = out.outs
+        if getattr(model, 'with_neck', False):
+            feats = model.neck(feats)
+        logits = model.head(feats)
+        score = (logits.float() * batch_score.float()).sum()
+        grad, = torch.autograd.grad(score, x)
+    rel = (grad * x.detach()).sum(1, keepdim=True).float()
+    top_down = F.avg_pool2d(rel.clamp_min(0), (ph, pw))[:, 0] * (ph * pw)
+    return top_down, cls_attention_grid(out)
 
 
 def region_attention_lam(saliency: torch.Tensor, plan: dict) -> torch.Tensor:
@@ -71,8 +101,8 @@ class TdAttenMix(SMMix):
 
     Like :class:`SMMix`, the partner's most salient ``s x s`` window replaces
     the own image's least salient one, but the saliency balances a
-    *top-down* (label-driven) map and the *bottom-up* CLS attention of a
-    no-grad, eval-mode pass of the bound model:
+    *top-down* (label-driven) map and the *bottom-up* CLS attention, both
+    from one eval-mode pass of the bound model (:func:`label_relevance`):
     ``S = w_td * TD + (1 - w_td) * BU`` (each normalised to sum 1), and the
     label weight mixes area and attention:
     ``lam = ratio * lam_area + (1 - ratio) * lam_attn`` with
@@ -82,13 +112,14 @@ class TdAttenMix(SMMix):
     area-attention label mixing (``ratio=0.5`` as the official code).
     Simplifications: the official top-down attention comes from a separate,
     gaze-trained AbSViT conditioned on the label; here the top-down map is
-    the bound model's own label-conditioned relevance
-    (:func:`top_down_map`: final patch tokens vs the classifier weight of the
-    label, thresholded as the official gaze map), so no extra network or
-    gaze data is needed. The attention label is computed per sample (the
-    official code sums over the whole batch). The fine-grained token labels
-    and consistency loss of the official training loop are not implemented.
-    Pair it with Mixup through ``probs`` (official ``switch_prob=0.5``).
+    the bound model's own label-driven relevance, gradient x input of the
+    label's score per patch, thresholded like the official gaze map
+    (:func:`top_down_map`), so no extra network or gaze data is needed (the
+    extra cost is one eval-mode forward and an input-gradient backward). The
+    attention label is computed per sample (the official code sums over the
+    whole batch). The fine-grained token labels and consistency loss of the
+    official training loop are not implemented. Pair it with Mixup through
+    ``probs`` (official ``switch_prob=0.5``).
 
     Args:
         min_side_ratio (float): See :class:`SMMix`. Defaults to 0.25.
@@ -120,32 +151,25 @@ class TdAttenMix(SMMix):
         Raises:
             ValueError: If the labels are missing or do not fit the head.
         """
-        use_td = self.top_down_weight > 0
-        out = attention_pass(
-            self.model.backbone, inputs, self.attn_layer, eval=True,
-            trace_source=use_td)
-        bottom_up = normalize_map(cls_attention_grid(out))
-        if not use_td:
-            return bottom_up
+        model = self.model
+        if self.top_down_weight == 0:
+            out = attention_pass(model.backbone, inputs, self.attn_layer,
+                                 eval=True)
+            return normalize_map(cls_attention_grid(out))
         if batch_score is None:
             raise ValueError(
                 'TdAttenMix: the top-down map needs the labels; call it '
                 'with batch_score (or set top_down_weight=0).')
-        try:
-            weight = head_class_weight(self.model)
-        except ValueError as err:
-            raise ValueError(
-                f'TdAttenMix: top_down_weight={self.top_down_weight} needs a '
-                f'linear classifier on the backbone tokens: {err}') from err
-        if batch_score.shape[1] != weight.shape[0]:
+        num_classes = getattr(model.head, 'num_classes', None)
+        if num_classes is not None and batch_score.shape[1] != num_classes:
             raise ValueError(
                 f'TdAttenMix: batch_score has {batch_score.shape[1]} classes '
-                f'but the head has {weight.shape[0]}.')
-        class_vec = batch_score.float() @ weight.detach().float()
-        top_down = normalize_map(top_down_map(patch_token_grid(out),
-                                              class_vec))
+                f'but the head has {num_classes}.')
+        top_down, bottom_up = label_relevance(model, inputs, batch_score,
+                                              self.attn_layer)
         w = self.top_down_weight
-        return w * top_down + (1 - w) * bottom_up
+        return w * normalize_map(top_down_map(top_down)) + \
+            (1 - w) * normalize_map(bottom_up)
 
     def build_mix(self,
                   inputs: torch.Tensor,

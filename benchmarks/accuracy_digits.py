@@ -20,7 +20,8 @@ Command (about 30 minutes on 2 CPU cores)::
     python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 10
 """
 import argparse
-import math
+import json
+import os
 import os.path as osp
 import sys
 import time
@@ -49,6 +50,9 @@ def parse_args(argv=None):
                         help='output folder for accuracy.json / .md')
     parser.add_argument('--name', default='accuracy',
                         help='result file stem')
+    parser.add_argument('--resume', action='store_true',
+                        help='reuse the finished runs saved in '
+                        '<out>/<name>.partial.json (written after every run)')
     return parser.parse_args(argv)
 
 
@@ -139,7 +143,19 @@ def main(argv=None):
     env = common.environment(args.threads)
     env['workers'] = args.workers
     runs = {m: {} for m in methods}
-    jobs = [(s, m, args.epochs) for s in args.seeds for m in methods]
+    partial = osp.join(args.out, f'{args.name}.partial.json')
+    if args.resume and osp.exists(partial):
+        with open(partial) as f:
+            saved = json.load(f)
+        if saved['epochs'] != args.epochs:
+            raise SystemExit(f'{partial} holds {saved["epochs"]}-epoch runs, '
+                             f'not {args.epochs}')
+        for m, by_seed in saved['runs'].items():
+            if m in runs:
+                runs[m].update(by_seed)
+    jobs = [(s, m, args.epochs) for s in args.seeds for m in methods
+            if str(s) not in runs[m]]
+    print(f'{len(jobs)} runs to do')
     t_start = time.perf_counter()
     if args.workers > 1:
         import multiprocessing as mp
@@ -155,9 +171,14 @@ def main(argv=None):
         runs[method][str(seed)] = res
         tqdm.write(f'{method:22s} seed {seed}: {res["accuracy"]:.2f}% '
                    f'({res["train_time_s"]:.1f} s)')
+        os.makedirs(args.out, exist_ok=True)
+        with open(partial, 'w') as f:
+            json.dump(dict(epochs=args.epochs, runs=runs), f, indent=1)
     if pool is not None:
         pool.shutdown()
     wall = time.perf_counter() - t_start
+    run_sum = sum(r['train_time_s'] for by_seed in runs.values()
+                  for r in by_seed.values())
 
     summary = {}
     for m in methods:
@@ -181,6 +202,8 @@ def main(argv=None):
             metric='top-1 after the last epoch (%)'),
         environment=env,
         wall_time_s=wall,
+        train_time_sum_s=run_sum,
+        resumed=bool(args.resume),
         runs=runs,
         summary=summary)
 
@@ -202,7 +225,9 @@ def main(argv=None):
         '`configs/baselines/digits/` (MergeMix: '
         '`configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py`). Top-1 on '
         'the 450 test digits after the last epoch, mean ± sample std. '
-        f'Total wall time {wall / 60:.1f} min. Step times here come from '
+        f'Wall time {wall / 60:.1f} min ({args.workers} processes x '
+        f'{args.threads} thread(s)); sum of training times '
+        f'{run_sum / 60:.1f} min. Step times here come from '
         'sequential (not interleaved) runs on a shared machine: use '
         '`cost.md` for cost ratios.', '',
         common.md_table([
@@ -212,6 +237,8 @@ def main(argv=None):
         common.env_markdown(env)
     ]
     common.write_results(args.name, payload, '\n'.join(md), args.out)
+    if osp.exists(partial):
+        os.remove(partial)
     if args.name == 'accuracy':
         common.plot_accuracy_vs_cost(args.out)
 

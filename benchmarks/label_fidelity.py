@@ -4,12 +4,12 @@ much of each object is actually visible after mixing?
 Images are generated so that the answer is known: a digit glyph (from the
 UCI digits bundled with scikit-learn, 14-20 px, in a colour of its class)
 sits at a random place on a random low-saturation textured background
-(oriented gratings plus noise) at 32 px; its pixel mask is kept. After a method mixes a batch, the visible
-fraction of each object is measured by pushing the object masks through the
-*same* mixing (for content-dependent methods: the method's own
-``build_mix`` / ``apply_mix`` decisions; for mmpretrain's content-agnostic
-Mixup / CutMix / ResizeMix: extra mask channels through the unchanged
-augment, separated by linearity). For a pair (own ``i``, partner ``j``):
+(oriented gratings plus noise) at 32 px; its pixel mask is kept. After a
+method mixes a batch, the visible fraction of each object is measured by
+pushing the object masks through the *same* mixing (for content-dependent
+methods: the method's own ``build_mix`` / ``apply_mix`` decisions; for
+mmpretrain's content-agnostic Mixup / CutMix / ResizeMix: extra mask
+channels through the unchanged augment, separated by linearity). For a pair (own ``i``, partner ``j``):
 
 * ``v_i`` = visible share of object ``i``'s pixels (a Mixup blend of weight
   ``lam`` counts as ``lam``; a resized partner counts relative to its
@@ -29,7 +29,6 @@ Command (about 4 minutes on 2 CPU cores)::
     python benchmarks/label_fidelity.py --batches 100
 """
 import argparse
-import copy
 import os
 import os.path as osp
 import random

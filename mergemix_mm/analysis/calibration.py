@@ -169,9 +169,9 @@ def plot_reliability(results: Sequence[Tuple[str, CalibrationResult]],
     """Reliability diagrams, one column per prediction set, written to
     ``path`` (PNG).
 
-    Top row: accuracy per bin (bars), the gap to the mean confidence
-    (hatched) and the diagonal of perfect calibration. Bottom row: the share
-    of predictions per bin.
+    Top row: accuracy per bin (bars), the bin's mean confidence (black
+    line), the gap between them (hatched) and the diagonal of perfect
+    calibration. Bottom row: the share of predictions per bin.
 
     Args:
         results (Sequence[tuple[str, CalibrationResult]]): ``(label,
@@ -213,12 +213,17 @@ def plot_reliability(results: Sequence[Tuple[str, CalibrationResult]],
                 gap_h,
                 bottom=gap_lo,
                 width=width * 0.95,
-                color='#DD8452',
-                alpha=0.45,
-                hatch='//',
+                facecolor='none',
+                hatch='///',
                 edgecolor='#C44E52',
-                linewidth=0.5,
+                linewidth=0.8,
                 label='gap to confidence')
+        top.hlines(conf[filled],
+                   centers[filled] - width * 0.475,
+                   centers[filled] + width * 0.475,
+                   colors='black',
+                   linewidth=1.2,
+                   label='mean confidence')
         top.plot([0, 1], [0, 1], '--', color='gray', linewidth=1)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import assert_png
+from analysis_utils import assert_png
 
 from mergemix_mm.analysis import (calibration_bins, calibration_from_scores,
                                   expected_calibration_error, plot_reliability)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, assert_png
+from analysis_utils import ROOT, assert_png
 from mmengine.config import Config
 from mmpretrain.registry import BATCH_AUGMENTS, MODELS
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, assert_png, load_tool, write_tiny_config
+from analysis_utils import ROOT, assert_png, load_tool, write_tiny_config
 
 from mergemix_mm.analysis import build_model, load_config
 

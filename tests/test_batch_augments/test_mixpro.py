@@ -1,6 +1,5 @@
-from unittest.mock import patch
-
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -72,6 +71,7 @@ def test_classifier_applies_pal_with_the_training_forward():
     seed_all(0)
     mixed, _ = aug(x, y)
     record = aug.pop_record()
+    lam_area = record.lam.clone()
     aug._set_record(record)
     seen = {}
     orig = model.head.loss
@@ -84,11 +84,11 @@ def test_classifier_applies_pal_with_the_training_forward():
         model.loss(mixed, [DataSample().set_gt_label(i) for i in range(4)])
     out = forward_with_attention(model.backbone, mixed, attn_layer=-1)
     logits = model.head(out.outs)
-    target = record.lam[:, None] * y + (1 - record.lam[:, None]) * \
+    target = lam_area[:, None] * y + (1 - lam_area[:, None]) * \
         y[record.index]
     sim = torch.cosine_similarity(target, logits.softmax(-1), dim=1)
     lam = progressive_attention_lam(cls_attention_grid(out), record.mask,
-                                    record.lam, sim)
+                                    lam_area, sim)
     expected = lam[:, None] * y + (1 - lam[:, None]) * y[record.index]
     torch.testing.assert_close(seen['scores'], expected)
 

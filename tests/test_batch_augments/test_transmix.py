@@ -71,6 +71,7 @@ def test_classifier_rescores_with_the_training_forward_attention():
     seed_all(0)
     mixed, area_scores = aug(x, y)
     record = aug.pop_record()
+    lam_area = record.lam.clone()
     aug._set_record(record)
     samples = [DataSample().set_gt_label(i) for i in range(4)]
     seen = {}
@@ -78,15 +79,20 @@ def test_classifier_rescores_with_the_training_forward_attention():
 
     def spy(feats, data_samples):
         seen['scores'] = torch.stack([d.gt_score for d in data_samples])
+        seen['mix_lam'] = torch.tensor([d.mix_lam for d in data_samples])
         seen['feats'] = feats
         return orig(feats, data_samples)
 
     with patch.object(model.head, 'loss', side_effect=spy):
         losses = model.loss(mixed, samples)
     out = forward_with_attention(model.backbone, mixed, attn_layer=-1)
-    lam = transmix_lam(cls_attention_grid(out), record.mask, record.lam, 0.5)
+    lam = transmix_lam(cls_attention_grid(out), record.mask, lam_area, 0.5)
     expected = lam[:, None] * y + (1 - lam[:, None]) * y[record.index]
     torch.testing.assert_close(seen['scores'], expected)
+    # the record (hence a loss with lam_reduction='batch') carries the
+    # re-scored weights, the area ones are kept aside
+    torch.testing.assert_close(seen['mix_lam'], lam)
+    torch.testing.assert_close(record.extra['lam_area'], lam_area)
     assert not torch.allclose(seen['scores'], area_scores)
     torch.testing.assert_close(seen['feats'][0], model.extract_feat(mixed)[0])
     # the training forward keeps its graph

@@ -12,10 +12,12 @@ Tolerances, from the measurements recorded there:
   loss at the same global batch up to float summation order; we allow
   ``1e-4`` absolute per iteration (measured: < 1e-6);
 * Mixup / MergeMix: partners are drawn per process (a sample only meets
-  partners from its own rank's half-batch), so single iterations differ; the
-  per-epoch mean loss must agree within ``0.05`` (measured: see the results
-  file), and the 1-process-vs-2-process gap must be of the same order as the
-  gap between two 1-process runs that differ only in their mixing draws.
+  partners from its own rank's half-batch), so single iterations differ
+  (measured: up to 0.03 on a loss of about 2.3); the per-epoch mean loss must
+  agree within ``0.02`` (measured: <= 0.002), and the mean per-iteration gap
+  must be of the same order as the gap between two 1-process runs that
+  differ only in their mixing draws (measured: 3.1e-3 vs 6.8e-3 for Mixup,
+  6.3e-3 vs 6.6e-3 for MergeMix); we allow 3x that gap + 0.005.
 """
 import os.path as osp
 import sys
@@ -30,7 +32,7 @@ import dist_equivalence as dist  # noqa: E402
 pytestmark = pytest.mark.slow
 
 VANILLA_TOL = 1e-4
-EPOCH_MEAN_TOL = 0.05
+EPOCH_MEAN_TOL = 0.02
 
 
 def test_no_mixing_two_processes_equal_one_process(tmp_path):
@@ -48,8 +50,8 @@ def test_mixing_two_processes_close_to_one_process(tmp_path, method):
     assert max(two['epoch_mean_diff']) < EPOCH_MEAN_TOL, two
     # "statistically close": within 3x the seed-to-seed gap (+ slack for a
     # gap that happens to be tiny)
-    assert two['mean_abs_diff'] <= 3 * seeds['mean_abs_diff'] + 0.02, (two,
-                                                                       seeds)
+    assert two['mean_abs_diff'] <= 3 * seeds['mean_abs_diff'] + 0.005, (
+        two, seeds)
 
 
 def test_failing_rank_stops_the_job_with_its_error(tmp_path):

@@ -1,7 +1,7 @@
 """Tests for the registered ToMe backbones (mmpretrain ViT / DeiT)."""
 import pytest
 import torch
-from conftest import randomize_
+from tome_utils import randomize_
 from mmpretrain.models.backbones import (DistilledVisionTransformer,
                                          VisionTransformer)
 from mmpretrain.registry import MODELS

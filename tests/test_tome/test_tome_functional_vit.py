@@ -1,7 +1,7 @@
 """Tests for the functional ToMe forward over stock mmpretrain ViTs."""
 import pytest
 import torch
-from conftest import randomize_
+from tome_utils import randomize_
 from mmpretrain.models.backbones import (DistilledVisionTransformer,
                                          VisionTransformer)
 

@@ -2,7 +2,7 @@
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from tome_utils import randomize_
 from mmpretrain.registry import MODELS
 from timm.models.vision_transformer import VisionTransformer
 

@@ -200,10 +200,17 @@ def resumed_from(out: str) -> Optional[int]:
 def trial(kind: str, work_dir: str, ref, ref_wall: float, rng: random.Random,
           unsafe: bool = False, options: Optional[List[str]] = None) -> dict:
     """One kill + resume; returns the measurements."""
-    shutil.rmtree(work_dir, ignore_errors=True)
     spec = draw_fault(kind, rng, ref_wall)
-    first = run(work_dir, unsafe=unsafe, options=options, **spec)
-    killed = first['rc'] in (-signal.SIGKILL, 128 + signal.SIGKILL)
+    for _ in range(4):
+        shutil.rmtree(work_dir, ignore_errors=True)
+        first = run(work_dir, unsafe=unsafe, options=options, **spec)
+        killed = first['rc'] in (-signal.SIGKILL, 128 + signal.SIGKILL)
+        if killed or kind != 'random_time':
+            break
+        # The run finished before the kill (the machine was faster than
+        # during the reference run): draw again within this run's length.
+        spec = dict(kill_after=round(rng.uniform(1.0, 0.95 * first['wall']),
+                                     2))
     truncated = truncate_latest(work_dir, rng) \
         if kind == 'truncate_latest' else None
     on_disk, bad_on_disk = scan_checkpoints(work_dir)

@@ -6,4 +6,7 @@ _base_ = [
     '../../_base_/schedules/cifar100_adamw_200e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='FMix', alpha=1.0, decay_power=3.0)]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='FMix', alpha=1.0, decay_power=3.0),
+    ]))

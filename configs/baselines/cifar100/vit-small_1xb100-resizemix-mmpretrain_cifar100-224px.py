@@ -6,4 +6,7 @@ _base_ = [
     '../../_base_/schedules/cifar100_adamw_200e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='ResizeMix', alpha=1.0, lam_min=0.1, lam_max=0.8)]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='ResizeMix', alpha=1.0, lam_min=0.1, lam_max=0.8),
+    ]))

@@ -6,4 +6,7 @@ _base_ = [
     '../../_base_/schedules/cifar100_adamw_200e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='SmoothMix', sigma_range=(0.25, 0.5))]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='SmoothMix', sigma_range=(0.25, 0.5)),
+    ]))

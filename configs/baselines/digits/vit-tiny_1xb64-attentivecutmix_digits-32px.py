@@ -2,12 +2,16 @@
 # Attentive-CutMix+ (top-k from Beta(2, 2), OpenMixup CIFAR config) with the
 # model's own backbone as the extractor. For the paper's frozen ResNet-50 add
 # extractor=dict(type='ResNet', depth=50, out_indices=(3, ), init_cfg=dict(
-#     type='Pretrained', checkpoint='torchvision://resnet50')), grid_size=7.
+#     type='Pretrained', checkpoint='torchvision://resnet50')) and top_k=6
+# (its 7x7 map at 224 px).
 _base_ = [
     '../../_base_/models/vit-tiny-p4_digits-32px.py',
     '../../_base_/datasets/digits_bs64_32px.py',
     '../../_base_/schedules/digits_adamw_30e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='AttentiveCutMix', alpha=2.0, top_k=None)]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='AttentiveCutMix', alpha=2.0, top_k=None),
+    ]))
 randomness = dict(seed=0, deterministic=False)

@@ -6,5 +6,8 @@ _base_ = [
     '../../_base_/schedules/digits_adamw_30e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='FMix', alpha=1.0, decay_power=3.0)]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='FMix', alpha=1.0, decay_power=3.0),
+    ]))
 randomness = dict(seed=0, deterministic=False)

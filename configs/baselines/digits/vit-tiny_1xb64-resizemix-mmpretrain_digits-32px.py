@@ -6,5 +6,8 @@ _base_ = [
     '../../_base_/schedules/digits_adamw_30e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='ResizeMix', alpha=1.0, lam_min=0.1, lam_max=0.8)]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='ResizeMix', alpha=1.0, lam_min=0.1, lam_max=0.8),
+    ]))
 randomness = dict(seed=0, deterministic=False)

@@ -6,5 +6,8 @@ _base_ = [
     '../../_base_/schedules/digits_adamw_30e.py',
     '../../_base_/default_runtime.py',
 ]
-model = dict(train_cfg=dict(augments=[dict(type='SmoothMix', sigma_range=(0.25, 0.5))]))
+model = dict(
+    train_cfg=dict(augments=[
+        dict(type='SmoothMix', sigma_range=(0.25, 0.5)),
+    ]))
 randomness = dict(seed=0, deterministic=False)

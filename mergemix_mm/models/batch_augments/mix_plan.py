@@ -4,9 +4,10 @@ Every baseline in this package splits a batch augment into two public
 steps, so that tests, visualisation and the label-fidelity benchmark can see
 exactly what a method did:
 
-* ``build_mix(inputs, batch_score=None) -> dict`` draws the random decisions (partner
-  ``index`` [B], label weight of the own image ``lam`` [B], pixel ``mask``
-  [B, 1, H, W] with 1 = own pixel, plus method-specific keys) without mixing;
+* ``build_mix(inputs, batch_score=None) -> dict`` draws the random
+  decisions (partner ``index`` [B], label weight of the own image ``lam``
+  [B], pixel ``mask`` [B, 1, H, W] with 1 = own pixel, plus method-specific
+  keys) without mixing;
 * ``apply_mix(own, partner, plan) -> Tensor`` mixes *any* tensors of the
   batch's spatial size with those decisions (``partner`` is already
   aligned, i.e. ``inputs[plan['index']]``).

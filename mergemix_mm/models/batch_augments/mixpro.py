@@ -182,7 +182,9 @@ class MixPro(ModelAwareMixin, PlannedMix):
 
         Returns:
             tuple: ``(feats, scores)`` (feats with gradients, as
-            ``extract_feat``).
+            ``extract_feat``). ``record.lam`` is updated to the PAL weights
+            (the area weights move to ``record.extra['lam_area']``), so a
+            loss with ``lam_reduction='batch'`` uses them too.
         """
         out = forward_with_attention(
             model.backbone, inputs, attn_layer=self.attn_layer,
@@ -193,6 +195,8 @@ class MixPro(ModelAwareMixin, PlannedMix):
         with torch.no_grad():
             logits = model.head(feats)
         lam = self.attention_lam(out, logits, record)
+        record.extra['lam_area'] = record.lam
+        record.lam = lam
         return feats, mix_scores(record.clean_scores, record.index, lam)
 
     def __repr__(self) -> str:

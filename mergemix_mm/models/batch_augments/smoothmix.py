@@ -25,10 +25,9 @@ def gaussian_blob(img_h: int, img_w: int, center: Tuple[float, float],
 
 @BATCH_AUGMENTS.register_module()
 class SmoothMix(PlannedMix):
-    r"""SmoothMix batch augment (`SmoothMix: a Simple Yet Effective Data
-    Augmentation to Train Robust Classifiers
-    <https://openaccess.thecvf.com/content_CVPRW_2020/html/w45/Lee_SmoothMix_A_Simple_Yet_Effective_Data_Augmentation_to_Train_Robust_CVPRW_2020_paper.html>`_,
-    CVPRW 2020).
+    r"""SmoothMix batch augment (SmoothMix: a Simple Yet Effective Data
+    Augmentation to Train Robust Classifiers, Lee et al., CVPR Workshops
+    2020).
 
     Per batch: a Gaussian blob :math:`G` (value 1 at a uniform random centre,
     :math:`\sigma = s \cdot H` vertically and :math:`s \cdot W` horizontally

@@ -157,7 +157,10 @@ class TransMix(ModelAwareMixin, PlannedMix):
         Returns:
             tuple: ``(feats, scores)``: what ``model.extract_feat`` would
             return (computed with gradients) and the ``[B, K]`` scores mixed
-            with :meth:`attention_lam`.
+            with :meth:`attention_lam`. ``record.lam`` is updated to those
+            label weights (the area weights move to
+            ``record.extra['lam_area']``), so a loss with
+            ``lam_reduction='batch'`` uses them too.
         """
         out = forward_with_attention(
             model.backbone, inputs, attn_layer=self.attn_layer,
@@ -166,6 +169,8 @@ class TransMix(ModelAwareMixin, PlannedMix):
         if getattr(model, 'with_neck', False):
             feats = model.neck(feats)
         lam = self.attention_lam(out, record)
+        record.extra['lam_area'] = record.lam
+        record.lam = lam
         return feats, mix_scores(record.clean_scores, record.index, lam)
 
     def __repr__(self) -> str:

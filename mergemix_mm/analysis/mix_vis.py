@@ -11,7 +11,6 @@ partner and mask are *estimated* from the mixed images (see
 matplotlib's Agg backend.
 """
 import inspect
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -419,12 +418,11 @@ def plot_mix_grid(view: MixView,
             overlay = len(cells) - 1, sal.numpy()
         if view.mask is not None:
             m = view.mask[r, 0].detach().float().cpu()
-            frac = float(torch.nanmean(m)) if bool(
-                torch.isfinite(m).any()) else float('nan')
-            area = 'n/a' if math.isnan(frac) else f'{frac:.2f}'
+            # an estimated mask is undefined on some pixels: no area for it
+            text = '' if view.estimated else \
+                f'own area {float(m.mean()):.2f}'
             cells.append((np.ma.masked_invalid(m.numpy()),
-                          dict(cmap=gray_cmap, vmin=0,
-                               vmax=1), f'own area {area}'))
+                          dict(cmap=gray_cmap, vmin=0, vmax=1), text))
         img, kw = as_img(mixed[r])
         text = pair_weights_text(view.scores[r].cpu(), int(labels[r]),
                                  int(labels[j]), names)

@@ -15,9 +15,10 @@ model's ``train_step`` for the duration of training:
 ``action='raise'`` (default) raises :class:`NonFiniteError` naming the
 iteration, epoch, the loss terms and the dataset indices (``sample_idx``,
 and ``img_path`` where the pipeline packs it) of the batch. ``action='skip'``
-drops the batch instead: no backward, no optimizer step at that iteration
-(gradients accumulated for it are discarded), a warning with the same details
-and a running count; ``max_skipped`` / ``max_consecutive_skips`` stop a run
+drops the batch instead: no backward and no optimizer step at that iteration
+(with gradient accumulation the batch counts as a step of the window, and if
+the window's update falls on it, the window's gradients are discarded), a
+warning with the same details and a running count; ``max_skipped`` / ``max_consecutive_skips`` stop a run
 that keeps producing non-finite losses. Under distributed training the skip
 decision is all-reduced so that every rank skips the same step (otherwise
 DDP would hang).
@@ -254,6 +255,10 @@ class NonFiniteGuardHook(Hook):
                 # No backward: the weights and optimizer state stay finite.
                 # (Raising happens after train_step, with the loss terms.)
                 state['bad'] = loss.detach().float().flatten().tolist()[:4]
+                # Count the call as mmengine's backward does, so gradient
+                # accumulation (and MergeMixClassifier's two-backward step)
+                # keep their one-count-per-iteration bookkeeping.
+                optim_wrapper._inner_count += 1
                 return None
             return backward(loss, **kwargs)
 

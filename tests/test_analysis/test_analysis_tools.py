@@ -6,6 +6,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from analysis_utils import ROOT, assert_png, load_tool, write_tiny_config
@@ -56,6 +57,17 @@ def test_visualize_mix_writes_grids(tools, tiny_config, tiny_checkpoint,
         out / 'mix_summary.json'))['augments'][0]['png'] == aug['png']
     assert len(aug['partner']) == 3
     assert all(p != i for i, p in enumerate(aug['partner']))
+    # same seed -> the same crops, partners, masks: the same picture
+    again = tools['visualize_mix'].main([
+        tiny_config, '--checkpoint', tiny_checkpoint, '--out',
+        str(tmp_path / 'again'), '--num-samples', '3', '--batch-size', '4',
+        '--device', 'cpu'
+    ])
+    assert again['augments'] == summary['augments']
+    import matplotlib.image as mpimg
+    np.testing.assert_array_equal(
+        mpimg.imread(str(out / aug['png'])),
+        mpimg.imread(str(tmp_path / 'again' / aug['png'])))
 
 
 def test_visualize_mix_errors(tools, tmp_path):

@@ -226,6 +226,7 @@ def test_nan_in_auxiliary_loss_blocks_the_whole_step(tiny_vit_cfg, action):
         assert model.train_step(_batch(), optim) == {}
         assert guard.num_skipped == 1
     assert calls['n'] == 2  # main and auxiliary loss were computed
+    assert optim._inner_count == 1  # one iteration, as after a clean step
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None or not p.grad.any()

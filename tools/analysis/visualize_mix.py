@@ -116,6 +116,8 @@ def main(argv=None):
 
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
+    # random init (no checkpoint) and the train pipeline's random transforms
+    set_random_seed(args.seed)
     model = build_model(cfg, args.checkpoint, device)
     augments, probs = batch_augments_of(model)
     if not augments:

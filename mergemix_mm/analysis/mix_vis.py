@@ -396,7 +396,7 @@ def plot_mix_grid(view: MixView,
     gray_cmap = matplotlib.colormaps['gray'].with_extremes(bad='#7fb3d5')
     fig, axes = plt.subplots(rows,
                              len(columns),
-                             figsize=(1.9 * len(columns), 1.95 * rows + 0.5),
+                             figsize=(1.9 * len(columns), 2.1 * rows + 0.5),
                              squeeze=False)
     for r in range(rows):
         j = int(index[r])

@@ -12,7 +12,7 @@ from mergemix_mm.utils import compat
 def test_apply_all_idempotent():
     first = compat.apply_all()
     assert compat.apply_all() == first
-    assert set(first) == {'ckpt', 'dist', 'workers'}
+    assert {'ckpt', 'dist', 'workers'} <= set(first)
 
 
 def test_trusted_local_checkpoint_roundtrip(tmp_path):

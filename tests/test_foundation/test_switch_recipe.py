@@ -15,16 +15,22 @@ MIXUP = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_1xb64-mixup_digits-32px.py')
 
 
 def _write_cfg(tmp_path, base, schedule, epochs):
+    # 128 training digits (2 iterations per epoch) keep the runs short.
     cfg = tmp_path / 'switch.py'
     cfg.write_text(
         f'_base_ = [{base!r}]\n'
+        'train_dataloader = dict(dataset=dict(indices=128))\n'
+        'val_dataloader = dict(dataset=dict(indices=128))\n'
         f'custom_hooks = [dict(type="SwitchRecipeHook", schedule={schedule})]\n'
         f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n'
         'default_hooks = dict(logger=dict(interval=5))\n')
     return str(cfg)
 
 
-def test_switch_to_mergemix_binds_the_new_augment(tmp_path):
+def test_switch_to_mergemix_binds_the_new_augment(tmp_path, monkeypatch):
+    # tools/train.py sets LOCAL_RANK like mmpretrain's; keep it out of
+    # the other tests' environment.
+    monkeypatch.setenv('LOCAL_RANK', '0')
     from tools.train import main
     schedule = ("[dict(action_epoch=1, batch_augments=dict(augments=["
                 "dict(type='MergeMix', attn_layer=2, merge_num=32)]))]")
@@ -33,12 +39,13 @@ def test_switch_to_mergemix_binds_the_new_augment(tmp_path):
     aug = runner.model.data_preprocessor.batch_augments.augments[0]
     assert type(aug).__name__ == 'MergeMix'
     assert aug.model is runner.model
-    assert runner.iter == 2 * 22
+    assert runner.iter == 2 * 2
 
 
-def test_mixing_off_holds_after_kill_and_resume(tmp_path):
+def test_mixing_off_holds_after_kill_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')
     schedule = '[dict(action_epoch=2, batch_augments=None)]'
-    cfg = _write_cfg(tmp_path, DEMO, schedule, 4)
+    cfg = _write_cfg(tmp_path, DEMO, schedule, 8)
     work = tmp_path / 'w'
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
     proc = subprocess.Popen(
@@ -51,14 +58,14 @@ def test_mixing_off_holds_after_kill_and_resume(tmp_path):
         if proc.poll() is not None:
             pytest.fail('training stopped before epoch 2')
         time.sleep(0.2)
-    time.sleep(1.0)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (work / 'epoch_4.pth').exists()
+    assert not (work / 'epoch_8.pth').exists()
 
     from tools.train import main
     runner = main([cfg, '--work-dir', str(work), '--resume'])
-    assert runner.epoch == 4
+    assert runner.epoch == 8
     # Mixing stayed off after the resume (the hook re-applied the switch).
     assert runner.model.data_preprocessor.batch_augments is None
     logs = ''.join(open(p).read() for p in work.glob('*/*.log'))

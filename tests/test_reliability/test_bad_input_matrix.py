@@ -540,9 +540,12 @@ DEMO = osp.join(ROOT, 'configs', 'demo',
     ([DEMO, '--resume', '/nonexistent/epoch_3.pth'], ['epoch_3.pth']),
     ([DEMO, '--amp'], ['--amp']),
 ], ids=['missing-config', 'missing-resume-file', 'amp-without-gpu'])
-def test_train_tool_names_the_problem(argv, names):
+def test_train_tool_names_the_problem(argv, names, monkeypatch):
     if '--amp' in argv and torch.cuda.is_available():
         pytest.skip('--amp is valid with a GPU')
+    # tools/train.py sets LOCAL_RANK (as mmpretrain's); keep it out of the
+    # environment of later tests (Hugging Face's Trainer reads it).
+    monkeypatch.setenv('LOCAL_RANK', '0')
     tool = _train_tool()
     with pytest.raises(SystemExit) as info:
         tool.main(argv)

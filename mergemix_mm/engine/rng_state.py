@@ -18,9 +18,11 @@ draw and a resumed one would not. With both, a run resumed from a checkpoint
 continues with the exact random stream of the uninterrupted run (see
 ``docs/reliability.md`` for the measurement).
 
-Not restored: RNG state inside dataloader *worker processes* (mmengine
-re-seeds each worker identically every epoch, so there is nothing to carry
-over) and third-party generators with their own state.
+Not restored: RNG state inside dataloader *worker processes* (mmengine seeds
+each worker when it starts; with ``persistent_workers=False`` that happens
+identically every epoch, so there is nothing to carry over, but persistent
+workers restart their stream after a resume) and third-party generators with
+their own state.
 """
 import random
 from typing import Any, Dict, List, Optional
@@ -67,6 +69,33 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     if cuda is not None and torch.cuda.is_available():
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
+
+
+class _RestoreBeforeFetch:
+    """Wraps a dataloader iterator; restores the generator states right
+    before its ``(num_skipped + 1)``-th ``next()``."""
+
+    def __init__(self, iterator, num_skipped: int, state: Dict[str, Any]):
+        self.iterator = iterator
+        self.remaining = num_skipped
+        self.state = state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.remaining == 0 and self.state is not None:
+            set_rng_state(self.state)
+            self.state = None
+            print_log(
+                'Restored the random generator states saved in the resumed '
+                'checkpoint.',
+                logger='current')
+        self.remaining -= 1
+        return next(self.iterator)
+
+    def __getattr__(self, name):
+        return getattr(self.iterator, name)
 
 
 @HOOKS.register_module()
@@ -178,14 +207,22 @@ class RNGStateHook(Hook):
                 'checkpoint.',
                 logger='current')
 
+    def before_train(self, runner) -> None:
+        loop = runner.train_loop
+        if self._to_restore is not None and isinstance(
+                loop, IterBasedTrainLoop):
+            # The loop first skips the already-trained batches (running
+            # their pipeline, re-creating the dataloader iterator at epoch
+            # ends: both draw random numbers), then fetches the next batch.
+            # Restore right before that fetch.
+            loop.dataloader_iterator = _RestoreBeforeFetch(
+                loop.dataloader_iterator, runner.iter, self._to_restore)
+            self._to_restore = None
+
     def before_train_epoch(self, runner) -> None:
         # Epoch-based loops draw the data of the epoch after this hook.
         if not isinstance(runner.train_loop, IterBasedTrainLoop):
             self._restore(runner)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None):
-        # Iter-based loops skip the already-trained batches before this.
-        self._restore(runner)
 
     # -- validation ----------------------------------------------------
     def before_val(self, runner) -> None:

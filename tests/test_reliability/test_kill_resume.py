@@ -58,6 +58,29 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, where):
     assert _max_diff(weights(ref), weights(got)) == 0.0
 
 
+@pytest.mark.parametrize('iteration', [9, 13])
+def test_iteration_based_loop_resumes_exactly(tmp_path, iteration):
+    """IterBasedTrainLoop: checkpoints every 6 iterations; the data pipeline
+    of the toy dataset draws nothing, so the resume is exact too."""
+    def run(work_dir, interrupt=None):
+        hooks = [interrupt] if interrupt else []
+        runner = build_toy_runner(work_dir, by_epoch=False,
+                                  custom_hooks=hooks)
+        if interrupt is None:
+            runner.train()
+            return runner
+        with pytest.raises(Interrupted):
+            runner.train()
+        runner = build_toy_runner(work_dir, by_epoch=False, resume=True)
+        runner.train()
+        return runner
+
+    ref = run(str(tmp_path / 'ref'))
+    got = run(str(tmp_path / 'cut'), InterruptHook(iteration=iteration))
+    assert got.iter == ref.iter == 18
+    assert _max_diff(weights(ref), weights(got)) == 0.0
+
+
 def test_without_rng_states_the_resumed_run_differs(tmp_path):
     """What RNGStateHook fixes: mmengine re-seeds on resume, so dropout masks
     and NumPy draws after the resume differ from the uninterrupted run."""

@@ -130,10 +130,16 @@ def build_toy_runner(work_dir: str,
                      custom_hooks: Optional[list] = None,
                      dataset: Optional[Dataset] = None,
                      val: bool = True,
-                     deterministic: bool = True) -> Runner:
-    """A Runner of :class:`ToyModel` (6 iterations per epoch, batch 4)."""
+                     deterministic: bool = True,
+                     by_epoch: bool = True) -> Runner:
+    """A Runner of :class:`ToyModel` (6 iterations per epoch, batch 4).
+
+    ``by_epoch=False`` trains ``6 * max_epochs`` iterations with
+    IterBasedTrainLoop and a checkpoint every 6 iterations.
+    """
     default_hooks = dict(
-        checkpoint=dict(type='CheckpointHook', interval=1),
+        checkpoint=dict(type='CheckpointHook', interval=1 if by_epoch else 6,
+                        by_epoch=by_epoch),
         logger=dict(type='LoggerHook', interval=1))
     rng_kwargs = rng_hook if isinstance(rng_hook, dict) else dict(
         enable=rng_hook)
@@ -163,8 +169,11 @@ def build_toy_runner(work_dir: str,
             collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05,
                                           momentum=0.9)),
-        param_scheduler=dict(type='MultiStepLR', milestones=[2], by_epoch=True),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
+        param_scheduler=dict(type='MultiStepLR', milestones=[2] if by_epoch
+                             else [12], by_epoch=by_epoch),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+        if by_epoch else dict(by_epoch=False, max_iters=6 * max_epochs,
+                              val_interval=6),
         default_hooks=default_hooks,
         custom_hooks=hooks,
         randomness=dict(seed=7, deterministic=deterministic),

@@ -18,11 +18,12 @@ and ``img_path`` where the pipeline packs it) of the batch. ``action='skip'``
 drops the batch instead: no backward and no optimizer step at that iteration
 (with gradient accumulation the batch counts as a step of the window, and if
 the window's update falls on it, the window's gradients are discarded), a
-warning with the same details and a running count; ``max_skipped`` / ``max_consecutive_skips`` stop a run
-that keeps producing non-finite losses. Under distributed training the skip
-decision is all-reduced so that every rank skips the same step (otherwise
-DDP would hang).
+warning with the same details and a running count; ``max_skipped`` /
+``max_consecutive_skips`` stop a run that keeps producing non-finite losses.
+Under distributed training the skip decision is all-reduced so that every
+rank skips the same step (otherwise DDP would hang).
 """
+import logging
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -30,6 +31,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
 from mmpretrain.registry import HOOKS
 
 __all__ = ['NonFiniteError', 'NonFiniteGuardHook', 'batch_sample_info']
@@ -173,11 +175,14 @@ class NonFiniteGuardHook(Hook):
             return
         model = runner.model
         original = model.train_step
+        if getattr(original, '_nonfinite_guarded', False):
+            return  # already wrapped (train() called again)
         hook = self
 
         def train_step(data, optim_wrapper):
             return hook._guarded_step(runner, original, data, optim_wrapper)
 
+        train_step._nonfinite_guarded = True
         model.train_step = train_step
         self._model = model
 
@@ -194,9 +199,11 @@ class NonFiniteGuardHook(Hook):
             epoch=runner.epoch + 1,
             sample_idx=info['sample_idx'])
         paths = [p for p in info['img_path'] if p is not None]
-        where['text'] = (f'iteration {runner.iter + 1} (epoch '
-                         f'{runner.epoch + 1}); batch sample_idx='
-                         f'{info["sample_idx"]}')
+        epoch = '' if isinstance(
+            getattr(runner, 'train_loop', None),
+            IterBasedTrainLoop) else f' (epoch {runner.epoch + 1})'
+        where['text'] = (f'iteration {runner.iter + 1}{epoch}; batch '
+                         f'sample_idx={info["sample_idx"]}')
         if paths:
             where['text'] += f', img_path={info["img_path"]}'
         return where
@@ -217,7 +224,7 @@ class NonFiniteGuardHook(Hook):
             f'({self.num_skipped} step(s) skipped so far, '
             f'{self.consecutive} in a row).',
             logger='current',
-            level=30)
+            level=logging.WARNING)
         limits = (('max_skipped', self.max_skipped, self.num_skipped),
                   ('max_consecutive_skips', self.max_consecutive_skips,
                    self.consecutive))

@@ -1,6 +1,6 @@
 """Small, idempotent compatibility fixes for mmengine 0.10.7 on current torch.
 
-Every fix here addresses a verified breakage (see ``docs/compat.md``):
+Every fix here addresses a verified breakage (each tested in ``tests/test_foundation/test_compat.py``):
 
 * **Trusted local checkpoints.** torch >= 2.6 defaults ``torch.load`` to
   ``weights_only=True``; mmengine checkpoints pickle ``HistoryBuffer`` and numpy

@@ -10,8 +10,9 @@ to another module; see the report / docs/reliability.md). ``strict`` makes
 the case fail as soon as the component is fixed, so the mark gets removed.
 
 Data-loading faults (corrupted images in an ImageNet-style folder, skipping
-bad samples) are tested in depth in ``tests/test_datasets/test_safe_loading.py``;
-one case here checks that the error names the file.
+bad samples) are tested in depth in
+``tests/test_datasets/test_safe_loading.py``; one case here checks that the
+error names the file.
 """
 import importlib.util
 import json

@@ -11,13 +11,25 @@ Training uses the model's own ``train_step`` (data preprocessor, batch
 augments, classifier re-scoring, optimizer wrapper), in a lean loop instead
 of the mmengine Runner to save its per-run start-up cost.
 
+The same run holds the MergeMix ablation (``MERGEMIX_VARIANTS``, configs in
+``configs/mergemix/digits/``): the paper-intent attention handling and
+``compat='openmixup'``, each with and without ``lam_scale``, next to
+vanilla, Mixup and CutMix. Nothing is tuned per method: all share model,
+data, optimiser and schedule; only the batch augment differs.
+
 Runs go to ``--workers`` processes of ``--threads`` torch threads each (2 x 1
 on 2 cores: a single 2-thread process slows down several-fold as soon as
 another process competes for the cores).
 
-Command (about 30 minutes on 2 CPU cores)::
+Command (all methods and variants)::
 
     python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 10
+
+Only the MergeMix ablation::
+
+    python benchmarks/accuracy_digits.py --methods vanilla mixup cutmix \
+        mergemix mergemix-lamscale mergemix-openmixup \
+        mergemix-openmixup-lamscale --name mergemix_ablation
 """
 import argparse
 import json
@@ -34,6 +46,60 @@ from tqdm import tqdm  # noqa: E402
 
 import common  # noqa: E402
 
+#: MergeMix ablation variants (name -> (label, config)); 'mergemix' itself is
+#: the demo recipe: paper-intent attention, no label re-scaling.
+MERGEMIX_VARIANTS = {
+    'mergemix-lamscale':
+    ('MergeMix, lam_scale',
+     'configs/mergemix/digits/vit-tiny_1xb64-mergemix_digits-32px.py'),
+    'mergemix-openmixup':
+    ('MergeMix, compat=openmixup',
+     'configs/mergemix/digits/'
+     'vit-tiny_1xb64-mergemix-openmixup-noscale_digits-32px.py'),
+    'mergemix-openmixup-lamscale':
+    ('MergeMix, compat=openmixup, lam_scale',
+     'configs/mergemix/digits/'
+     'vit-tiny_1xb64-mergemix-openmixup_digits-32px.py'),
+    'mergemix-auxmixup':
+    ('MergeMix + aux Mixup loss (official recipe)',
+     'configs/mergemix/digits/'
+     'vit-tiny_1xb64-mergemix-auxmixup_digits-32px.py'),
+}
+#: Rows of the ablation table.
+ABLATION = ['vanilla', 'mixup', 'cutmix', 'mergemix'] + list(MERGEMIX_VARIANTS)
+
+
+def select(names=None) -> list:
+    """Methods and MergeMix variants to run (all when ``names`` is None)."""
+    if names is None:
+        methods = common.select_methods(None)
+        return methods + (list(MERGEMIX_VARIANTS)
+                          if 'mergemix' in methods else [])
+    unknown = [
+        n for n in names if n not in common.METHODS
+        and n not in MERGEMIX_VARIANTS
+    ]
+    if unknown:
+        raise ValueError(f'unknown method(s) {unknown}; choose from '
+                         f'{list(common.METHODS) + list(MERGEMIX_VARIANTS)}')
+    base = [n for n in names if n in common.METHODS]
+    base = common.select_methods(base) if base else []
+    return base + [n for n in MERGEMIX_VARIANTS if n in names]
+
+
+def label(method: str) -> str:
+    """Table label of a method or variant."""
+    if method in MERGEMIX_VARIANTS:
+        return MERGEMIX_VARIANTS[method][0]
+    return common.METHODS[method]
+
+
+def config_file(method: str) -> str:
+    """Config (absolute path) a method or variant trains with."""
+    if method in MERGEMIX_VARIANTS:
+        return osp.join(common.ROOT, MERGEMIX_VARIANTS[method][1])
+    return common.config_path(method, 'digits')
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -41,7 +107,8 @@ def parse_args(argv=None):
                                                                   4])
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--methods', nargs='+', default=None,
-                        help=f'subset of {list(common.METHODS)}')
+                        help='subset of '
+                        f'{list(common.METHODS) + list(MERGEMIX_VARIANTS)}')
     parser.add_argument('--workers', type=int, default=2,
                         help='parallel training processes (one per core)')
     parser.add_argument('--threads', type=int, default=1,
@@ -91,11 +158,13 @@ def _schedulers(cfg, optim_wrapper, epochs: int, iters_per_epoch: int):
     return schedulers
 
 
-def train_and_evaluate(method: str, seed: int, epochs: int) -> dict:
-    """Train one method with one seed; return accuracy and timings."""
+def train_and_evaluate(config: str, seed: int, epochs: int) -> dict:
+    """Train the model of ``config`` with one seed for ``epochs``; return
+    the test top-1 and timings."""
+    from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import set_random_seed
-    cfg = common.load_config(method, 'digits')
+    cfg = Config.fromfile(config)
     set_random_seed(seed)
     model = common.build_model(cfg)
     train, test = _loaders(cfg, seed)
@@ -133,13 +202,14 @@ def _init_worker(threads: int) -> None:
 
 def _job(job):
     seed, method, epochs = job
-    return seed, method, train_and_evaluate(method, seed, epochs)
+    return seed, method, train_and_evaluate(config_file(method), seed,
+                                            epochs)
 
 
 def main(argv=None):
     args = parse_args(argv)
     _init_worker(args.threads)
-    methods = common.select_methods(args.methods)
+    methods = select(args.methods)
     env = common.environment(args.threads)
     env['workers'] = args.workers
     runs = {m: {} for m in methods}
@@ -208,34 +278,51 @@ def main(argv=None):
         summary=summary)
 
     ref = summary.get('mixup', {}).get('mean')
-    rows = []
-    for m in methods:
+
+    def row(m):
         s = summary[m]
         seeds = ', '.join(f"{runs[m][str(k)]['accuracy']:.1f}"
-                          for k in args.seeds)
+                          for k in args.seeds if str(k) in runs[m])
         delta = '' if ref is None else f"{s['mean'] - ref:+.2f}"
-        rows.append([
-            common.METHODS[m], f"{s['mean']:.2f} ± {s['std']:.2f}", delta,
-            seeds, f"{1000 * s['step_time_s']:.0f}"
-        ])
+        link = osp.relpath(config_file(m), osp.abspath(args.out))
+        return [
+            label(m), f"{s['mean']:.2f} ± {s['std']:.2f}", delta, seeds,
+            f"{1000 * s['step_time_s']:.0f}", f'[config]({link})'
+        ]
+
+    header = [
+        'method', 'top-1 (%)', 'vs Mixup', 'per seed', 'mean step (ms)',
+        'config'
+    ]
     md = [
         '# Accuracy on the embedded digits (tiny ViT, 32 px)', '',
         f'{len(args.seeds)} seeds ({", ".join(map(str, args.seeds))}), '
         f'{args.epochs} epochs, batch 64, each method with its recipe from '
         '`configs/baselines/digits/` (MergeMix: '
-        '`configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py`). Top-1 on '
+        '`configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py`; its '
+        'ablation variants: `configs/mergemix/digits/`). Top-1 on '
         'the 450 test digits after the last epoch, mean ± sample std. '
         f'Wall time {wall / 60:.1f} min ({args.workers} processes x '
         f'{args.threads} thread(s)); sum of training times '
         f'{run_sum / 60:.1f} min. Step times here come from '
-        'sequential (not interleaved) runs on a shared machine: use '
-        '`cost.md` for cost ratios.', '',
-        common.md_table([
-            'method', 'top-1 (%)', 'vs Mixup', 'per seed',
-            'mean step (ms)'
-        ], rows), '', '## Run', '',
-        common.env_markdown(env)
+        'parallel, non-interleaved runs: use `cost.md` for cost ratios.', '',
+        common.md_table(header, [row(m) for m in methods])
     ]
+    ablation = [m for m in ABLATION if m in methods]
+    if any(m in MERGEMIX_VARIANTS for m in ablation):
+        md += [
+            '', '## MergeMix ablation', '',
+            "'MergeMix' is the paper-intent attention handling (CLS row, "
+            'head mean, source map of the tokens entering the block) with '
+            'the label = kept pixel fraction; `compat=openmixup` is the '
+            "official classification code's handling (token->CLS column, "
+            'summed heads, final source map); `lam_scale` is the official '
+            're-scaling of the label weight (ALGORITHM.md §4.5); "aux Mixup '
+            'loss" adds the official recipe\'s second loss, Mixup(0.8) on '
+            'another mixed copy (§10 A4). Same runs as the table above.', '',
+            common.md_table(header, [row(m) for m in ablation])
+        ]
+    md += ['', '## Run', '', common.env_markdown(env)]
     common.write_results(args.name, payload, '\n'.join(md), args.out)
     if osp.exists(partial):
         os.remove(partial)

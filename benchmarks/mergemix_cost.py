@@ -17,8 +17,9 @@ Variants (all share one model definition, AdamW, batch 16 by default):
   the auxiliary Mixup(0.8) loss (3 backbone passes; the two losses are
   back-propagated one after the other).
 
-Time: median over ``--reps`` interleaved repetitions (method order rotated)
-in one process, after one warm-up step each. Peak memory on CPU: each variant
+Time: ``--reps`` interleaved rounds (method order rotated) in one process,
+after one warm-up step each; the ratio to Mixup is the median of the
+per-round ratios. Peak memory on CPU: each variant
 runs in its own subprocess with ``MALLOC_MMAP_THRESHOLD_`` fixed so that
 freed tensors go back to the OS; the peak resident set (VmHWM, reset through
 ``/proc/self/clear_refs`` before the measured step) minus the resident set
@@ -111,15 +112,41 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _timed_preprocessor(model, log: list):
+    """Record the wall time of every data-preprocessor call (which runs the
+    batch augment, incl. MergeMix's mask pass) into ``log``."""
+    start = {}
+
+    def pre(module, args):
+        start['t'] = time.perf_counter()
+
+    def post(module, args, out):
+        log.append(time.perf_counter() - start['t'])
+
+    model.data_preprocessor.register_forward_pre_hook(pre)
+    model.data_preprocessor.register_forward_hook(post)
+
+
 def time_steps(setting: str, batch: int, reps: int, device: str,
                variants) -> dict:
+    """Interleaved, rotated rounds of one ``train_step`` per variant.
+
+    Returns:
+        dict: variant -> ``step_s`` (per round), ``median_s``, ``min_s``,
+        ``ratio`` (median over rounds of step / Mixup step of the same
+        round; paired, so load drift between rounds cancels) and
+        ``preprocess_s`` (median time of the data preprocessor incl. the
+        batch augment).
+    """
     import numpy as np
     import torch
     models = {v: build(setting, v, device) for v in variants}
     data = make_data(setting, batch, device)
     times = {v: [] for v in variants}
+    pre_logs = {v: [] for v in variants}
     for v in variants:  # warm-up
         models[v][0].train_step(data, models[v][1])
+        _timed_preprocessor(models[v][0], pre_logs[v])
     np.random.seed(0)
     for rep in range(reps):
         order = variants[rep % len(variants):] + variants[:rep % len(variants)]
@@ -134,7 +161,17 @@ def time_steps(setting: str, batch: int, reps: int, device: str,
             f'{v} {times[v][-1]:.3f}s' for v in variants), flush=True)
     del models
     torch.cuda.empty_cache() if device == 'cuda' else None
-    return {v: statistics.median(t) for v, t in times.items()}
+    ref = np.asarray(times['mixup']) if 'mixup' in times else None
+    res = {}
+    for v, t in times.items():
+        t = np.asarray(t)
+        res[v] = dict(
+            step_s=t.tolist(),
+            median_s=float(np.median(t)),
+            min_s=float(t.min()),
+            ratio=float(np.median(t / ref)) if ref is not None else None,
+            preprocess_s=float(np.median(pre_logs[v])))
+    return res
 
 
 def _rss_kb(field: str) -> int:
@@ -210,19 +247,32 @@ def main():
         results[setting] = dict(time_s=times, peak_mib=mem)
     rows = []
     for setting, r in results.items():
-        t_ref, m_ref = r['time_s'].get('mixup'), r['peak_mib'].get('mixup')
+        m_ref = r['peak_mib'].get('mixup')
+        t_ref = r['time_s'].get('mixup')
         for v in args.variants:
             t, m = r['time_s'][v], r['peak_mib'][v]
-            rows.append([setting, v, f'{t:.3f}',
-                         f'{t / t_ref:.2f}x' if t_ref else '-',
-                         f'{m:.0f}', f'{m / m_ref:.2f}x' if m_ref else '-'])
+            rows.append([
+                setting, v, f"{t['median_s']:.3f}", f"{t['min_s']:.3f}",
+                f"{t['ratio']:.2f}x" if t['ratio'] is not None else '-',
+                f"{t['preprocess_s']:.3f}",
+                f"{t['preprocess_s'] / t_ref['median_s']:.2f}"
+                if t_ref else '-', f'{m:.0f}',
+                f'{m / m_ref:.2f}x' if m_ref else '-'
+            ])
     md = ['# MergeMix training-step cost (side by side, one run)', '',
           env_markdown(env), '',
-          f'Batch {args.batch}, device {device}, median of {args.reps} '
-          'interleaved repetitions. Memory: peak extra memory of one step '
-          '(see the script docstring for how it is measured).', '',
-          md_table(['setting', 'variant', 'step (s)', 'vs Mixup',
-                    'peak extra (MiB)', 'vs Mixup'], rows)]
+          f'Batch {args.batch}, device {device}, {args.reps} interleaved '
+          'rounds (variant order rotated). "step": median and minimum '
+          'wall time of one `train_step`; "vs Mixup": median over rounds '
+          'of (step / Mixup step of the same round). "preprocess": median '
+          'time of the data preprocessor incl. the batch augment (for '
+          "MergeMix: its no-grad ToMe mask pass), also as a share of the "
+          'median Mixup step. Memory: peak extra memory of one step (see '
+          'the script docstring for how it is measured).', '',
+          md_table(['setting', 'variant', 'median step (s)',
+                    'min step (s)', 'vs Mixup', 'preprocess (s)',
+                    'preprocess / Mixup step', 'peak extra (MiB)',
+                    'vs Mixup'], rows)]
     write_results(args.out + ('_gpu' if args.gpu else ''),
                   dict(environment=env, batch=args.batch, reps=args.reps,
                        device=device, results=results), '\n'.join(md))

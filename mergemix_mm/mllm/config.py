@@ -8,7 +8,9 @@ whose official LLaVA code differs to the coded behaviour (except the
 off-by-one log-prob slice, which is a bug and is never reproduced).
 """
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Optional
 
 __all__ = ['MergeMixArguments', 'METHODS', 'LLAVA_COMPAT']
@@ -134,13 +136,33 @@ class MergeMixArguments:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first invalid setting."""
+        """Check every setting.
+
+        Raises:
+            TypeError: If a setting has the wrong type (e.g. a string for a
+                bool), naming it.
+            ValueError: If a setting is out of range or not one of its
+                choices, naming it.
+        """
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
                 raise ValueError(f'{name}={value!r} is not valid; choose one '
                                  f'of {choices}')
-        if isinstance(self.beta, bool) or not float(self.beta) > 0:
+        for name in ('prop_attn', 'loser_grad'):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f'{name}={value!r} must be a bool')
+        for name in ('attn_layer', 'qwen_saliency_block'):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int)):
+                raise TypeError(f'{name}={value!r} must be an int or None')
+        for name in ('beta', 'resizemix_min', 'resizemix_max'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise TypeError(f'{name}={value!r} must be a number')
+        if not self.beta > 0 or not math.isfinite(self.beta):
             raise ValueError(f'beta={self.beta!r} must be > 0 (the SimPO '
                              'reward scale)')
         if isinstance(self.merge_num, bool) or not isinstance(

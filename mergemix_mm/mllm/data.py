@@ -38,15 +38,29 @@ def load_records(path: str) -> List[Dict[str, Any]]:
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a list of records.
+        ValueError: If the file (or a JSONL line) is not valid JSON, naming
+            the file (and the line), or if it is not a list of records.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'data_path={path!r} does not exist')
     with open(path, encoding='utf-8') as f:
         if path.endswith('.jsonl'):
-            records = [json.loads(line) for line in f if line.strip()]
+            records = []
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(
+                        f'data_path={path!r}: line {lineno} is not valid '
+                        f'JSON ({err.msg}, column {err.colno})') from err
         else:
-            records = json.load(f)
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f'data_path={path!r} is not valid JSON: '
+                                 f'{err}') from err
     if not isinstance(records, list):
         raise ValueError(f'data_path={path!r} must hold a JSON list of '
                          f'records, got {type(records).__name__}')
@@ -153,6 +167,13 @@ class LlavaConversationDataset(Dataset):
                  image_folder: Optional[str] = None,
                  skip_bad_samples: bool = False,
                  max_warnings: int = 20):
+        if not isinstance(skip_bad_samples, bool):
+            raise TypeError(f'skip_bad_samples={skip_bad_samples!r} must be '
+                            'a bool')
+        if isinstance(max_warnings, bool) or not isinstance(
+                max_warnings, int) or max_warnings < 0:
+            raise ValueError(f'max_warnings={max_warnings!r} must be an int '
+                             '>= 0')
         if image_folder is not None and not osp.isdir(image_folder):
             raise ValueError(f'image_folder={image_folder!r} is not a '
                              'directory')

@@ -161,8 +161,8 @@ def mixed_simpo_loss(logp_winner: Tensor,
         gives ``0`` for ``'mean'``/``'sum'``.
 
     Raises:
-        ValueError: If ``beta <= 0``, a response is empty or ``reduction`` is
-            unknown.
+        ValueError: If ``beta <= 0``, a response is empty, ``lam`` lies
+            outside ``[0, 1]`` or ``reduction`` is unknown.
     """
     if not beta > 0:
         raise ValueError(f'beta={beta!r} must be > 0 for the SimPO loss.')
@@ -177,6 +177,10 @@ def mixed_simpo_loss(logp_winner: Tensor,
     norm = norm.to(logp_winner.dtype)
     lam = torch.as_tensor(lam, dtype=logp_winner.dtype,
                           device=logp_winner.device)
+    if not ((lam >= 0) & (lam <= 1)).all():
+        raise ValueError('mixed_simpo_loss: lam must lie in [0, 1] (the '
+                         'fraction of the clean image kept in the loser), '
+                         f'got {lam.tolist()}.')
     gamma = 1. - lam
     logits = beta * logp_winner / norm - beta * logp_loser / norm - gamma
     losses = -F.logsigmoid(logits)

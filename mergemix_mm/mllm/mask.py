@@ -98,6 +98,11 @@ def _check_scores_lam(scores: Tensor, lam: float) -> int:
                          f'patch), got {tuple(scores.shape)}')
     if not 0. <= float(lam) <= 1.:
         raise ValueError(f'lam={lam!r} must lie in [0, 1]')
+    nan_rows = torch.isnan(scores).any(dim=1)
+    if nan_rows.any():
+        raise ValueError('scores contain NaN in samples '
+                         f'{nan_rows.nonzero().flatten().tolist()}; the '
+                         'saliency (attention) is not finite')
     return int(float(lam) * scores.shape[1])
 
 
@@ -112,6 +117,10 @@ def topk_keep_mask(scores: Tensor, lam: float) -> Tensor:
     Returns:
         Tensor: ``BoolTensor[B, N]``; True = patch kept from the clean image.
         Every row has exactly ``k`` True entries.
+
+    Raises:
+        ValueError: If ``scores`` is not ``[B, N]`` or contains NaN, or
+            ``lam`` lies outside ``[0, 1]``.
     """
     k = _check_scores_lam(scores, lam)
     keep = torch.zeros_like(scores, dtype=torch.bool)

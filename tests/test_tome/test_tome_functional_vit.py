@@ -177,3 +177,45 @@ def test_dispatch_and_geometry(tiny_arch, images):
         a = forward_with_attention(model, images, attn_layer=-1)
         b = tome_vit_forward(model, images, attn_layer=3)
     assert torch.equal(a.attn, b.attn)
+
+
+
+@pytest.mark.parametrize('backend', ['mmpretrain', 'timm'])
+def test_stop_at_attn_layer(backend, tiny_arch, images):
+    """The early-exit mask pass returns the same attention and entering
+    source map as the full pass, runs no block after ``attn_layer`` and
+    needs an ``attn_layer``."""
+    if backend == 'mmpretrain':
+        model = _build(VisionTransformer, tiny_arch)
+        norms = [layer.ln1 for layer in model.layers]
+    else:
+        from timm.models.vision_transformer import \
+            VisionTransformer as TimmViT
+        model = randomize_(
+            TimmViT(num_classes=10, img_size=32, patch_size=4, embed_dim=48,
+                    depth=4, num_heads=4))
+        model.eval()
+        norms = [blk.norm1 for blk in model.blocks]
+    r_list = [10, 8, 6, 4]
+    calls = []
+    hooks = [
+        n.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
+        for i, n in enumerate(norms)
+    ]
+    with torch.no_grad():
+        full = forward_with_attention(model, images, 1, r_list)
+        assert calls == [0, 1, 2, 3]
+        calls.clear()
+        short = forward_with_attention(
+            model, images, 1, r_list, trace_source=False,
+            stop_at_attn_layer=True)
+    for h in hooks:
+        h.remove()
+    assert calls == [0, 1]
+    assert torch.equal(full.attn, short.attn)
+    assert torch.equal(full.source_in, short.source_in)
+    assert short.outs == ()
+    assert short.tokens.shape[1] == full.token_counts[2]  # after block 1
+    with pytest.raises(ValueError, match='stop_at_attn_layer'):
+        forward_with_attention(model, images, None, r_list,
+                               stop_at_attn_layer=True)

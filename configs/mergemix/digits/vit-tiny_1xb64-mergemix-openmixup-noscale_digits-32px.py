@@ -1,4 +1,4 @@
-# MergeMix ablation on the embedded digits (benchmarks/mergemix_ablation_digits.py):
+# MergeMix ablation on the embedded digits (benchmarks/accuracy_digits.py):
 # lam_scale=False, compat='openmixup'. Tiny ViT (4 blocks), mask from block 2,
 # ToMe pass merging 32 of 64 patch tokens, no auxiliary loss.
 _base_ = [

@@ -102,7 +102,8 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                      r_list: Optional[Sequence[int]] = None,
                      attn_layer: Optional[int] = None,
                      prop_attn: Optional[bool] = None,
-                     trace_source: bool = True) -> ToMeOutput:
+                     trace_source: bool = True,
+                     stop_at_attn_layer: bool = False) -> ToMeOutput:
         """Functional ToMe forward with attention / source capture (see
         :func:`tome_timm_forward`)."""
         return tome_timm_forward(
@@ -111,7 +112,8 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
             self.current_r_list if r_list is None else r_list,
             prop_attn=self.prop_attn if prop_attn is None else prop_attn,
             attn_layer=attn_layer,
-            trace_source=trace_source)
+            trace_source=trace_source,
+            stop_at_attn_layer=stop_at_attn_layer)
 
     def tome_geometry(self) -> ViTGeometry:
         """``(patch_size, num_extra_tokens, num_layers)``."""

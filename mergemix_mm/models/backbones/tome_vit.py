@@ -1,5 +1,7 @@
 """mmpretrain ViT with token merging (ToMe)."""
 import contextlib
+import math
+from numbers import Real
 from typing import Iterator, List, Optional, Sequence
 
 from mmpretrain.models.backbones import VisionTransformer
@@ -25,6 +27,15 @@ class ToMeMixin:
                    merge_inflect: float, test_merge_num: Optional[int],
                    test_tome_r: Optional[RType], prop_attn: bool,
                    schedule_compat: Optional[str]) -> None:
+        owner = type(self).__name__
+        if not isinstance(prop_attn, bool):
+            raise TypeError(
+                f'{owner}: prop_attn={prop_attn!r} must be a bool.')
+        if (isinstance(merge_inflect, bool)
+                or not isinstance(merge_inflect, Real)
+                or not math.isfinite(merge_inflect)):
+            raise TypeError(f'{owner}: merge_inflect={merge_inflect!r} must '
+                            'be a finite number.')
         train = resolve_schedule(num_layers, merge_num, tome_r, merge_inflect,
                                  schedule_compat)
         name = (f'tome_r={tome_r!r}'
@@ -37,14 +48,18 @@ class ToMeMixin:
                 raise ValueError(
                     f'test_merge_num={test_merge_num} and test_tome_r='
                     f'{test_tome_r!r} are mutually exclusive')
-            test = resolve_schedule(num_layers, test_merge_num, test_tome_r,
-                                    merge_inflect, schedule_compat)
             name = (f'test_tome_r={test_tome_r!r}' if test_tome_r is not None
-                    else f'test_merge_num={test_merge_num}')
+                    else f'test_merge_num={test_merge_num!r}')
+            try:
+                test = resolve_schedule(num_layers, test_merge_num,
+                                        test_tome_r, merge_inflect,
+                                        schedule_compat)
+            except ValueError as err:  # the message names merge_num/tome_r
+                raise ValueError(f'{name}: {err}') from err
             check_schedule(test, num_tokens, num_protected, setting=name)
         self.train_r_list: List[int] = train
         self.test_r_list: List[int] = test
-        self.prop_attn = bool(prop_attn)
+        self.prop_attn = prop_attn
         self._merging_enabled = True
 
     @property
@@ -136,7 +151,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
                      r_list: Optional[Sequence[int]] = None,
                      attn_layer: Optional[int] = None,
                      prop_attn: Optional[bool] = None,
-                     trace_source: bool = True) -> ToMeOutput:
+                     trace_source: bool = True,
+                     stop_at_attn_layer: bool = False) -> ToMeOutput:
         """Functional ToMe forward with attention / source capture.
 
         Args:
@@ -146,6 +162,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
             prop_attn (bool, optional): Overrides ``self.prop_attn``.
             trace_source (bool): Track the final source map. Defaults to
                 True.
+            stop_at_attn_layer (bool): Stop after block ``attn_layer``
+                (``outs`` empty). Defaults to False.
 
         Returns:
             ToMeOutput: See :func:`tome_vit_forward`.
@@ -156,7 +174,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
             self.current_r_list if r_list is None else r_list,
             prop_attn=self.prop_attn if prop_attn is None else prop_attn,
             attn_layer=attn_layer,
-            trace_source=trace_source)
+            trace_source=trace_source,
+            stop_at_attn_layer=stop_at_attn_layer)
 
     def tome_geometry(self) -> ViTGeometry:
         """``(patch_size, num_extra_tokens, num_layers)``."""

@@ -82,6 +82,8 @@ def attention_pass(backbone: nn.Module,
                    trace_source: bool = False) -> ToMeOutput:
     """No-grad forward of ``backbone`` that keeps block ``attn_layer``'s
     attention (the backbone's current merge schedule if ``r_list`` is None).
+    Unless the final source map is asked for, the pass stops after block
+    ``attn_layer`` (``outs`` is then empty).
 
     Args:
         backbone (nn.Module): A supported ViT.
@@ -102,7 +104,8 @@ def attention_pass(backbone: nn.Module,
             inputs,
             attn_layer=attn_layer,
             r_list=r_list,
-            trace_source=trace_source)
+            trace_source=trace_source,
+            stop_at_attn_layer=not trace_source)
 
 
 def feature_saliency(backbone: nn.Module, inputs: Tensor,

@@ -9,6 +9,7 @@ from ..tome import (ToMeOutput, forward_with_attention, recover,
                     schedule_from_merge_num, vit_geometry)
 from .base import (MixRecord, ModelAwareMixin, check_batch, derangement,
                    mix_scores)
+from .mix_plan import check_number
 
 __all__ = ['MergeMix', 'mergemix_token_scores', 'topk_keep_mask',
            'rescale_lam', 'patch_mask_to_pixels']
@@ -194,6 +195,13 @@ class MergeMix(ModelAwareMixin):
             raise ValueError(
                 f'MergeMix: lam_margin={lam_margin!r} must be a number < 0.5 '
                 '(negative disables it).')
+        for name, value in (('lam_scale', lam_scale),
+                            ('mask_leaked', mask_leaked),
+                            ('attn_eval_mode', attn_eval_mode)):
+            if not isinstance(value, bool):
+                raise TypeError(f'MergeMix: {name}={value!r} must be a bool.')
+        merge_inflect = check_number('MergeMix', 'merge_inflect',
+                                     merge_inflect)
         self.alpha = float(alpha)
         self.attn_layer = attn_layer
         self.merge_num = merge_num
@@ -277,7 +285,10 @@ class MergeMix(ModelAwareMixin):
                 attn_layer=attn_layer,
                 r_list=r_list,
                 prop_attn=False,
-                trace_source=self.compat == 'openmixup')
+                trace_source=self.compat == 'openmixup',
+                # only 'openmixup' reads the final source map; otherwise the
+                # blocks after attn_layer cannot change the mask
+                stop_at_attn_layer=self.compat != 'openmixup')
         finally:
             if self.attn_eval_mode and was_training:
                 backbone.train()

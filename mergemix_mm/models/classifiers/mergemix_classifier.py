@@ -2,6 +2,7 @@
 the model being trained."""
 import copy
 from contextlib import nullcontext
+from numbers import Real
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -62,7 +63,33 @@ def normalize_batch_augments(cfg) -> Optional[dict]:
             raise TypeError(
                 f'batch augment {aug!r} must be a config dict with a `type` '
                 f'or a callable, got {type(aug).__name__}.')
+    _check_probs(cfg.get('probs'), len(augments))
     return cfg
+
+
+def _check_probs(probs, num_augments: int) -> None:
+    """Check ``probs`` before mmpretrain's ``RandomBatchAugment`` asserts.
+
+    Raises:
+        TypeError: If ``probs`` is not None, a float or a list of numbers.
+        ValueError: If its length differs from the number of augments, or
+            the probabilities are negative or sum to more than 1.
+    """
+    if probs is None:
+        return
+    values = [probs] if isinstance(probs, float) else probs
+    if not isinstance(values, (list, tuple)) or any(
+            isinstance(p, bool) or not isinstance(p, Real) for p in values):
+        raise TypeError(f'batch augments: probs={probs!r} must be None, a '
+                        'float or a list of numbers (one per augment).')
+    if len(values) != num_augments:
+        raise ValueError(
+            f'batch augments: probs={probs!r} has {len(values)} entries but '
+            f'there are {num_augments} augments; give one probability per '
+            'augment.')
+    if any(p < 0 for p in values) or sum(values) > 1:
+        raise ValueError(f'batch augments: probs={probs!r} must be >= 0 and '
+                         'sum to at most 1.')
 
 
 @MODELS.register_module()

@@ -42,6 +42,12 @@ class MixLabelClsHead(VisionTransformerClsHead):
             raise ValueError(
                 'MixLabelClsHead: cal_acc=True is not supported; training '
                 'accuracy is meaningless with mixed labels.')
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int):
+            raise TypeError(f'MixLabelClsHead: in_channels={in_channels!r} '
+                            'must be an int.')
+        if in_channels < 1:
+            raise ValueError(f'MixLabelClsHead: in_channels={in_channels} '
+                             'must be >= 1.')
         super().__init__(
             num_classes=num_classes,
             in_channels=in_channels,

@@ -1,4 +1,6 @@
 """Soft-target cross entropy for mixed labels."""
+import math
+from numbers import Real
 from typing import Optional
 
 import torch
@@ -63,6 +65,10 @@ class MixedLabelCrossEntropyLoss(nn.Module):
         if lam_reduction not in ('sample', 'batch'):
             raise ValueError(
                 f"lam_reduction={lam_reduction!r} must be 'sample' or 'batch'.")
+        if isinstance(loss_weight, bool) or not isinstance(
+                loss_weight, Real) or not math.isfinite(loss_weight):
+            raise TypeError(f'MixedLabelCrossEntropyLoss: loss_weight='
+                            f'{loss_weight!r} must be a finite number.')
         self.label_smooth_val = float(label_smooth_val)
         self.lam_reduction = lam_reduction
         self.loss_weight = loss_weight

@@ -246,7 +246,8 @@ def forward_with_attention(backbone: nn.Module,
                            attn_layer: Optional[int] = None,
                            r_list: Optional[Sequence[int]] = None,
                            prop_attn: Optional[bool] = None,
-                           trace_source: bool = True) -> ToMeOutput:
+                           trace_source: bool = True,
+                           stop_at_attn_layer: bool = False) -> ToMeOutput:
     """ToMe forward of any supported ViT, optionally capturing one block's
     attention and the source map of the tokens entering it.
 
@@ -264,6 +265,9 @@ def forward_with_attention(backbone: nn.Module,
         prop_attn (bool, optional): Proportional attention. None uses the
             ToMe backbone's setting (False for stock models).
         trace_source (bool): Track the final source map. Defaults to True.
+        stop_at_attn_layer (bool): Skip the blocks after ``attn_layer``
+            (the attention and entering source map are all a mask pass
+            needs); ``outs`` is then empty. Defaults to False.
 
     Returns:
         ToMeOutput: See :class:`ToMeOutput`.
@@ -279,7 +283,8 @@ def forward_with_attention(backbone: nn.Module,
             r_list=r_list,
             attn_layer=attn_layer,
             prop_attn=prop_attn,
-            trace_source=trace_source)
+            trace_source=trace_source,
+            stop_at_attn_layer=stop_at_attn_layer)
     if kind == 'mmpretrain':
         from .mmpretrain_vit import tome_vit_forward
         return tome_vit_forward(
@@ -288,7 +293,8 @@ def forward_with_attention(backbone: nn.Module,
             r_list,
             prop_attn=bool(prop_attn),
             attn_layer=attn_layer,
-            trace_source=trace_source)
+            trace_source=trace_source,
+            stop_at_attn_layer=stop_at_attn_layer)
     from .timm_vit import tome_timm_forward
     if kind == 'timm_backbone':
         backbone = backbone.timm_model
@@ -298,4 +304,5 @@ def forward_with_attention(backbone: nn.Module,
         r_list,
         prop_attn=bool(prop_attn),
         attn_layer=attn_layer,
-        trace_source=trace_source)
+        trace_source=trace_source,
+        stop_at_attn_layer=stop_at_attn_layer)

@@ -128,7 +128,8 @@ def tome_vit_forward(backbone: nn.Module,
                      r_list: Optional[Sequence[int]] = None,
                      prop_attn: bool = False,
                      attn_layer: Optional[int] = None,
-                     trace_source: bool = True) -> ToMeOutput:
+                     trace_source: bool = True,
+                     stop_at_attn_layer: bool = False) -> ToMeOutput:
     """ToMe forward of an mmpretrain ``VisionTransformer`` (or distilled
     DeiT), reusing its stock sub-modules.
 
@@ -145,6 +146,10 @@ def tome_vit_forward(backbone: nn.Module,
             tokens entering it) and entering source map are returned.
             Defaults to None.
         trace_source (bool): Track the final source map. Defaults to True.
+        stop_at_attn_layer (bool): Stop right after block ``attn_layer``
+            (for callers that only need its attention, e.g. a mask pass):
+            ``outs`` is then empty and ``tokens`` / ``size`` / ``source``
+            describe the state after that block. Defaults to False.
 
     Returns:
         ToMeOutput: ``outs`` is what ``backbone.forward`` returns for its
@@ -161,6 +166,8 @@ def tome_vit_forward(backbone: nn.Module,
     num_layers = len(backbone.layers)
     check_image_size(x, _patch_size(backbone))
     attn_layer = normalize_attn_layer(attn_layer, num_layers)
+    if stop_at_attn_layer and attn_layer is None:
+        raise ValueError('stop_at_attn_layer=True needs an attn_layer')
 
     B = x.shape[0]
     x, patch_resolution = backbone.patch_embed(x)
@@ -208,6 +215,8 @@ def tome_vit_forward(backbone: nn.Module,
             need_attn=need)
         if need:
             attn = a
+            if stop_at_attn_layer:
+                break
         if i == num_layers - 1 and backbone.final_norm:
             x = backbone.ln1(x)
         if i in backbone.out_indices:

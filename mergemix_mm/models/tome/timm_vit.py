@@ -145,7 +145,8 @@ def tome_timm_forward(model: nn.Module,
                       r_list: Optional[Sequence[int]] = None,
                       prop_attn: bool = False,
                       attn_layer: Optional[int] = None,
-                      trace_source: bool = True) -> ToMeOutput:
+                      trace_source: bool = True,
+                      stop_at_attn_layer: bool = False) -> ToMeOutput:
     """ToMe forward of a timm ``VisionTransformer``.
 
     Args:
@@ -157,6 +158,10 @@ def tome_timm_forward(model: nn.Module,
         attn_layer (int, optional): Block whose attention and entering source
             map are returned. Defaults to None.
         trace_source (bool): Track the final source map. Defaults to True.
+        stop_at_attn_layer (bool): Stop right after block ``attn_layer``:
+            ``outs`` is then empty and ``tokens`` / ``size`` / ``source``
+            describe the (un-normalised) state after that block. Defaults
+            to False.
 
     Returns:
         ToMeOutput: ``outs`` is a 1-tuple with the pooled pre-logits features
@@ -171,6 +176,8 @@ def tome_timm_forward(model: nn.Module,
     check_image_size(x, geometry.patch_size)
     num_layers = geometry.num_layers
     attn_layer = normalize_attn_layer(attn_layer, num_layers)
+    if stop_at_attn_layer and attn_layer is None:
+        raise ValueError('stop_at_attn_layer=True needs an attn_layer')
     B = x.shape[0]
     ph, pw = geometry.patch_size
     hw: Tuple[int, int] = (x.shape[-2] // ph, x.shape[-1] // pw)
@@ -203,13 +210,18 @@ def tome_timm_forward(model: nn.Module,
             need_attn=need)
         if need:
             attn = a
-    x = model.norm(x)
-    feats = timm_pool(model, x, size, merged)
+            if stop_at_attn_layer:
+                break
+    if stop_at_attn_layer:
+        outs = ()
+    else:
+        x = model.norm(x)
+        outs = (timm_pool(model, x, size, merged), )
     if size is None:
         size = torch.ones(
             B, x.shape[1], 1, dtype=torch.float32, device=x.device)
     return ToMeOutput(
-        outs=(feats, ),
+        outs=outs,
         attn=attn,
         source_in=source_in,
         source=source if trace_source else None,

@@ -1,0 +1,42 @@
+"""The digits accuracy benchmark (with the MergeMix ablation) runs end to end
+on a tiny budget and writes what it claims."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'benchmarks'))
+
+import accuracy_digits as acc  # noqa: E402
+
+
+def test_every_method_and_variant_has_a_config():
+    names = acc.select(None)
+    assert set(acc.MERGEMIX_VARIANTS) <= set(names)
+    assert set(acc.ABLATION) <= set(names)
+    for name in names:
+        assert osp.isfile(acc.config_file(name)), name
+    with pytest.raises(ValueError, match='unknown method'):
+        acc.select(['mergemix-typo'])
+
+
+def test_one_epoch_run_writes_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr(acc.common, 'plot_accuracy_vs_cost',
+                        lambda *a, **k: None)
+    acc.main([
+        '--seeds', '0', '--epochs', '1', '--methods', 'mixup',
+        'mergemix-openmixup', '--workers', '1', '--out',
+        str(tmp_path), '--name', 'acc'
+    ])
+    with open(tmp_path / 'acc.json') as f:
+        res = json.load(f)
+    assert res['config']['methods'] == ['mixup', 'mergemix-openmixup']
+    for m in ('mixup', 'mergemix-openmixup'):
+        a = res['runs'][m]['0']['accuracy']
+        assert 0.0 <= a <= 100.0 and res['runs'][m]['0']['steps'] == 22
+    md = (tmp_path / 'acc.md').read_text()
+    assert '## MergeMix ablation' in md
+    assert 'MergeMix, compat=openmixup' in md
+    assert 'vit-tiny_1xb64-mergemix-openmixup-noscale_digits-32px.py' in md
+    assert not (tmp_path / 'acc.partial.json').exists()

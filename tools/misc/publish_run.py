@@ -1,0 +1,225 @@
+"""Publish the evidence of a training run: its json log, final metrics and
+the SHA-256 of its checkpoint, as a results row.
+
+mmengine writes ``WORK_DIR/<timestamp>/vis_data/<timestamp>.json`` (one json
+object per logged iteration / validation) and ``<timestamp>.log``. This tool
+copies the json log of the latest run in ``WORK_DIR`` to
+``OUT/<name>.log.json``, hashes the checkpoint named in
+``WORK_DIR/last_checkpoint`` (or ``--checkpoint``), writes
+``OUT/<name>.json`` and regenerates ``OUT/README.md``: one table row per
+published run with the config, top-1, wall time, log and checkpoint hash.
+Checkpoints themselves are not copied (they are large); the hash lets
+anyone check a checkpoint they re-create or receive.
+
+Usage::
+
+    python tools/train.py configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py \\
+        --work-dir work_dirs/demo
+    python tools/misc/publish_run.py work_dirs/demo \\
+        --config configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py
+"""
+import argparse
+import datetime
+import glob
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+from typing import List, Optional
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+DEFAULT_OUT = osp.join(ROOT, 'benchmarks', 'results', 'runs')
+_TIME_FMT = '%Y/%m/%d %H:%M:%S'
+
+
+def sha256sum(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def latest_run(work_dir: str) -> str:
+    """Timestamp folder of the newest run in ``work_dir`` that has a json
+    log.
+
+    Raises:
+        FileNotFoundError: If no ``<timestamp>/vis_data/<timestamp>.json``
+            exists in ``work_dir``.
+    """
+    runs = sorted(
+        d for d in glob.glob(osp.join(work_dir, '*'))
+        if osp.isfile(osp.join(d, 'vis_data',
+                               osp.basename(d) + '.json')))
+    if not runs:
+        raise FileNotFoundError(
+            f'work_dir={work_dir!r} holds no mmengine run with a json log '
+            '(expected <timestamp>/vis_data/<timestamp>.json)')
+    return runs[-1]
+
+
+def read_json_log(path: str) -> List[dict]:
+    """Records of an mmengine json log (one object per line)."""
+    records = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f'{path}, line {lineno}: not json ({err})')
+    return records
+
+
+def wall_time_s(text_log: str) -> Optional[float]:
+    """Seconds between the first and the last timestamped line of an
+    mmengine text log (None when it has fewer than two)."""
+    stamps = []
+    with open(text_log, errors='replace') as f:
+        for line in f:
+            try:
+                stamps.append(
+                    datetime.datetime.strptime(line[:19], _TIME_FMT))
+            except ValueError:
+                continue
+    if len(stamps) < 2:
+        return None
+    return (stamps[-1] - stamps[0]).total_seconds()
+
+
+def checkpoint_of(work_dir: str, checkpoint: Optional[str]) -> str:
+    """The checkpoint to hash: ``checkpoint`` or the one in
+    ``work_dir/last_checkpoint``."""
+    if checkpoint is None:
+        pointer = osp.join(work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            raise FileNotFoundError(
+                f'{pointer} does not exist; pass --checkpoint')
+        with open(pointer) as f:
+            checkpoint = f.read().strip()
+        if not osp.isabs(checkpoint) and not osp.isfile(checkpoint):
+            checkpoint = osp.join(work_dir, osp.basename(checkpoint))
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
+    return checkpoint
+
+
+def publish(work_dir: str,
+            config: str,
+            out: str = DEFAULT_OUT,
+            name: Optional[str] = None,
+            checkpoint: Optional[str] = None,
+            command: Optional[str] = None) -> dict:
+    """Copy the log, hash the checkpoint, write the record and the index.
+
+    Returns:
+        dict: The record written to ``OUT/<name>.json``.
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config={config!r} does not exist')
+    run = latest_run(work_dir)
+    stamp = osp.basename(run)
+    json_log = osp.join(run, 'vis_data', stamp + '.json')
+    records = read_json_log(json_log)
+    vals = [r for r in records if 'accuracy/top1' in r]
+    if not vals:
+        raise ValueError(f'{json_log} has no accuracy/top1 record; did the '
+                         'run validate?')
+    trains = [r for r in records if 'loss' in r]
+    ckpt = checkpoint_of(work_dir, checkpoint)
+    name = name or osp.splitext(osp.basename(config))[0]
+    os.makedirs(out, exist_ok=True)
+    log_copy = osp.join(out, f'{name}.log.json')
+    shutil.copyfile(json_log, log_copy)
+    record = dict(
+        name=name,
+        config=osp.relpath(osp.abspath(config), ROOT),
+        command=command,
+        run=stamp,
+        top1=vals[-1]['accuracy/top1'],
+        top1_by_val=[v['accuracy/top1'] for v in vals],
+        epochs=trains[-1].get('epoch') if trains else None,
+        iterations=trains[-1].get('iter') if trains else None,
+        wall_time_s=wall_time_s(osp.join(run, stamp + '.log')),
+        log=osp.basename(log_copy),
+        checkpoint=osp.basename(ckpt),
+        checkpoint_bytes=osp.getsize(ckpt),
+        checkpoint_sha256=sha256sum(ckpt))
+    tmp = osp.join(out, f'.{name}.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, osp.join(out, f'{name}.json'))
+    write_index(out)
+    return record
+
+
+def write_index(out: str) -> str:
+    """Regenerate ``OUT/README.md`` from every record in ``out``."""
+    rows = []
+    for path in sorted(glob.glob(osp.join(out, '*.json'))):
+        if path.endswith('.log.json'):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        cfg = osp.relpath(osp.join(ROOT, r['config']), out)
+        wall = (f"{r['wall_time_s'] / 60:.1f} min"
+                if r.get('wall_time_s') is not None else '-')
+        rows.append(
+            f"| {r['name']} | [config]({cfg}) | {r['top1']:.2f} | "
+            f"{r.get('epochs', '-')} | {wall} | [json log]({r['log']}) | "
+            f"`{r['checkpoint']}` sha256 `{r['checkpoint_sha256']}` |")
+    text = '\n'.join([
+        '# Published runs', '',
+        'Written by `tools/misc/publish_run.py` (do not edit by hand). '
+        'Each row: the config that produced it, the top-1 of its last '
+        'validation, the wall time of the run (first to last log line, on '
+        'the machine it ran on), the mmengine json log and the SHA-256 of '
+        'the final checkpoint (not committed; re-create it with the config '
+        'and compare, or check one you received). Commands: the `command` '
+        'field of each `<name>.json`.', '',
+        '| run | config | top-1 (%) | epochs | wall time | log | '
+        'checkpoint |', '| --- | --- | --- | --- | --- | --- | --- |'
+    ] + rows) + '\n'
+    path = osp.join(out, 'README.md')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('work_dir', help='work dir of the training run')
+    parser.add_argument('--config', required=True,
+                        help='the config file in this repository that ran')
+    parser.add_argument('--out', default=DEFAULT_OUT,
+                        help='results folder (default: benchmarks/results/'
+                        'runs)')
+    parser.add_argument('--name', default=None,
+                        help='row name (default: the config name)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='checkpoint to hash (default: last_checkpoint)')
+    parser.add_argument('--command', default=None,
+                        help='the command that produced the run, recorded '
+                        'as is')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        record = publish(args.work_dir, args.config, args.out, args.name,
+                         args.checkpoint, args.command)
+    except (FileNotFoundError, ValueError) as err:
+        print(f'publish_run: {err}', file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

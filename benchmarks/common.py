@@ -150,16 +150,14 @@ def set_batch_augments(model, train_cfg: dict) -> None:
     ones), so one model can be timed with every method."""
     from mmpretrain.models.utils.batch_augments import RandomBatchAugment
 
-    from mergemix_mm.models.batch_augments import ModelAwareMixin
+    from mergemix_mm.models.batch_augments import bind_model_aware_augments
     from mergemix_mm.models.classifiers import normalize_batch_augments
     cfg = normalize_batch_augments(copy.deepcopy(train_cfg))
     dp = model.data_preprocessor
     dp.batch_augments = None if cfg is None else RandomBatchAugment(**cfg)
     if cfg is not None:
         dp.to_onehot = True
-        for aug in dp.batch_augments.augments:
-            if isinstance(aug, ModelAwareMixin):
-                aug.bind(model)
+        bind_model_aware_augments(model)
 
 
 def fake_batch(batch_size: int, img_size: int, num_classes: int, seed: int):

@@ -5,8 +5,8 @@ from .calibration import (CalibrationBin, CalibrationResult, calibration_bins,
                           plot_reliability)
 from .loading import (batch_labels, build_loader, build_model,
                       check_checkpoint, class_names_of, load_config,
-                      num_classes_of, predict_batches, quiet_logger,
-                      resolve_device)
+                      num_classes_of, predict_batches, preprocessed_batches,
+                      quiet_logger, resolve_device)
 from .mix_vis import (MixView, augment_repr, denormalize, describe_mix,
                       estimate_partners, label_weights_text, pair_weights_text,
                       plot_mix_grid)
@@ -19,7 +19,8 @@ __all__ = [
     'calibration_from_scores', 'expected_calibration_error',
     'plot_reliability', 'batch_labels', 'build_loader', 'build_model',
     'check_checkpoint', 'class_names_of', 'load_config', 'num_classes_of',
-    'predict_batches', 'quiet_logger', 'resolve_device', 'MixView',
+    'predict_batches', 'preprocessed_batches', 'quiet_logger',
+    'resolve_device', 'MixView',
     'augment_repr', 'denormalize', 'describe_mix', 'estimate_partners',
     'label_weights_text', 'pair_weights_text', 'plot_mix_grid',
     'DEFAULT_FRACTIONS', 'occlude_patches', 'occlusion_curve',

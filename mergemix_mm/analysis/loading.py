@@ -19,8 +19,8 @@ from torch import nn
 
 __all__ = [
     'resolve_device', 'load_config', 'build_model', 'build_loader',
-    'check_checkpoint', 'quiet_logger', 'predict_batches', 'batch_labels',
-    'num_classes_of', 'class_names_of'
+    'check_checkpoint', 'quiet_logger', 'preprocessed_batches',
+    'predict_batches', 'batch_labels', 'num_classes_of', 'class_names_of'
 ]
 
 _SPLITS = ('train', 'val', 'test')
@@ -228,6 +228,48 @@ def class_names_of(loader) -> Optional[List[str]]:
     return [str(c) for c in classes] if classes else None
 
 
+def preprocessed_batches(
+        model: nn.Module,
+        loader,
+        max_batches: Optional[int] = None,
+        progress: bool = True,
+        desc: str = 'predict') -> Iterator[Tuple[int, torch.Tensor, list]]:
+    """The batches of ``loader`` through the model's data preprocessor
+    (test-time: ``data_preprocessor(data, False)``), with a tqdm bar.
+
+    Args:
+        model (nn.Module): An mmpretrain classifier.
+        loader: The dataloader.
+        max_batches (int, optional): Stop after this many batches.
+            Defaults to None (all).
+        progress (bool): Show a tqdm bar. Defaults to True.
+        desc (str): Bar label. Defaults to ``'predict'``.
+
+    Yields:
+        tuple: ``(batch_idx, inputs, data_samples)``.
+    """
+    from tqdm import tqdm
+    total = len(loader) if hasattr(loader, '__len__') else None
+    if max_batches is not None:
+        if max_batches < 1:
+            raise ValueError(f'max_batches={max_batches} must be >= 1.')
+        total = max_batches if total is None else min(total, max_batches)
+    bar = tqdm(total=total,
+               desc=desc,
+               disable=not progress,
+               leave=False,
+               dynamic_ncols=True)
+    try:
+        for batch_idx, data in enumerate(loader):
+            if max_batches is not None and batch_idx >= max_batches:
+                break
+            data = model.data_preprocessor(data, False)
+            yield batch_idx, data['inputs'], data['data_samples']
+            bar.update(1)
+    finally:
+        bar.close()
+
+
 @torch.no_grad()
 def predict_batches(
         model: nn.Module,
@@ -256,28 +298,10 @@ def predict_batches(
     Yields:
         tuple: ``(pred_score [B, K], gt_label [B])`` on the CPU.
     """
-    from tqdm import tqdm
-    total = len(loader) if hasattr(loader, '__len__') else None
-    if max_batches is not None:
-        if max_batches < 1:
-            raise ValueError(f'max_batches={max_batches} must be >= 1.')
-        total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total,
-               desc=desc,
-               disable=not progress,
-               leave=False,
-               dynamic_ncols=True)
-    try:
-        for batch_idx, data in enumerate(loader):
-            if max_batches is not None and batch_idx >= max_batches:
-                break
-            data = model.data_preprocessor(data, False)
-            inputs, samples = data['inputs'], data['data_samples']
-            if transform is not None:
-                inputs = transform(inputs, batch_idx)
-            preds = model(inputs, samples, mode='predict')
-            scores = torch.stack([p.pred_score for p in preds]).float().cpu()
-            yield scores, batch_labels(preds).cpu()
-            bar.update(1)
-    finally:
-        bar.close()
+    for batch_idx, inputs, samples in preprocessed_batches(
+            model, loader, max_batches, progress, desc):
+        if transform is not None:
+            inputs = transform(inputs, batch_idx)
+        preds = model(inputs, samples, mode='predict')
+        scores = torch.stack([p.pred_score for p in preds]).float().cpu()
+        yield scores, batch_labels(preds).cpu()

@@ -165,9 +165,7 @@ def occlusion_curve(model: nn.Module,
         dict: ``fractions`` (list), ``top1`` (list, percent, one per
         fraction), ``num_samples`` (int), ``patch_size`` ([ph, pw]).
     """
-    from tqdm import tqdm
-
-    from .loading import batch_labels
+    from .loading import batch_labels, preprocessed_batches
     fractions = [float(f) for f in fractions]
     if not fractions:
         raise ValueError('fractions is empty.')
@@ -178,35 +176,18 @@ def occlusion_curve(model: nn.Module,
     generator = torch.Generator().manual_seed(int(seed))
     correct = [0] * len(fractions)
     total_samples = 0
-    total = len(loader) if hasattr(loader, '__len__') else None
-    if max_batches is not None:
-        if max_batches < 1:
-            raise ValueError(f'max_batches={max_batches} must be >= 1.')
-        total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total,
-               desc=desc,
-               disable=not progress,
-               leave=False,
-               dynamic_ncols=True)
-    try:
-        with torch.no_grad():
-            for batch_idx, data in enumerate(loader):
-                if max_batches is not None and batch_idx >= max_batches:
-                    break
-                data = model.data_preprocessor(data, False)
-                inputs, samples = data['inputs'], data['data_samples']
-                labels = batch_labels(samples).cpu()
-                for i, frac in enumerate(fractions):
-                    occluded = occlude_patches(inputs, frac, (ph, pw),
-                                               generator, fill)
-                    preds = model(occluded, samples, mode='predict')
-                    pred = torch.stack([p.pred_score
-                                        for p in preds]).argmax(1).cpu()
-                    correct[i] += int((pred == labels).sum())
-                total_samples += labels.numel()
-                bar.update(1)
-    finally:
-        bar.close()
+    with torch.no_grad():
+        for _, inputs, samples in preprocessed_batches(
+                model, loader, max_batches, progress, desc):
+            labels = batch_labels(samples).cpu()
+            for i, frac in enumerate(fractions):
+                occluded = occlude_patches(inputs, frac, (ph, pw), generator,
+                                           fill)
+                preds = model(occluded, samples, mode='predict')
+                pred = torch.stack([p.pred_score
+                                    for p in preds]).argmax(1).cpu()
+                correct[i] += int((pred == labels).sum())
+            total_samples += labels.numel()
     if total_samples == 0:
         raise ValueError('the dataloader yielded no samples.')
     return dict(fractions=fractions,

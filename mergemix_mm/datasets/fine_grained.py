@@ -9,14 +9,14 @@ says "incorrectly organized"), and ``skip_bad_samples=True`` skips unreadable
 images during training.
 """
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from mmpretrain.datasets import CUB, FGVCAircraft, StanfordCars
 from mmpretrain.datasets.categories import FGVCAIRCRAFT_CATEGORIES
 from mmpretrain.registry import DATASETS
 
-from .layout import (is_local_path, raise_if_problems, read_lines,
-                     sample_missing_files)
+from .layout import (is_local_path, missing_images_problems,
+                     raise_if_problems, read_lines)
 from .safe_loading import enable_skip_bad_samples
 
 __all__ = [
@@ -24,6 +24,27 @@ __all__ = [
     'check_stanford_cars_layout', 'check_aircraft_layout', 'CUB_FILES',
     'CARS_SPLIT_FILES', 'AIRCRAFT_SPLITS'
 ]
+
+
+def _check_split_and_root(name: str, data_root: str, split: str,
+                          splits: Sequence[str],
+                          problems_of: Callable[[], List[str]],
+                          prepare_cmd: str) -> None:
+    """The ``__init__`` checks of the ``*Local`` datasets below.
+
+    Raises ValueError if ``split`` is not one of ``splits``, and, for a local
+    ``data_root``, :class:`~.layout.DatasetLayoutError` listing
+    ``problems_of()`` with the converter command ``prepare_cmd`` (formatted
+    with ``root``).
+    """
+    if split not in splits:
+        use = (f'{splits[0]!r} or {splits[1]!r}'
+               if len(splits) == 2 else f'one of {tuple(splits)}')
+        raise ValueError(f'{name}: split={split!r} is not valid; use {use}.')
+    if is_local_path(data_root):
+        raise_if_problems(name, data_root, problems_of(),
+                          prepare_cmd.format(root=data_root))
+
 
 # ----------------------------------------------------------------------------
 # CUB-200-2011
@@ -44,6 +65,21 @@ def _id_table(path: str) -> dict:
     return table
 
 
+def _cub_problems(data_root: str, where: str) -> List[str]:
+    """Path-level problems of a CUB folder; ``where`` (e.g. ``"split
+    'train'"``) starts the messages about annotation files."""
+    if not osp.isdir(data_root):
+        return [f'dataset root {data_root!r} does not exist']
+    problems = [
+        f'{where}: missing annotation file {osp.join(data_root, n)!r}'
+        for n in CUB_FILES if not osp.isfile(osp.join(data_root, n))
+    ]
+    images_dir = osp.join(data_root, 'images')
+    if not osp.isdir(images_dir):
+        problems.append(f'missing image folder {images_dir!r}')
+    return problems
+
+
 def check_cub_layout(data_root: str,
                      splits: Sequence[str] = ('train', 'test'),
                      max_images_checked: Optional[int] = 100) -> List[str]:
@@ -59,19 +95,10 @@ def check_cub_layout(data_root: str,
     Returns:
         list[str]: One message per problem; empty when ready.
     """
-    if not osp.isdir(data_root):
-        return [f'dataset root {data_root!r} does not exist']
-    problems = []
-    for name in CUB_FILES:
-        path = osp.join(data_root, name)
-        if not osp.isfile(path):
-            problems.append(f'splits {"/".join(splits)}: missing annotation '
-                            f'file {path!r}')
-    images_dir = osp.join(data_root, 'images')
-    if not osp.isdir(images_dir):
-        problems.append(f'missing image folder {images_dir!r}')
+    problems = _cub_problems(data_root, f'splits {"/".join(splits)}')
     if problems:
         return problems
+    images_dir = osp.join(data_root, 'images')
     try:
         images = _id_table(osp.join(data_root, 'images.txt'))
         labels = _id_table(osp.join(data_root, 'image_class_labels.txt'))
@@ -91,11 +118,9 @@ def check_cub_layout(data_root: str,
             problems.append(f'split {split!r}: train_test_split.txt marks no '
                             f'image as {split} (flag {flag})')
             continue
-        paths = [osp.join(images_dir, images[i]) for i in ids]
-        missing = sample_missing_files(paths, max_images_checked)
-        if missing:
-            problems.append(f'split {split!r}: {len(missing)} listed image(s) '
-                            f'do not exist, e.g. {missing[0]!r}')
+        problems += missing_images_problems(
+            split, [osp.join(images_dir, images[i]) for i in ids],
+            max_images_checked)
     return problems
 
 
@@ -124,24 +149,10 @@ class CUBLocal(CUB):
                  split: str = 'train',
                  skip_bad_samples: bool = False,
                  **kwargs):
-        if split not in ('train', 'test'):
-            raise ValueError(f"CUBLocal: split={split!r} is not valid; use "
-                             "'train' or 'test'.")
-        if is_local_path(data_root):
-            problems = []
-            if not osp.isdir(data_root):
-                problems.append(f'dataset root {data_root!r} does not exist')
-            else:
-                problems += [
-                    f'split {split!r}: missing annotation file '
-                    f'{osp.join(data_root, n)!r}' for n in CUB_FILES
-                    if not osp.isfile(osp.join(data_root, n))
-                ]
-                if not osp.isdir(osp.join(data_root, 'images')):
-                    problems.append('missing image folder '
-                                    f"{osp.join(data_root, 'images')!r}")
-            raise_if_problems('CUBLocal', data_root, problems,
-                              CUB_PREPARE_CMD.format(root=data_root))
+        _check_split_and_root(
+            'CUBLocal', data_root, split, ('train', 'test'),
+            lambda: _cub_problems(data_root, f'split {split!r}'),
+            CUB_PREPARE_CMD)
         super().__init__(data_root=data_root, split=split, **kwargs)
         if skip_bad_samples:
             enable_skip_bad_samples(
@@ -226,11 +237,8 @@ def check_stanford_cars_layout(data_root: str,
         if not data_list:
             problems.append(f'split {split!r}: the annotations list no image')
             continue
-        missing = sample_missing_files([d['img_path'] for d in data_list],
-                                       max_images_checked)
-        if missing:
-            problems.append(f'split {split!r}: {len(missing)} listed image(s) '
-                            f'do not exist, e.g. {missing[0]!r}')
+        problems += missing_images_problems(
+            split, [d['img_path'] for d in data_list], max_images_checked)
     return problems
 
 
@@ -266,13 +274,10 @@ class StanfordCarsLocal(StanfordCars):
                  split: str = 'train',
                  skip_bad_samples: bool = False,
                  **kwargs):
-        if split not in ('train', 'test'):
-            raise ValueError(f"StanfordCarsLocal: split={split!r} is not "
-                             "valid; use 'train' or 'test'.")
-        if is_local_path(data_root):
-            raise_if_problems('StanfordCarsLocal', data_root,
-                              _cars_problems(data_root, [split]),
-                              CARS_PREPARE_CMD.format(root=data_root))
+        _check_split_and_root('StanfordCarsLocal', data_root, split,
+                              ('train', 'test'),
+                              lambda: _cars_problems(data_root, [split]),
+                              CARS_PREPARE_CMD)
         super().__init__(data_root=data_root, split=split, **kwargs)
         if skip_bad_samples:
             enable_skip_bad_samples(
@@ -290,6 +295,20 @@ AIRCRAFT_PREPARE_CMD = (
 
 def _aircraft_ann(data_root: str, split: str) -> str:
     return osp.join(data_root, 'data', f'images_variant_{split}.txt')
+
+
+def _aircraft_split_problems(data_root: str, split: str) -> List[str]:
+    """Path-level problems of one split of an FGVC-Aircraft folder."""
+    if not osp.isdir(data_root):
+        return [f'dataset root {data_root!r} does not exist']
+    problems = []
+    ann = _aircraft_ann(data_root, split)
+    if not osp.isfile(ann):
+        problems.append(f'split {split!r}: missing annotation file {ann!r}')
+    images = osp.join(data_root, 'data', 'images')
+    if not osp.isdir(images):
+        problems.append(f'missing image folder {images!r}')
+    return problems
 
 
 def check_aircraft_layout(data_root: str,
@@ -331,12 +350,9 @@ def check_aircraft_layout(data_root: str,
                             f'variants (e.g. {unknown[:3]})')
             continue
         if osp.isdir(images):
-            missing = sample_missing_files(
-                [osp.join(images, f'{e[0]}.jpg') for e in entries],
+            problems += missing_images_problems(
+                split, [osp.join(images, f'{e[0]}.jpg') for e in entries],
                 max_images_checked)
-            if missing:
-                problems.append(f'split {split!r}: {len(missing)} listed '
-                                f'image(s) do not exist, e.g. {missing[0]!r}')
     return problems
 
 
@@ -366,23 +382,10 @@ class FGVCAircraftLocal(FGVCAircraft):
                  split: str = 'trainval',
                  skip_bad_samples: bool = False,
                  **kwargs):
-        if split not in AIRCRAFT_SPLITS:
-            raise ValueError(f'FGVCAircraftLocal: split={split!r} is not '
-                             f'valid; use one of {AIRCRAFT_SPLITS}.')
-        if is_local_path(data_root):
-            problems = []
-            if not osp.isdir(data_root):
-                problems.append(f'dataset root {data_root!r} does not exist')
-            else:
-                ann = _aircraft_ann(data_root, split)
-                if not osp.isfile(ann):
-                    problems.append(f'split {split!r}: missing annotation '
-                                    f'file {ann!r}')
-                images = osp.join(data_root, 'data', 'images')
-                if not osp.isdir(images):
-                    problems.append(f'missing image folder {images!r}')
-            raise_if_problems('FGVCAircraftLocal', data_root, problems,
-                              AIRCRAFT_PREPARE_CMD.format(root=data_root))
+        _check_split_and_root(
+            'FGVCAircraftLocal', data_root, split, AIRCRAFT_SPLITS,
+            lambda: _aircraft_split_problems(data_root, split),
+            AIRCRAFT_PREPARE_CMD)
         super().__init__(data_root=data_root, split=split, **kwargs)
         if skip_bad_samples:
             enable_skip_bad_samples(

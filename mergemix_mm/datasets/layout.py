@@ -11,7 +11,8 @@ from typing import Iterable, List, Optional, Sequence
 
 __all__ = [
     'DatasetLayoutError', 'is_local_path', 'format_layout_problems',
-    'raise_if_problems', 'sample_missing_files', 'read_lines'
+    'raise_if_problems', 'sample_missing_files', 'missing_images_problems',
+    'read_lines'
 ]
 
 #: Documentation page that describes every layout.
@@ -116,6 +117,28 @@ def sample_missing_files(paths: Sequence[str],
         idx = sorted({round(i * step) for i in range(max_checked)})
     return [paths[i] for i in idx if not osp.isfile(paths[i])]
 
+
+
+def missing_images_problems(split: str,
+                            paths: Sequence[str],
+                            max_checked: Optional[int] = 100) -> List[str]:
+    """The problem message of a split whose listed images are missing.
+
+    Args:
+        split (str): The split, named in the message.
+        paths (Sequence[str]): The images the split's annotations list.
+        max_checked (int, optional): How many to stat at most (see
+            :func:`sample_missing_files`). Defaults to 100.
+
+    Returns:
+        list[str]: One message naming the count and the first missing path,
+        or an empty list when every sampled image exists.
+    """
+    missing = sample_missing_files(paths, max_checked)
+    if not missing:
+        return []
+    return [f'split {split!r}: {len(missing)} listed image(s) do not exist, '
+            f'e.g. {missing[0]!r}']
 
 def read_lines(path: str) -> List[str]:
     """Read the non-empty, stripped lines of a text file.

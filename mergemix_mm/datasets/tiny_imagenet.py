@@ -5,8 +5,8 @@ from typing import List, Optional, Sequence
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
-from .layout import (is_local_path, raise_if_problems, read_lines,
-                     sample_missing_files)
+from .layout import (is_local_path, missing_images_problems,
+                     raise_if_problems, read_lines)
 from .safe_loading import enable_skip_bad_samples
 
 __all__ = ['TinyImageNet', 'check_tiny_imagenet_layout', 'TINY_SPLITS']
@@ -69,12 +69,9 @@ def check_tiny_imagenet_layout(data_root: str,
                 f'split {split!r}: {ann!r} has lines that are not "<path> '
                 f'<label in [0, {num_classes})>", e.g. {" ".join(bad[0])!r}')
             continue
-        missing = sample_missing_files(
-            [osp.join(data_root, split, e[0]) for e in entries],
+        problems += missing_images_problems(
+            split, [osp.join(data_root, split, e[0]) for e in entries],
             max_images_checked)
-        if missing:
-            problems.append(f'split {split!r}: {len(missing)} listed image(s) '
-                            f'do not exist, e.g. {missing[0]!r}')
     return problems
 
 

@@ -8,26 +8,11 @@ to the classifier, exactly as :class:`MergeMixClassifier` does at build time.
 The hook re-applies the switches of past epochs on ``--resume`` by itself, so
 the switch holds across resumption.
 """
-from mmengine.model import is_model_wrapper
 from mmpretrain.engine.hooks import SwitchRecipeHook
 
-from ..models.batch_augments.base import ModelAwareMixin
+from ..models.batch_augments.base import bind_model_aware_augments
 
 __all__ = ['bind_model_aware_augments', 'patch_switch_recipe_hook']
-
-
-def bind_model_aware_augments(model) -> int:
-    """Bind every model-aware batch augment of ``model``'s data preprocessor
-    to ``model``; return how many were bound."""
-    if is_model_wrapper(model):
-        model = model.module
-    batch_augments = getattr(model.data_preprocessor, 'batch_augments', None)
-    count = 0
-    for aug in getattr(batch_augments, 'augments', None) or []:
-        if isinstance(aug, ModelAwareMixin):
-            aug.bind(model)
-            count += 1
-    return count
 
 
 def patch_switch_recipe_hook() -> None:

@@ -269,3 +269,39 @@ def test_unbound_augment_error():
     aug = BATCH_AUGMENTS.build(dict(type='MergeMix'))
     with pytest.raises(RuntimeError, match='not bound'):
         aug(*batch())
+
+
+@pytest.mark.parametrize('compat,blocks', [(None, [0, 1]),
+                                           ('llava', [0, 1]),
+                                           ('openmixup', [0, 1, 2, 3])])
+def test_mask_pass_stops_after_attn_layer(compat, blocks):
+    """Only 'openmixup' reads the final source map; otherwise the no-grad
+    mask pass runs no block after ``attn_layer``, with the same mask as a
+    full pass."""
+    model = build_model(dict(type='MergeMix', attn_layer=1, compat=compat,
+                             lam_scale=False))
+    aug = get_aug(model)
+    calls = []
+    hooks = [
+        layer.ln1.register_forward_pre_hook(
+            lambda m, a, i=i: calls.append(i))
+        for i, layer in enumerate(model.backbone.layers)
+    ]
+    x, _ = batch()
+    model.eval()  # no drop-path: the two passes below are deterministic
+    np.random.seed(0)
+    mix = aug.build_mix(x)
+    for h in hooks:
+        h.remove()
+    assert calls == blocks
+    full = forward_with_attention(
+        model.backbone, x, attn_layer=1, r_list=aug._schedule(4, 64, 1),
+        trace_source=True)
+    if compat is None:
+        np.random.seed(0)
+        lam = float(np.random.beta(1.0, 1.0))
+        scores = mergemix_token_scores(full, None)
+        k = int(np.floor(lam * 64))
+        top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+        ref = torch.zeros(8, 64).scatter_(1, top, 1.0).reshape(8, 8, 8)
+        assert torch.equal(mix['patch_mask'], ref)

@@ -36,14 +36,8 @@ __all__ = [
 
 def parse_setting(name: str, num_layers: int) -> List[int]:
     """``'none'`` | ``'merge<N>'`` | ``'r<N>'`` -> ``r`` per block."""
-    from mergemix_mm.models.tome import parse_r, schedule_from_merge_num
-    if name == 'none':
-        return [0] * num_layers
-    if name.startswith('merge') and name[5:].isdigit():
-        return schedule_from_merge_num(num_layers, int(name[5:]))
-    if name.startswith('r') and name[1:].isdigit():
-        return parse_r(num_layers, int(name[1:]))
-    raise ValueError(f"setting {name!r} must be 'none', 'merge<N>' or 'r<N>'")
+    from mergemix_mm.models.tome import schedule_from_setting
+    return schedule_from_setting(name, num_layers)
 
 
 def build_model(arch: str = 'deit-small',

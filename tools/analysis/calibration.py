@@ -25,57 +25,30 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
+                              check_inputs, check_per_checkpoint,
+                              command_line, default_labels,
+                              iter_checkpoint_models, run_cli)
 
 __all__ = ['parse_args', 'main', 'format_table']
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='ECE and reliability diagrams of checkpoints')
     parser.add_argument('config', help='config file (model and test data)')
     parser.add_argument('checkpoints', nargs='+', help='checkpoint file(s)')
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--labels',
-                        nargs='+',
-                        help='legend label per checkpoint (default: file '
-                        'names)')
-    parser.add_argument(
-        '--configs',
-        nargs='+',
-        help='one config per checkpoint, when they differ (default: CONFIG '
-        'for all)')
+    add_label_args(parser)
     parser.add_argument('--num-bins',
                         type=int,
                         default=15,
                         help='equal-width confidence bins (default: 15)')
-    parser.add_argument('--split',
-                        default='test',
-                        choices=['train', 'val', 'test'],
-                        help='dataloader to evaluate (default: test)')
-    parser.add_argument('--batch-size',
-                        type=int,
-                        default=None,
-                        help='override the dataloader batch size')
-    parser.add_argument('--max-batches',
-                        type=int,
-                        default=None,
-                        help='evaluate only the first N batches')
-    parser.add_argument('--device',
-                        default=None,
-                        help='cpu | cuda | cuda:N (default: cuda if '
-                        'available)')
-    parser.add_argument('--cfg-options',
-                        nargs='+',
-                        action=DictAction,
-                        help='override config settings')
+    add_loader_args(parser)
     args = parser.parse_args(argv)
-    if args.labels is not None and len(args.labels) != len(args.checkpoints):
-        parser.error(f'--labels has {len(args.labels)} entries for '
-                     f'{len(args.checkpoints)} checkpoint(s)')
-    if args.configs is not None and len(args.configs) != len(args.checkpoints):
-        parser.error(f'--configs has {len(args.configs)} entries for '
-                     f'{len(args.checkpoints)} checkpoint(s)')
+    check_per_checkpoint(parser, args)
     if args.num_bins < 1:
         parser.error(f'--num-bins {args.num_bins} must be >= 1')
     return args
@@ -95,42 +68,22 @@ def format_table(rows) -> str:
     return '\n'.join(lines)
 
 
-def _default_labels(paths):
-    names = [osp.splitext(osp.basename(p))[0] for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [
-        osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
-        for p, n in zip(paths, names)
-    ]
-
-
 def main(argv=None):
     args = parse_args(argv)
     # checked before the heavy imports, so a typo fails fast
-    configs = args.configs or [args.config] * len(args.checkpoints)
-    for path in configs:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'config file {path!r} does not exist.')
-    for ckpt in args.checkpoints:
-        if not osp.isfile(ckpt):
-            raise FileNotFoundError(
-                f'checkpoint file {ckpt!r} does not exist.')
+    configs = check_inputs(args)
     import torch
 
-    from mergemix_mm.analysis import (build_loader, build_model,
-                                      calibration_from_scores, load_config,
+    from mergemix_mm.analysis import (calibration_from_scores,
                                       plot_reliability, predict_batches,
                                       resolve_device)
 
-    labels = args.labels or _default_labels(args.checkpoints)
+    labels = args.labels or default_labels(args.checkpoints)
     device = resolve_device(args.device)
     os.makedirs(args.out, exist_ok=True)
     rows, records = [], []
-    for label, config, ckpt in zip(labels, configs, args.checkpoints):
-        cfg = load_config(config, args.cfg_options)
-        model = build_model(cfg, ckpt, device)
-        loader = build_loader(cfg, args.split, args.batch_size)
+    for label, config, ckpt, model, loader in iter_checkpoint_models(
+            args, labels, configs, device):
         scores, gts = [], []
         for score, gt in predict_batches(model,
                                          loader,
@@ -152,8 +105,7 @@ def main(argv=None):
     png = osp.join(args.out, 'reliability.png')
     plot_reliability(rows, png)
     table = format_table(rows)
-    command = 'python tools/analysis/calibration.py ' + ' '.join(
-        sys.argv[1:] if argv is None else argv)
+    command = command_line('calibration', argv)
     with open(osp.join(args.out, 'calibration.md'), 'w') as f:
         f.write(f'# Calibration ({args.num_bins} bins, split '
                 f'{args.split!r})\n\n`{command}`\n\n{table}\n\n'
@@ -173,7 +125,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    run_cli(main)

@@ -32,17 +32,6 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 __all__ = ['count_flops', 'build_from_args', 'main']
 
 
-def _settings_to_r(name: str, num_layers: int) -> List[int]:
-    from mergemix_mm.models.tome import parse_r, schedule_from_merge_num
-    if name == 'none':
-        return [0] * num_layers
-    if name.startswith('merge') and name[5:].isdigit():
-        return schedule_from_merge_num(num_layers, int(name[5:]))
-    if name.startswith('r') and name[1:].isdigit():
-        return parse_r(num_layers, int(name[1:]))
-    raise ValueError(f"setting {name!r} must be 'none', 'merge<N>' or 'r<N>'")
-
-
 def count_flops(model: nn.Module,
                 r_list: Optional[Sequence[int]] = None,
                 img_size: int = 224,
@@ -150,7 +139,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
-    from mergemix_mm.models.tome import vit_geometry
+    from mergemix_mm.models.tome import schedule_from_setting, vit_geometry
     model = build_from_args(args.config, args.arch, args.img_size)
     num_layers = vit_geometry(getattr(model, 'backbone', model)).num_layers
     name = args.config or args.arch
@@ -160,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     print('| --- | --- | --- | --- | --- |')
     rows = []
     for setting in args.settings:
-        r_list = _settings_to_r(setting, num_layers)
+        r_list = schedule_from_setting(setting, num_layers)
         res = count_flops(model, r_list, args.img_size)
         res['setting'] = setting
         rows.append(res)

@@ -27,12 +27,17 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
+                              check_inputs, check_per_checkpoint,
+                              command_line, default_labels,
+                              iter_checkpoint_models, run_cli)
 
 __all__ = ['parse_args', 'main', 'format_table']
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Top-1 accuracy under random patch occlusion')
     parser.add_argument('config', help='config file (model and test data)')
@@ -43,15 +48,7 @@ def parse_args(argv=None):
                         nargs='+',
                         default=[],
                         help='more checkpoint files, drawn on one plot')
-    parser.add_argument('--labels',
-                        nargs='+',
-                        help='legend label per checkpoint (default: file '
-                        'names)')
-    parser.add_argument(
-        '--configs',
-        nargs='+',
-        help='one config per checkpoint, when they differ (default: CONFIG '
-        'for all)')
+    add_label_args(parser)
     parser.add_argument('--out', required=True, help='output directory')
     parser.add_argument(
         '--fractions',
@@ -74,37 +71,13 @@ def parse_args(argv=None):
                         type=int,
                         default=0,
                         help='seed of the occlusion pattern (default: 0)')
-    parser.add_argument('--split',
-                        default='test',
-                        choices=['train', 'val', 'test'],
-                        help='dataloader to evaluate (default: test)')
-    parser.add_argument('--batch-size',
-                        type=int,
-                        default=None,
-                        help='override the dataloader batch size')
-    parser.add_argument('--max-batches',
-                        type=int,
-                        default=None,
-                        help='evaluate only the first N batches')
-    parser.add_argument('--device',
-                        default=None,
-                        help='cpu | cuda | cuda:N (default: cuda if '
-                        'available)')
-    parser.add_argument('--cfg-options',
-                        nargs='+',
-                        action=DictAction,
-                        help='override config settings')
+    add_loader_args(parser)
     args = parser.parse_args(argv)
     args.checkpoints = list(args.checkpoint) + list(args.checkpoints)
     if not args.checkpoints:
         parser.error('give at least one checkpoint (positional or '
                      '--checkpoints)')
-    if args.labels is not None and len(args.labels) != len(args.checkpoints):
-        parser.error(f'--labels has {len(args.labels)} entries for '
-                     f'{len(args.checkpoints)} checkpoint(s)')
-    if args.configs is not None and len(args.configs) != len(args.checkpoints):
-        parser.error(f'--configs has {len(args.configs)} entries for '
-                     f'{len(args.checkpoints)} checkpoint(s)')
+    check_per_checkpoint(parser, args)
     bad = [f for f in args.fractions if not 0 <= f <= 1]
     if bad:
         parser.error(f'--fractions {bad} must lie in [0, 1]')
@@ -127,41 +100,21 @@ def format_table(curves) -> str:
     return '\n'.join(lines)
 
 
-def _default_labels(paths):
-    names = [osp.splitext(osp.basename(p))[0] for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [
-        osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
-        for p, n in zip(paths, names)
-    ]
-
-
 def main(argv=None):
     args = parse_args(argv)
     # checked before the heavy imports, so a typo fails fast
-    configs = args.configs or [args.config] * len(args.checkpoints)
-    for path in configs:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'config file {path!r} does not exist.')
-    for ckpt in args.checkpoints:
-        if not osp.isfile(ckpt):
-            raise FileNotFoundError(
-                f'checkpoint file {ckpt!r} does not exist.')
-    from mergemix_mm.analysis import (build_loader, build_model, load_config,
-                                      occlusion_curve, plot_occlusion,
+    configs = check_inputs(args)
+    from mergemix_mm.analysis import (occlusion_curve, plot_occlusion,
                                       resolve_device)
 
-    labels = args.labels or _default_labels(args.checkpoints)
+    labels = args.labels or default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
         raise ValueError(f'--labels {labels} must be distinct.')
     device = resolve_device(args.device)
     os.makedirs(args.out, exist_ok=True)
     curves, records = {}, []
-    for label, config, ckpt in zip(labels, configs, args.checkpoints):
-        cfg = load_config(config, args.cfg_options)
-        model = build_model(cfg, ckpt, device)
-        loader = build_loader(cfg, args.split, args.batch_size)
+    for label, config, ckpt, model, loader in iter_checkpoint_models(
+            args, labels, configs, device):
         curve = occlusion_curve(model,
                                 loader,
                                 args.fractions,
@@ -182,8 +135,7 @@ def main(argv=None):
         curves, png, f'random {patch[0]}x{patch[1]} patch occlusion '
         f'({records[0]["num_samples"]} images)')
     table = format_table(curves)
-    command = 'python tools/analysis/occlusion.py ' + ' '.join(
-        sys.argv[1:] if argv is None else argv)
+    command = command_line('occlusion', argv)
     with open(osp.join(args.out, 'occlusion.md'), 'w') as f:
         f.write(f'# Random patch occlusion (top-1 %, split {args.split!r}, '
                 f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
@@ -204,7 +156,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    run_cli(main)

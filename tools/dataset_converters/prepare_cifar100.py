@@ -17,10 +17,13 @@ import sys
 from typing import List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _converter_common import (run_converter, source_folder,  # noqa: E402
+                               source_parser)
 
 from mergemix_mm.datasets.archives import (iter_archive_files,  # noqa: E402
-                                           place_file, report_check,
-                                           require_file, write_fileobj)
+                                           place_file, write_fileobj)
 from mergemix_mm.datasets.cifar100 import (CIFAR100_FOLDER,  # noqa: E402
                                            check_cifar100_layout)
 
@@ -47,12 +50,12 @@ def prepare_cifar100(out: str,
     Returns:
         list[str]: Problems found by the final check (empty on success).
     """
-    if (archive is None) == (src_dir is None):
-        raise ValueError('give exactly one of --archive and --src-dir.')
+    folder = source_folder(archive, src_dir,
+                           '--archive (cifar-100-python.tar.gz)',
+                           CIFAR100_FOLDER)
     dest = osp.join(out, CIFAR100_FOLDER)
     written = set()
-    if archive is not None:
-        require_file(archive, '--archive (cifar-100-python.tar.gz)')
+    if folder is None:
         for name, f in iter_archive_files(archive, desc='cifar-100'):
             base = osp.basename(name)
             parent = osp.basename(osp.dirname(name))
@@ -60,11 +63,6 @@ def prepare_cifar100(out: str,
                 write_fileobj(f, osp.join(dest, base))
                 written.add(base)
     else:
-        if not osp.isdir(src_dir):
-            raise FileNotFoundError(f'--src-dir: {src_dir!r} does not exist.')
-        folder = src_dir
-        if osp.isdir(osp.join(src_dir, CIFAR100_FOLDER)):
-            folder = osp.join(src_dir, CIFAR100_FOLDER)
         for base in KEEP:
             if osp.isfile(osp.join(folder, base)):
                 place_file(osp.join(folder, base), osp.join(dest, base), mode)
@@ -77,38 +75,19 @@ def prepare_cifar100(out: str,
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Prepare CIFAR-100 (python version) from a local '
-        'archive; never downloads.')
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument('--archive', help='path of cifar-100-python.tar.gz')
-    src.add_argument('--src-dir', help='an extracted cifar-100-python folder')
-    src.add_argument(
-        '--check',
-        metavar='DIR',
-        help='only validate a prepared folder and name what is missing')
-    parser.add_argument(
-        '--out', default='data/cifar100', help='output root folder')
-    parser.add_argument(
-        '--mode',
-        default='copy',
-        choices=['copy', 'symlink', 'hardlink', 'move'],
-        help='how files from --src-dir are placed')
-    return parser.parse_args(argv)
+    return source_parser(
+        'Prepare CIFAR-100 (python version) from a local archive; never '
+        'downloads.', 'path of cifar-100-python.tar.gz',
+        'an extracted cifar-100-python folder', 'data/cifar100',
+        out_help='output root folder').parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.check:
-        return report_check('CIFAR-100', args.check,
-                            check_cifar100_layout(args.check))
-    try:
-        problems = prepare_cifar100(
-            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    return report_check('CIFAR-100', args.out, problems)
+    return run_converter(
+        'CIFAR-100', args, check_cifar100_layout,
+        lambda: prepare_cifar100(args.out, archive=args.archive,
+                                 src_dir=args.src_dir, mode=args.mode))
 
 
 if __name__ == '__main__':

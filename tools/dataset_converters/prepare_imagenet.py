@@ -45,12 +45,15 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+from _converter_common import (add_check_arg, add_mode_arg,  # noqa: E402
+                               run_converter)
 from tqdm import tqdm  # noqa: E402
 
 from mergemix_mm.datasets.archives import (  # noqa: E402
     is_archive, iter_archive_files, iter_nested_tar_files, place_file,
-    report_check, require_file, write_fileobj, write_lines)
+    require_file, write_fileobj, write_lines)
 from mergemix_mm.datasets.imagenet import check_imagenet_layout  # noqa: E402
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif')
@@ -374,15 +377,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'LOC_val_solution.csv')
     parser.add_argument(
         '--devkit', help='ILSVRC2012_devkit_t12.tar.gz (or its folder)')
-    parser.add_argument(
-        '--mode',
-        default='symlink',
-        choices=['copy', 'symlink', 'hardlink', 'move'],
-        help='how files from folders are placed (archives are extracted)')
-    parser.add_argument(
-        '--check',
-        metavar='DIR',
-        help='only validate a prepared folder and name what is missing')
+    add_mode_arg(parser,
+                 'how files from folders are placed (archives are extracted)',
+                 default='symlink')
+    add_check_arg(parser)
     parser.add_argument(
         '--splits',
         nargs='+',
@@ -398,17 +396,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     limit = None if args.full_check else 100
-    if args.check:
-        return report_check(
-            'ImageNet', args.check,
-            check_imagenet_layout(
-                args.check, args.splits, max_images_checked=limit))
-    for path in (args.train_tar, args.val_tar):
-        if path and not is_archive(path):
-            print(f'warning: {path!r} does not look like a tar archive',
-                  file=sys.stderr)
-    try:
-        problems = prepare_imagenet(
+
+    def prepare() -> List[str]:
+        for path in (args.train_tar, args.val_tar):
+            if path and not is_archive(path):
+                print(f'warning: {path!r} does not look like a tar archive',
+                      file=sys.stderr)
+        return prepare_imagenet(
             args.out,
             train_tar=args.train_tar,
             train_dir=args.train_dir,
@@ -418,10 +412,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             devkit=args.devkit,
             mode=args.mode,
             max_images_checked=limit)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    return report_check('ImageNet', args.out, problems)
+
+    return run_converter(
+        'ImageNet', args,
+        lambda root: check_imagenet_layout(
+            root, args.splits, max_images_checked=limit), prepare)
 
 
 if __name__ == '__main__':

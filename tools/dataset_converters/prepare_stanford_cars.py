@@ -28,16 +28,18 @@ Examples:
         --check data/stanford_cars
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _converter_common import (add_check_arg, add_mode_arg,  # noqa: E402
+                               iter_folder_files, run_converter)
 
 from mergemix_mm.datasets.archives import (  # noqa: E402
-    is_archive, iter_archive_files, place_file, report_check, require_file,
-    write_fileobj)
+    is_archive, iter_archive_files, place_file, require_file, write_fileobj)
 from mergemix_mm.datasets.fine_grained import \
     check_stanford_cars_layout  # noqa: E402
 
@@ -78,13 +80,10 @@ def prepare_stanford_cars(out: str,
     for path in inputs:
         if osp.isdir(path):
             base = osp.basename(osp.normpath(path))
-            for root, _, files in os.walk(path):
-                for fn in files:
-                    src = osp.join(root, fn)
-                    rel = osp.relpath(src, path).replace(os.sep, '/')
-                    if base in TOP_FOLDERS:
-                        rel = f'{base}/{rel}'
-                    place_file(src, osp.join(out, _output_name(rel)), mode)
+            for src, rel in iter_folder_files(path):
+                if base in TOP_FOLDERS:
+                    rel = f'{base}/{rel}'
+                place_file(src, osp.join(out, _output_name(rel)), mode)
         elif path.lower().endswith('.mat'):
             require_file(path, '--archives (.mat annotation file)')
             place_file(path, osp.join(out, _output_name(osp.basename(path))),
@@ -111,17 +110,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='cars_train.tgz cars_test.tgz car_devkit.tgz '
         'cars_test_annos_withlabels.mat, or car_ims.tgz cars_annos.mat '
         '(extracted folders also accepted)')
-    src.add_argument(
-        '--check',
-        metavar='DIR',
-        help='only validate a prepared folder and name what is missing')
+    add_check_arg(src)
     parser.add_argument(
         '--out', default='data/stanford_cars', help='output folder')
-    parser.add_argument(
-        '--mode',
-        default='copy',
-        choices=['copy', 'symlink', 'hardlink', 'move'],
-        help='how .mat files and folders are placed')
+    add_mode_arg(parser, 'how .mat files and folders are placed')
     parser.add_argument(
         '--splits',
         nargs='+',
@@ -133,16 +125,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.check:
-        return report_check(
-            'Stanford Cars', args.check,
-            check_stanford_cars_layout(args.check, args.splits))
-    try:
-        problems = prepare_stanford_cars(args.out, args.archives, mode=args.mode)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    return report_check('Stanford Cars', args.out, problems)
+    return run_converter(
+        'Stanford Cars', args,
+        lambda root: check_stanford_cars_layout(root, args.splits),
+        lambda: prepare_stanford_cars(args.out, args.archives,
+                                      mode=args.mode))
 
 
 if __name__ == '__main__':

@@ -30,12 +30,13 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+from _converter_common import (extract_or_place, run_converter,  # noqa: E402
+                               source_parser)
 from tqdm import tqdm  # noqa: E402
 
-from mergemix_mm.datasets.archives import (  # noqa: E402
-    iter_archive_files, place_file, report_check, require_file,
-    strip_top_folder, write_fileobj, write_lines)
+from mergemix_mm.datasets.archives import place_file, write_lines  # noqa: E402
 from mergemix_mm.datasets.tiny_imagenet import \
     check_tiny_imagenet_layout  # noqa: E402
 
@@ -103,27 +104,9 @@ def prepare_tiny_imagenet(out: str,
     Returns:
         list[str]: Problems found by the final check (empty on success).
     """
-    if (archive is None) == (src_dir is None):
-        raise ValueError('give exactly one of --archive and --src-dir.')
-    if archive is not None:
-        require_file(archive, '--archive (tiny-imagenet-200.zip)')
-        for name, f in iter_archive_files(archive, desc='tiny-imagenet'):
-            dest = _route(strip_top_folder(name, TOP))
-            if dest is not None:
-                write_fileobj(f, osp.join(out, dest))
-    else:
-        if not osp.isdir(src_dir):
-            raise FileNotFoundError(f'--src-dir: {src_dir!r} does not exist.')
-        if osp.isdir(osp.join(src_dir, TOP)):
-            src_dir = osp.join(src_dir, TOP)
-        for root, _, files in tqdm(list(os.walk(src_dir)), desc='folders',
-                                   file=sys.stderr):
-            for fn in files:
-                src = osp.join(root, fn)
-                rel = osp.relpath(src, src_dir).replace(os.sep, '/')
-                dest = _route(rel)
-                if dest is not None:
-                    place_file(src, osp.join(out, dest), mode)
+    extract_or_place(out, archive, src_dir, mode, TOP,
+                     '--archive (tiny-imagenet-200.zip)', 'tiny-imagenet',
+                     route=_route, progress=True)
 
     wnids_file = osp.join(out, 'wnids.txt')
     ann_file = osp.join(out, 'meta', 'val_annotations.txt')
@@ -164,39 +147,19 @@ def prepare_tiny_imagenet(out: str,
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Prepare Tiny-ImageNet-200 from a local archive; never '
-        'downloads.')
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument('--archive', help='path of tiny-imagenet-200.zip')
-    src.add_argument(
-        '--src-dir', help='the extracted tiny-imagenet-200 folder')
-    src.add_argument(
-        '--check',
-        metavar='DIR',
-        help='only validate a prepared folder and name what is missing')
-    parser.add_argument(
-        '--out', default='data/tiny-imagenet-200', help='output folder')
-    parser.add_argument(
-        '--mode',
-        default='copy',
-        choices=['copy', 'symlink', 'hardlink'],
-        help='how files from --src-dir are placed')
-    return parser.parse_args(argv)
+    return source_parser(
+        'Prepare Tiny-ImageNet-200 from a local archive; never downloads.',
+        'path of tiny-imagenet-200.zip',
+        'the extracted tiny-imagenet-200 folder', 'data/tiny-imagenet-200',
+        modes=('copy', 'symlink', 'hardlink')).parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.check:
-        return report_check('Tiny-ImageNet', args.check,
-                            check_tiny_imagenet_layout(args.check))
-    try:
-        problems = prepare_tiny_imagenet(
-            args.out, archive=args.archive, src_dir=args.src_dir, mode=args.mode)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    return report_check('Tiny-ImageNet', args.out, problems)
+    return run_converter(
+        'Tiny-ImageNet', args, check_tiny_imagenet_layout,
+        lambda: prepare_tiny_imagenet(args.out, archive=args.archive,
+                                      src_dir=args.src_dir, mode=args.mode))
 
 
 if __name__ == '__main__':

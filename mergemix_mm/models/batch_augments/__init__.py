@@ -1,7 +1,12 @@
 from .mergemix import MergeMix, mergemix_token_scores, rescale_lam, topk_keep_mask
-from .base import MixRecord, ModelAwareMixin, check_batch, derangement, mix_scores
+from .base import (MixRecord, ModelAwareMixin, bind_model_aware_augments,
+                   check_batch, derangement, mix_scores, model_aware_augments)
 
-__all__ = ['MergeMix', 'mergemix_token_scores', 'rescale_lam', 'topk_keep_mask', 'MixRecord', 'ModelAwareMixin', 'check_batch', 'derangement', 'mix_scores']
+__all__ = [
+    'MergeMix', 'mergemix_token_scores', 'rescale_lam', 'topk_keep_mask',
+    'MixRecord', 'ModelAwareMixin', 'check_batch', 'derangement', 'mix_scores',
+    'bind_model_aware_augments', 'model_aware_augments'
+]
 
 # Paper baselines (issue 8).
 from .attentive_cutmix import AttentiveCutMix  # noqa: E402

@@ -15,12 +15,13 @@ re-weighting) derive from :class:`ModelAwareMixin`:
 """
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
+from mmengine.model import is_model_wrapper
 
 __all__ = ['MixRecord', 'ModelAwareMixin', 'derangement', 'mix_scores',
-           'check_batch']
+           'check_batch', 'model_aware_augments', 'bind_model_aware_augments']
 
 
 @dataclass
@@ -85,6 +86,47 @@ class ModelAwareMixin:
         record = getattr(self, '_record', None)
         self._record = None
         return record
+
+
+def model_aware_augments(model: torch.nn.Module) -> List[ModelAwareMixin]:
+    """The model-aware batch augments of ``model``'s data preprocessor.
+
+    Args:
+        model (nn.Module): A classifier (not a model wrapper).
+
+    Returns:
+        list[ModelAwareMixin]: In the order of the preprocessor's
+        ``batch_augments.augments``; empty without batch augments.
+    """
+    batch_augments = getattr(model.data_preprocessor, 'batch_augments', None)
+    return [
+        aug for aug in getattr(batch_augments, 'augments', None) or []
+        if isinstance(aug, ModelAwareMixin)
+    ]
+
+
+def bind_model_aware_augments(model: torch.nn.Module,
+                              keep_records: Optional[bool] = None) -> int:
+    """Bind every model-aware batch augment of ``model``'s data preprocessor
+    to ``model`` (unwrapped first if it is a model wrapper).
+
+    Args:
+        model (nn.Module): The classifier, or a model wrapper around it.
+        keep_records (bool, optional): If given, set each augment's
+            :attr:`ModelAwareMixin.keep_records` to it. Defaults to None
+            (left as is).
+
+    Returns:
+        int: How many augments were bound.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    augments = model_aware_augments(model)
+    for aug in augments:
+        aug.bind(model)
+        if keep_records is not None:
+            aug.keep_records = keep_records
+    return len(augments)
 
 
 def derangement(num: int,

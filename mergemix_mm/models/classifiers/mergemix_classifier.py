@@ -11,7 +11,9 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..batch_augments.base import MixRecord, ModelAwareMixin, mix_scores
+from ..batch_augments.base import (MixRecord, ModelAwareMixin,
+                                   bind_model_aware_augments,
+                                   model_aware_augments, mix_scores)
 
 __all__ = ['MergeMixClassifier', 'normalize_batch_augments']
 
@@ -178,20 +180,12 @@ class MergeMixClassifier(ImageClassifier):
                 'merging, which needs a ToMe backbone (e.g. '
                 f"type='ToMeVisionTransformer'); got "
                 f'{type(self.backbone).__name__}.')
-        for augment in self.model_aware_augments:
-            augment.bind(self)
+        bind_model_aware_augments(self)
 
     @property
     def model_aware_augments(self) -> List[ModelAwareMixin]:
         """Batch augments of the data preprocessor that use the model."""
-        batch_augments = getattr(self.data_preprocessor, 'batch_augments',
-                                 None)
-        if batch_augments is None:
-            return []
-        return [
-            aug for aug in getattr(batch_augments, 'augments', [])
-            if isinstance(aug, ModelAwareMixin)
-        ]
+        return model_aware_augments(self)
 
     def _merge_context(self):
         """Context of the classifying forwards (train and test)."""
@@ -316,18 +310,13 @@ def _support_plain_image_classifier() -> None:
         original(self, *args, **kwargs)
         if isinstance(self, MergeMixClassifier):
             return
-        batch_augments = getattr(self.data_preprocessor, 'batch_augments',
-                                 None)
-        for aug in getattr(batch_augments, 'augments', []) or []:
-            if not isinstance(aug, ModelAwareMixin):
-                continue
+        for aug in model_aware_augments(self):
             if aug.needs_train_forward:
                 raise ValueError(
                     f'{type(aug).__name__} re-scores labels from the training '
                     "forward and needs model type='MergeMixClassifier' "
                     f"(got type='{type(self).__name__}'); change model.type.")
-            aug.bind(self)
-            aug.keep_records = False
+        bind_model_aware_augments(self, keep_records=False)
 
     __init__._mergemix_patched = True
     ImageClassifier.__init__ = __init__

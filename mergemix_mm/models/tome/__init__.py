@@ -7,14 +7,16 @@ from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
                     recover_patch_grid, source_to_sizes)
 from .mmpretrain_vit import tome_vit_forward
 from .schedule import (check_schedule, openmixup_raw_schedule, parse_r,
-                       resolve_schedule, schedule_from_merge_num, search_r)
+                       resolve_schedule, schedule_from_merge_num,
+                       schedule_from_setting, search_r)
 from .timm_vit import tome_timm_forward
 
 __all__ = [
     'Matching', 'bipartite_soft_matching', 'head_mean_metric', 'init_source',
     'merge_source', 'merge_wavg', 'recover', 'recover_patch_grid',
     'source_to_sizes', 'parse_r', 'search_r', 'openmixup_raw_schedule',
-    'schedule_from_merge_num', 'check_schedule', 'resolve_schedule',
+    'schedule_from_merge_num', 'schedule_from_setting', 'check_schedule',
+    'resolve_schedule',
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'tome_vit_forward', 'tome_timm_forward'
 ]

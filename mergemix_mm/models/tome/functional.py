@@ -286,19 +286,12 @@ def forward_with_attention(backbone: nn.Module,
             trace_source=trace_source,
             stop_at_attn_layer=stop_at_attn_layer)
     if kind == 'mmpretrain':
-        from .mmpretrain_vit import tome_vit_forward
-        return tome_vit_forward(
-            backbone,
-            x,
-            r_list,
-            prop_attn=bool(prop_attn),
-            attn_layer=attn_layer,
-            trace_source=trace_source,
-            stop_at_attn_layer=stop_at_attn_layer)
-    from .timm_vit import tome_timm_forward
-    if kind == 'timm_backbone':
-        backbone = backbone.timm_model
-    return tome_timm_forward(
+        from .mmpretrain_vit import tome_vit_forward as forward
+    else:
+        from .timm_vit import tome_timm_forward as forward
+        if kind == 'timm_backbone':
+            backbone = backbone.timm_model
+    return forward(
         backbone,
         x,
         r_list,

@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     'parse_r', 'search_r', 'openmixup_raw_schedule', 'schedule_from_merge_num',
-    'check_schedule', 'resolve_schedule'
+    'schedule_from_setting', 'check_schedule', 'resolve_schedule'
 ]
 
 RType = Union[int, Tuple[int, float], Sequence[int]]
@@ -192,6 +192,31 @@ def schedule_from_merge_num(num_layers: int,
             setting=f'merge_num={merge_num}')
     return r_list
 
+
+
+def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
+    """``r`` per block for a setting name of the ToMe tools.
+
+    Args:
+        setting (str): ``'none'`` (no merging), ``'merge<N>'`` (MergeMix's
+            schedule of ``N`` merged tokens, :func:`schedule_from_merge_num`)
+            or ``'r<N>'`` (ToMe's constant ``r=N``, :func:`parse_r`).
+        num_layers (int): Number of blocks.
+
+    Returns:
+        list[int]: ``r`` per block.
+
+    Raises:
+        ValueError: For any other setting name.
+    """
+    if setting == 'none':
+        return [0] * num_layers
+    if setting.startswith('merge') and setting[5:].isdigit():
+        return schedule_from_merge_num(num_layers, int(setting[5:]))
+    if setting.startswith('r') and setting[1:].isdigit():
+        return parse_r(num_layers, int(setting[1:]))
+    raise ValueError(
+        f"setting {setting!r} must be 'none', 'merge<N>' or 'r<N>'")
 
 def check_schedule(r_list: Sequence[int],
                    num_tokens: int,

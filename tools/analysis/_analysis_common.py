@@ -1,0 +1,130 @@
+"""Command-line pieces shared by ``calibration.py`` and ``occlusion.py``.
+
+Both tools evaluate one or more checkpoints (each with its own config, or one
+config for all) on a config's dataloader: the same options, the same input
+checks (done before the heavy imports, so a typo fails fast) and the same
+per-checkpoint loading. The library side (loading, prediction, plots) is
+:mod:`mergemix_mm.analysis`.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+__all__ = [
+    'add_label_args', 'add_loader_args', 'check_per_checkpoint',
+    'default_labels', 'check_inputs', 'iter_checkpoint_models',
+    'command_line', 'run_cli'
+]
+
+
+def add_label_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--labels`` and ``--configs`` (one entry per checkpoint)."""
+    parser.add_argument('--labels',
+                        nargs='+',
+                        help='legend label per checkpoint (default: file '
+                        'names)')
+    parser.add_argument(
+        '--configs',
+        nargs='+',
+        help='one config per checkpoint, when they differ (default: CONFIG '
+        'for all)')
+
+
+def add_loader_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--split``, ``--batch-size``, ``--max-batches``, ``--device`` and
+    ``--cfg-options``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--split',
+                        default='test',
+                        choices=['train', 'val', 'test'],
+                        help='dataloader to evaluate (default: test)')
+    parser.add_argument('--batch-size',
+                        type=int,
+                        default=None,
+                        help='override the dataloader batch size')
+    parser.add_argument('--max-batches',
+                        type=int,
+                        default=None,
+                        help='evaluate only the first N batches')
+    parser.add_argument('--device',
+                        default=None,
+                        help='cpu | cuda | cuda:N (default: cuda if '
+                        'available)')
+    parser.add_argument('--cfg-options',
+                        nargs='+',
+                        action=DictAction,
+                        help='override config settings')
+
+
+def check_per_checkpoint(parser: argparse.ArgumentParser,
+                         args: argparse.Namespace) -> None:
+    """Fail (``parser.error``) if ``--labels`` or ``--configs`` does not have
+    one entry per checkpoint of ``args.checkpoints``."""
+    for option in ('labels', 'configs'):
+        values = getattr(args, option)
+        if values is not None and len(values) != len(args.checkpoints):
+            parser.error(f'--{option} has {len(values)} entries for '
+                         f'{len(args.checkpoints)} checkpoint(s)')
+
+
+def default_labels(paths: Sequence[str]) -> List[str]:
+    """Checkpoint file names without extension, prefixed with their folder
+    when two would be the same."""
+    names = [osp.splitext(osp.basename(p))[0] for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [
+        osp.join(osp.basename(osp.dirname(osp.abspath(p))), n)
+        for p, n in zip(paths, names)
+    ]
+
+
+def check_inputs(args: argparse.Namespace) -> List[str]:
+    """The config of each checkpoint, once every config and checkpoint is
+    known to exist.
+
+    Raises:
+        FileNotFoundError: Naming the first missing config or checkpoint.
+    """
+    configs = args.configs or [args.config] * len(args.checkpoints)
+    for path in configs:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file {path!r} does not exist.')
+    for ckpt in args.checkpoints:
+        if not osp.isfile(ckpt):
+            raise FileNotFoundError(
+                f'checkpoint file {ckpt!r} does not exist.')
+    return configs
+
+
+def iter_checkpoint_models(
+        args: argparse.Namespace, labels: Sequence[str],
+        configs: Sequence[str],
+        device) -> Iterator[Tuple[str, str, str, object, object]]:
+    """Load each checkpoint in turn.
+
+    Yields:
+        tuple: ``(label, config, checkpoint, model, loader)``: the model in
+        eval mode on ``device`` and the ``args.split`` dataloader.
+    """
+    from mergemix_mm.analysis import build_loader, build_model, load_config
+    for label, config, ckpt in zip(labels, configs, args.checkpoints):
+        cfg = load_config(config, args.cfg_options)
+        model = build_model(cfg, ckpt, device)
+        loader = build_loader(cfg, args.split, args.batch_size)
+        yield label, config, ckpt, model, loader
+
+
+def command_line(tool: str, argv: Optional[Sequence[str]] = None) -> str:
+    """``python tools/analysis/<tool>.py ARGS`` as it was run."""
+    return f'python tools/analysis/{tool}.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+
+
+def run_cli(main) -> None:
+    """Run ``main()``, turning input errors into a one-line exit message."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}')

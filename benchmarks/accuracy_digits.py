@@ -21,7 +21,9 @@ Runs go to ``--workers`` processes of ``--threads`` torch threads each (2 x 1
 on 2 cores: a single 2-thread process slows down several-fold as soon as
 another process competes for the cores).
 
-Command (all methods and variants)::
+Command (all methods and variants; 54 min wall on 2 cores here, of which
+the four MergeMix variants took about 12; ``--no-ablation`` leaves them
+out)::
 
     python benchmarks/accuracy_digits.py --seeds 0 1 2 3 4 --epochs 10
 
@@ -109,6 +111,10 @@ def parse_args(argv=None):
     parser.add_argument('--methods', nargs='+', default=None,
                         help='subset of '
                         f'{list(common.METHODS) + list(MERGEMIX_VARIANTS)}')
+    parser.add_argument('--no-ablation', action='store_true',
+                        help='leave out the MergeMix ablation variants '
+                        f'{list(MERGEMIX_VARIANTS)} (about a quarter of the '
+                        'runs)')
     parser.add_argument('--workers', type=int, default=2,
                         help='parallel training processes (one per core)')
     parser.add_argument('--threads', type=int, default=1,
@@ -210,6 +216,8 @@ def main(argv=None):
     args = parse_args(argv)
     _init_worker(args.threads)
     methods = select(args.methods)
+    if args.no_ablation:
+        methods = [m for m in methods if m not in MERGEMIX_VARIANTS]
     env = common.environment(args.threads)
     env['workers'] = args.workers
     runs = {m: {} for m in methods}

@@ -142,11 +142,32 @@ def build(results: str = common.RESULTS) -> str:
         '* **label MAE**: mean absolute error between the label weight a '
         'method gives the own image and the truly visible fraction of its '
         'object, on generated images with objects at known places '
-        '([label_fidelity.md](results/label_fidelity.md)).', ''
+        '([label_fidelity.md](results/label_fidelity.md)).',
+        '* **What the digits runs say about MergeMix**: keeping the most '
+        'attended patches of the own image leaves most of its object '
+        'visible, while the partner patches pasted over its least attended '
+        'places still show a good part of the partner\'s object; the label '
+        'weight (kept pixel fraction) then under-weights the own image '
+        '(negative bias in the label-fidelity table). In this short '
+        'schedule that shows up as low accuracy of MergeMix alone; the '
+        'official recipe adds a Mixup loss and recovers Mixup-level '
+        'accuracy, and longer training closes much of the gap (the '
+        '30-epoch demo run is in [published runs](results/runs/README.md)'
+        ').', ''
     ]
     if acc or cost or fid:
-        lines += ['## All methods side by side', '',
-                  decision_table(acc, cost, fid), '']
+        lines += [
+            '## All methods side by side', '',
+            decision_table(acc, cost, fid), '',
+            'Recipes: each method\'s digits config (`configs/baselines/'
+            'digits/`, MergeMix: the demo config, no auxiliary loss) for '
+            'the accuracy and tiny-ViT columns; each method\'s CIFAR-100 '
+            'config for the DeiT-S columns, which for MergeMix is the '
+            'official recipe (ToMe classifying passes plus the auxiliary '
+            'Mixup loss; see the MergeMix cost table below for MergeMix '
+            'without it). Label MAE: each method alone, MergeMix as in the '
+            'demo config.', ''
+        ]
     png = osp.join(results, 'accuracy_vs_cost.png')
     if osp.exists(png):
         lines += [

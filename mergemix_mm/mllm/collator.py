@@ -90,6 +90,15 @@ class ConversationCollator:
                 'e.g. model.num_visual_tokens()')
         if max_length is not None and max_length < 2:
             raise ValueError(f'max_length={max_length} must be >= 2')
+        for name, value in (('prompt_only', prompt_only),
+                            ('skip_bad_samples', skip_bad_samples)):
+            if not isinstance(value, bool):
+                raise TypeError(f'ConversationCollator: {name}={value!r} '
+                                'must be a bool.')
+        if isinstance(merge_size, bool) or not isinstance(
+                merge_size, int) or merge_size < 1:
+            raise ValueError(f'ConversationCollator: merge_size='
+                             f'{merge_size!r} must be an int >= 1.')
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.template = template

@@ -149,3 +149,15 @@ def test_settings_are_validated():
     assert clip_merge_schedule(64, 2, 48) == [32, 16]
     with pytest.raises(ValueError, match='merge_num=60 cannot be merged'):
         clip_merge_schedule(64, 2, 60)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(prompt_only='yes'), "prompt_only='yes'"),
+    (dict(skip_bad_samples=1), 'skip_bad_samples=1'),
+    (dict(merge_size=0), 'merge_size=0'),
+    (dict(merge_size=True), 'merge_size=True'),
+])
+def test_collator_rejects_bad_flags(tiny_llava, kwargs, match):
+    _, processor, tok = tiny_llava
+    with pytest.raises((TypeError, ValueError), match=match):
+        ConversationCollator(tok, processor, num_image_tokens=64, **kwargs)

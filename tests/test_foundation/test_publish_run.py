@@ -5,6 +5,7 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG = osp.join(ROOT, 'configs', 'demo',
@@ -32,7 +33,9 @@ def _fake_work_dir(root, stamp='20261123_120000', val=(40.0, 61.5)):
         'no stamp here\n'
         '2026/11/23 12:02:30 - mmengine - INFO - Epoch(val) [30]\n')
     ckpt = root / 'epoch_30.pth'
-    ckpt.write_bytes(b'weights' * 1000)
+    torch.save(dict(meta=dict(time=stamp),
+                    state_dict=dict(w=torch.arange(6.).reshape(2, 3),
+                                    b=torch.zeros(0))), ckpt)
     (root / 'last_checkpoint').write_text(str(ckpt))
     return ckpt
 
@@ -58,10 +61,15 @@ def test_publish_writes_record_log_and_index(tmp_path):
     assert f'| {name} | [config]({link}) | 61.50 | 30 | 2.5 min |' in index
     assert rec['checkpoint_sha256'] in index
     # the newest run of the work dir wins; a second record adds a row
-    ckpt2 = _fake_work_dir(tmp_path / 'work2', val=(70.0, ))
+    ckpt2 = _fake_work_dir(tmp_path / 'work2', stamp='20261124_090000',
+                           val=(70.0, ))
     tool.publish(str(tmp_path / 'work2'), CONFIG, str(out), name='other',
                  checkpoint=str(ckpt2))
-    assert (out / 'README.md').read_text().count('sha256') == 2
+    assert (out / 'README.md').read_text().count('weights sha256') == 2
+    # same weights, different metadata: file hashes differ, weights agree
+    rec2 = json.loads((out / 'other.json').read_text())
+    assert rec2['checkpoint_sha256'] != rec['checkpoint_sha256']
+    assert rec2['weights_sha256'] == rec['weights_sha256']
 
 
 def test_publish_errors_name_the_problem(tmp_path, capsys):

@@ -8,8 +8,10 @@ copies the json log of the latest run in ``WORK_DIR`` to
 ``WORK_DIR/last_checkpoint`` (or ``--checkpoint``), writes
 ``OUT/<name>.json`` and regenerates ``OUT/README.md``: one table row per
 published run with the config, top-1, wall time, log and checkpoint hash.
-Checkpoints themselves are not copied (they are large); the hash lets
-anyone check a checkpoint they re-create or receive.
+Checkpoints themselves are not copied (they are large). Two hashes are
+recorded: of the checkpoint file (to check a file you received) and of its
+weights only (to check a run you re-created; the file also stores the time
+and config text, so its own hash differs between identical runs).
 
 Usage::
 
@@ -40,6 +42,32 @@ def sha256sum(path: str, chunk: int = 1 << 20) -> str:
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(path: str) -> str:
+    """SHA-256 over a checkpoint's ``state_dict`` only: parameter names,
+    dtypes, shapes and values in key order.
+
+    mmengine checkpoints also store the time, config text and experiment
+    name, so two runs with bit-identical weights have different file hashes;
+    this hash is equal for them. Loads a *local* checkpoint with pickle
+    (only use it on files you trust, e.g. your own runs).
+    """
+    import torch
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if not torch.is_tensor(value):
+            continue
+        value = value.detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b'')
     return digest.hexdigest()
 
 
@@ -149,7 +177,8 @@ def publish(work_dir: str,
         log=osp.basename(log_copy),
         checkpoint=osp.basename(ckpt),
         checkpoint_bytes=osp.getsize(ckpt),
-        checkpoint_sha256=sha256sum(ckpt))
+        checkpoint_sha256=sha256sum(ckpt),
+        weights_sha256=weights_sha256(ckpt))
     tmp = osp.join(out, f'.{name}.json.tmp')
     with open(tmp, 'w') as f:
         json.dump(record, f, indent=1)
@@ -172,16 +201,23 @@ def write_index(out: str) -> str:
         rows.append(
             f"| {r['name']} | [config]({cfg}) | {r['top1']:.2f} | "
             f"{r.get('epochs', '-')} | {wall} | [json log]({r['log']}) | "
-            f"`{r['checkpoint']}` sha256 `{r['checkpoint_sha256']}` |")
+            f"`{r['checkpoint']}` file sha256 `{r['checkpoint_sha256']}`, "
+            f"weights sha256 `{r.get('weights_sha256', '-')}` |")
     text = '\n'.join([
         '# Published runs', '',
         'Written by `tools/misc/publish_run.py` (do not edit by hand). '
         'Each row: the config that produced it, the top-1 of its last '
         'validation, the wall time of the run (first to last log line, on '
-        'the machine it ran on), the mmengine json log and the SHA-256 of '
-        'the final checkpoint (not committed; re-create it with the config '
-        'and compare, or check one you received). Commands: the `command` '
-        'field of each `<name>.json`.', '',
+        'the machine it ran on), the mmengine json log and two SHA-256 '
+        'hashes of the final checkpoint (not committed): of the file (to '
+        'check a checkpoint you received) and of its weights only (names, '
+        'dtypes, shapes, values; to check a run you re-created: the file '
+        'itself also stores the time, config text and experiment name, so '
+        'its hash always differs). The same config on the same software '
+        'and CPU gave bit-identical weights in our re-run. Recompute both '
+        'with `python tools/misc/publish_run.py WORK_DIR --config CONFIG '
+        '--out OTHER_DIR`. Commands: the `command` field of each '
+        '`<name>.json`.', '',
         '| run | config | top-1 (%) | epochs | wall time | log | '
         'checkpoint |', '| --- | --- | --- | --- | --- | --- | --- |'
     ] + rows) + '\n'

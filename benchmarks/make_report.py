@@ -112,6 +112,26 @@ def tome_table(ts) -> str:
          'FLOP ratio (+attn)'], rows)
 
 
+def tome_repeats_table(results: str) -> str:
+    """merge49 / merge98 / r8 speed-ups of every ``tome_speed*.json`` run,
+    to show the run-to-run spread on a shared VM."""
+    import glob
+    rows = []
+    for path in sorted(glob.glob(osp.join(results, 'tome_speed*.json'))):
+        with open(path) as f:
+            ts = json.load(f)
+        for backend, settings in ts['backends'].items():
+            rows.append([
+                f'[{osp.basename(path)[:-5]}](results/'
+                f'{osp.basename(path)[:-5]}.md)', backend
+            ] + [
+                f"{settings[k]['speedup']:.3f}x" if k in settings else '-'
+                for k in ('merge49', 'merge98', 'r8')
+            ])
+    return common.md_table(
+        ['run', 'backend / threads', 'merge 49', 'merge 98', 'r = 8'], rows)
+
+
 def build(results: str = common.RESULTS) -> str:
     acc = _load('accuracy', results)
     cost = _load('cost', results)
@@ -186,7 +206,12 @@ def build(results: str = common.RESULTS) -> str:
     if ts:
         lines += [
             '## ToMe inference throughput (DeiT-S, batch 16)', '',
-            f'[tome_speed.md](results/tome_speed.md)', '', tome_table(ts), ''
+            f'[tome_speed.md](results/tome_speed.md)', '', tome_table(ts), '',
+            'Repeated runs on the same (quiet) VM: the un-merged forward\'s '
+            'time varies by up to 30 % between processes, mostly from memory '
+            'allocation (`--malloc-tune` makes all forwards about 25 % faster '
+            'and the spread smaller), so single ratios move by several '
+            'points:', '', tome_repeats_table(results), ''
         ]
     lines += ['## Commands', '']
     for name, payload in [('accuracy', acc), ('cost', cost),

@@ -70,3 +70,71 @@ def test_mixing_off_holds_after_kill_and_resume(tmp_path, monkeypatch):
     assert runner.model.data_preprocessor.batch_augments is None
     logs = ''.join(open(p).read() for p in work.glob('*/*.log'))
     assert 'resume recipe of epoch 2' in logs
+
+
+def _digits_augments():
+    """(name, augment cfg) of every digits config: each baseline and
+    MergeMix."""
+    import glob
+
+    from mmengine.config import Config
+    paths = sorted(
+        glob.glob(osp.join(ROOT, 'configs', 'baselines', 'digits', '*.py')))
+    paths.append(DEMO)
+    out = []
+    for path in paths:
+        augs = Config.fromfile(path).model.train_cfg.augments
+        for aug in augs:
+            out.append(pytest.param(aug.to_dict(), id=aug['type']))
+    return out
+
+
+@pytest.mark.parametrize('aug', _digits_augments())
+def test_every_augment_switches_in_and_trains(aug):
+    """SwitchRecipeHook can switch to MergeMix and to every baseline: the
+    switched-in augment is bound to the model (model-aware ones) and a
+    training step with it runs and updates the weights."""
+    import copy
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    import mergemix_mm  # noqa: F401
+    from mergemix_mm.models.batch_augments.base import ModelAwareMixin
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(MIXUP)
+    model_cfg = copy.deepcopy(cfg.model)
+    # as mmengine's Runner does with a top-level data_preprocessor
+    model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    hook = SwitchRecipeHook(
+        schedule=[dict(action_epoch=1, batch_augments=dict(augments=[aug]))])
+
+    class _Runner:
+        pass
+
+    runner = _Runner()
+    runner.model = model
+    hook._switch_batch_augments(runner, hook.schedule[1]['batch_augments'])
+    switched = model.data_preprocessor.batch_augments.augments[0]
+    assert type(switched).__name__ == aug['type']
+    if isinstance(switched, ModelAwareMixin):
+        assert switched.model is model
+    g = torch.Generator().manual_seed(0)
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, 32, 32), generator=g,
+                              dtype=torch.uint8) for _ in range(8)],
+        data_samples=[DataSample().set_gt_label(i % 10) for i in range(8)])
+    before = [p.detach().clone() for p in model.parameters()]
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    model.train()
+    losses = model.train_step(data, optim)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert any(not torch.equal(b, p) for b, p in zip(before,
+                                                      model.parameters()))

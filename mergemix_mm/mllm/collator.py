@@ -27,6 +27,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from ..utils.checks import check_bool
 from .data import IMAGE_PLACEHOLDER
 from .loss import IGNORE_INDEX
 
@@ -92,9 +93,7 @@ class ConversationCollator:
             raise ValueError(f'max_length={max_length} must be >= 2')
         for name, value in (('prompt_only', prompt_only),
                             ('skip_bad_samples', skip_bad_samples)):
-            if not isinstance(value, bool):
-                raise TypeError(f'ConversationCollator: {name}={value!r} '
-                                'must be a bool.')
+            check_bool('ConversationCollator', name, value)
         if isinstance(merge_size, bool) or not isinstance(
                 merge_size, int) or merge_size < 1:
             raise ValueError(f'ConversationCollator: merge_size='

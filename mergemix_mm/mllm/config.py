@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Optional
 
+from ..utils.checks import check_bool
+
 __all__ = ['MergeMixArguments', 'METHODS', 'LLAVA_COMPAT']
 
 #: Loss recipes of the trainer (paper Table 3 rows).
@@ -150,9 +152,7 @@ class MergeMixArguments:
                 raise ValueError(f'{name}={value!r} is not valid; choose one '
                                  f'of {choices}')
         for name in ('prop_attn', 'loser_grad'):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f'{name}={value!r} must be a bool')
+            check_bool('MergeMixArguments', name, getattr(self, name))
         for name in ('attn_layer', 'qwen_saliency_block'):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool)

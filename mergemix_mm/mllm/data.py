@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
+from ..utils.checks import check_bool
+
 __all__ = ['IMAGE_PLACEHOLDER', 'LlavaConversationDataset',
            'validate_record', 'load_records']
 
@@ -167,9 +169,8 @@ class LlavaConversationDataset(Dataset):
                  image_folder: Optional[str] = None,
                  skip_bad_samples: bool = False,
                  max_warnings: int = 20):
-        if not isinstance(skip_bad_samples, bool):
-            raise TypeError(f'skip_bad_samples={skip_bad_samples!r} must be '
-                            'a bool')
+        check_bool('LlavaConversationDataset', 'skip_bad_samples',
+                   skip_bad_samples)
         if isinstance(max_warnings, bool) or not isinstance(
                 max_warnings, int) or max_warnings < 0:
             raise ValueError(f'max_warnings={max_warnings!r} must be an int '

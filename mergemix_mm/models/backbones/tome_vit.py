@@ -8,6 +8,7 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from ...utils.checks import check_bool
 from ..tome.functional import ToMeOutput, ViTGeometry
 from ..tome.mmpretrain_vit import mmpretrain_vit_geometry, tome_vit_forward
 from ..tome.schedule import RType, check_schedule, resolve_schedule
@@ -28,9 +29,7 @@ class ToMeMixin:
                    test_tome_r: Optional[RType], prop_attn: bool,
                    schedule_compat: Optional[str]) -> None:
         owner = type(self).__name__
-        if not isinstance(prop_attn, bool):
-            raise TypeError(
-                f'{owner}: prop_attn={prop_attn!r} must be a bool.')
+        check_bool(owner, 'prop_attn', prop_attn)
         if (isinstance(merge_inflect, bool)
                 or not isinstance(merge_inflect, Real)
                 or not math.isfinite(merge_inflect)):

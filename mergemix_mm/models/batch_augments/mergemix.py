@@ -5,11 +5,11 @@ import numpy as np
 import torch
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ...utils.checks import check_bool, check_number
 from ..tome import (ToMeOutput, forward_with_attention, recover,
                     schedule_from_merge_num, vit_geometry)
 from .base import (MixRecord, ModelAwareMixin, check_batch, derangement,
                    mix_scores)
-from .mix_plan import check_number
 
 __all__ = ['MergeMix', 'mergemix_token_scores', 'topk_keep_mask',
            'rescale_lam', 'patch_mask_to_pixels']
@@ -198,8 +198,7 @@ class MergeMix(ModelAwareMixin):
         for name, value in (('lam_scale', lam_scale),
                             ('mask_leaked', mask_leaked),
                             ('attn_eval_mode', attn_eval_mode)):
-            if not isinstance(value, bool):
-                raise TypeError(f'MergeMix: {name}={value!r} must be a bool.')
+            check_bool('MergeMix', name, value)
         merge_inflect = check_number('MergeMix', 'merge_inflect',
                                      merge_inflect)
         self.alpha = float(alpha)

@@ -160,9 +160,13 @@ def prepare_schedule(r_list: Optional[Sequence[int]], num_layers: int,
 
 
 def normalize_attn_layer(attn_layer: Optional[int],
-                         num_layers: int) -> Optional[int]:
-    """Check ``attn_layer`` (0-based, negative counts from the end)."""
+                         num_layers: int,
+                         stop_at_attn_layer: bool = False) -> Optional[int]:
+    """Check ``attn_layer`` (0-based, negative counts from the end); a
+    forward that stops at it (``stop_at_attn_layer``) needs one."""
     if attn_layer is None:
+        if stop_at_attn_layer:
+            raise ValueError('stop_at_attn_layer=True needs an attn_layer')
         return None
     if isinstance(attn_layer, bool) or not isinstance(attn_layer, int):
         raise ValueError(f'attn_layer={attn_layer!r} must be an int or None')

@@ -165,9 +165,8 @@ def tome_vit_forward(backbone: nn.Module,
     distilled = isinstance(backbone, DistilledVisionTransformer)
     num_layers = len(backbone.layers)
     check_image_size(x, _patch_size(backbone))
-    attn_layer = normalize_attn_layer(attn_layer, num_layers)
-    if stop_at_attn_layer and attn_layer is None:
-        raise ValueError('stop_at_attn_layer=True needs an attn_layer')
+    attn_layer = normalize_attn_layer(attn_layer, num_layers,
+                                      stop_at_attn_layer)
 
     B = x.shape[0]
     x, patch_resolution = backbone.patch_embed(x)

@@ -175,9 +175,8 @@ def tome_timm_forward(model: nn.Module,
     geometry = timm_vit_geometry(model)  # also validates the model
     check_image_size(x, geometry.patch_size)
     num_layers = geometry.num_layers
-    attn_layer = normalize_attn_layer(attn_layer, num_layers)
-    if stop_at_attn_layer and attn_layer is None:
-        raise ValueError('stop_at_attn_layer=True needs an attn_layer')
+    attn_layer = normalize_attn_layer(attn_layer, num_layers,
+                                      stop_at_attn_layer)
     B = x.shape[0]
     ph, pw = geometry.patch_size
     hw: Tuple[int, int] = (x.shape[-2] // ph, x.shape[-1] // pw)

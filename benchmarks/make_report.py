@@ -16,6 +16,7 @@ from typing import Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import accuracy_digits  # noqa: E402
 import common  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -61,12 +62,8 @@ def decision_table(acc, cost, fidelity) -> str:
             ref = cost['settings']['deit-s-224']['methods']['mixup']
             mem = _ratio(deit['peak_memory_bytes'] /
                          ref['peak_memory_bytes'])
-        label = common.METHODS.get(m)
-        if label is None:
-            import accuracy_digits
-            label = accuracy_digits.label(m)
         rows.append([
-            label,
+            accuracy_digits.label(m),
             f"{a['mean']:.1f} ± {a['std']:.1f}" if a else '-',
             _ratio(tiny['ratio_vs_mixup']) if tiny else '-',
             _ratio(deit['ratio_vs_mixup']) if deit else '-', mem,

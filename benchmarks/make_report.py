@@ -94,39 +94,29 @@ def mergemix_cost_table(mc) -> str:
 
 
 def tome_table(ts) -> str:
+    """Median speed-up over fresh processes (range in brackets) per
+    allocator setting, backend and merge setting."""
     rows = []
-    for backend, settings in ts['backends'].items():
-        for s, r in settings.items():
-            if s == 'none':
-                continue
-            flops = ts['flops'][s]
-            ratio = ts['flops']['none']['gflops_with_attention'] / flops[
-                'gflops_with_attention']
-            rows.append([backend, s, f"{r['speedup']:.3f}x",
-                         f'{ratio:.3f}x'])
-    return common.md_table(
-        ['backend / threads', 'setting', 'speed-up vs no merging',
-         'FLOP ratio (+attn)'], rows)
-
-
-def tome_repeats_table(results: str) -> str:
-    """merge49 / merge98 / r8 speed-ups of every ``tome_speed*.json`` run,
-    to show the run-to-run spread on a shared VM."""
-    import glob
-    rows = []
-    for path in sorted(glob.glob(osp.join(results, 'tome_speed*.json'))):
-        with open(path) as f:
-            ts = json.load(f)
-        for backend, settings in ts['backends'].items():
-            rows.append([
-                f'[{osp.basename(path)[:-5]}](results/'
-                f'{osp.basename(path)[:-5]}.md)', backend
-            ] + [
-                f"{settings[k]['speedup']:.3f}x" if k in settings else '-'
-                for k in ('merge49', 'merge98', 'r8')
-            ])
-    return common.md_table(
-        ['run', 'backend / threads', 'merge 49', 'merge 98', 'r = 8'], rows)
+    flops = ts['flops']
+    for alloc, per_key in ts['summary'].items():
+        for key, per_setting in per_key.items():
+            for s, r in per_setting.items():
+                if s == 'none':
+                    continue
+                ratio = flops['none']['gflops_with_attention'] / flops[s][
+                    'gflops_with_attention']
+                rows.append([
+                    alloc, key, s, f"**{r['speedup']:.3f}x** "
+                    f"({r['speedup_min']:.3f}-{r['speedup_max']:.3f})",
+                    f"{r['cpu_speedup']:.3f}x", f'{ratio:.3f}x',
+                    f"{100 * r['merge_share']:.1f}%"
+                    if r.get('merge_share') is not None else '-'
+                ])
+    return common.md_table([
+        'allocator', 'backend / threads', 'setting',
+        f"speed-up vs no merging, median of {ts['processes']} processes "
+        '(range)', 'CPU-time speed-up', 'FLOP ratio (+attn)', 'merge share'
+    ], rows)
 
 
 def build(results: str = common.RESULTS) -> str:
@@ -203,12 +193,16 @@ def build(results: str = common.RESULTS) -> str:
     if ts:
         lines += [
             '## ToMe inference throughput (DeiT-S, batch 16)', '',
-            f'[tome_speed.md](results/tome_speed.md)', '', tome_table(ts), '',
-            'Repeated runs on the same (quiet) VM: the un-merged forward\'s '
-            'time varies by up to 30 % between processes, mostly from memory '
-            'allocation (`--malloc-tune` makes all forwards about 25 % faster '
-            'and the spread smaller), so single ratios move by several '
-            'points:', '', tome_repeats_table(results), ''
+            f'[tome_speed.md](results/tome_speed.md) (every process, page '
+            'faults, per-setting times)', '', tome_table(ts), '',
+            'Each process is a fresh Python process. With the default '
+            'allocator the stock (un-merged) forward\'s time depends on the '
+            'process: in some, glibc hands its large activation buffers back '
+            'to the OS after every forward and the next forward pays for '
+            'fresh pages (tens of thousands of page faults per forward, see '
+            'tome_speed.md); in others it does not. The `tuned` rows keep '
+            'freed memory in the heap (`mallopt`), so no setting pays for '
+            'page faults and the ratio is compute alone.', ''
         ]
     lines += ['## Commands', '']
     for name, payload in [('accuracy', acc), ('cost', cost),

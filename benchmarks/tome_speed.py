@@ -8,18 +8,21 @@ per block, adds the analytic FLOPs of each setting
 
 Usage::
 
-    python benchmarks/tome_speed.py                 # 2 threads, both backends
-    python benchmarks/tome_speed.py --threads 2 1 --repeats 10
+    python benchmarks/tome_speed.py                       # 1 process
+    python benchmarks/tome_speed.py --processes 5 --allocators default tuned
 
-With ``--threads 2 1`` a single-thread table follows the 2-thread one: when
-other processes compete for the cores, multi-threaded timings are dominated
-by thread synchronisation stalls, while single-thread ratios stay close to
-the compute ratios.
+Every measurement runs in a fresh Python process (``--processes`` of them
+per allocator setting, interleaved), because on a small VM the un-merged
+forward's time depends on the process: glibc's allocator returns the large
+activation buffers to the OS or not depending on the heap layout, and when
+it does, every forward pays for fresh pages (minor page faults, kernel
+time). The tables report the median over processes and the range, and the
+page faults per forward so the effect is visible.
 
-Optional ``--malloc-tune`` raises glibc's mmap / trim thresholds (via
-``mallopt``) before the run. Merged blocks allocate tensors of a different
-size at every block, which with the default glibc settings costs extra page
-faults; the option shows how much of the gap is the allocator.
+``--allocators tuned`` raises glibc's mmap / trim thresholds (via
+``mallopt``) at the start of the process so that freed memory stays in the
+heap: no setting pays for page faults and the ratios show compute alone.
+``--threads 2 1`` adds a single-thread table per backend.
 """
 import argparse
 import ctypes
@@ -27,12 +30,18 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import statistics
+import subprocess
 import sys
-
-import torch
+import tempfile
+import time
+from typing import Dict, List
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+ALLOCATORS = ('default', 'tuned')
 
 
 def _load_tool(name):
@@ -56,7 +65,7 @@ def _malloc_tune() -> bool:
     return bool(ok)
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='deit-small')
     parser.add_argument('--batch-size', type=int, default=16)
@@ -75,26 +84,201 @@ def main():
         nargs='+',
         default=['mmpretrain', 'timm'],
         choices=['mmpretrain', 'timm'])
-    parser.add_argument('--malloc-tune', action='store_true')
+    parser.add_argument(
+        '--processes',
+        type=int,
+        default=1,
+        help='fresh processes per allocator setting')
+    parser.add_argument(
+        '--allocators',
+        nargs='+',
+        default=['default'],
+        choices=ALLOCATORS,
+        help="'default': glibc as configured; 'tuned': mallopt thresholds "
+        'raised so freed memory stays in the heap')
+    parser.add_argument(
+        '--malloc-tune',
+        action='store_true',
+        help="shorthand for --allocators tuned")
     parser.add_argument(
         '--out-dir', default=osp.join(ROOT, 'benchmarks', 'results'))
     parser.add_argument('--name', default='tome_speed')
-    args = parser.parse_args()
+    parser.add_argument('--worker-out', default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--worker-allocator', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.malloc_tune:
+        args.allocators = ['tuned']
+    if args.processes < 1:
+        parser.error(f'--processes={args.processes} must be >= 1')
+    return args
 
-    tuned = _malloc_tune() if args.malloc_tune else False
-    torch.set_num_threads(args.threads[0])
+
+def run_worker(args) -> None:
+    """One fresh process: every backend x thread count, written to JSON."""
+    tuned = args.worker_allocator == 'tuned'
+    applied = _malloc_tune() if tuned else False
+    if tuned and not applied:
+        raise RuntimeError('--allocators tuned needs glibc (mallopt failed)')
+    import torch
     torch.manual_seed(0)
+    bench = _load_tool('benchmark_speed')
+    out = dict(allocator=args.worker_allocator, runs={})
+    for threads in args.threads:
+        for backend in args.backends:
+            torch.set_num_threads(threads)
+            model = bench.build_model(args.arch, 224, backend)
+            results = bench.run_benchmark(
+                model,
+                args.settings,
+                args.batch_size,
+                224,
+                args.repeats,
+                args.warmup,
+                progress=False)
+            overhead = bench.measure_merge_overhead(
+                model, args.settings, args.batch_size, 224, repeats=2)
+            for s, o in overhead.items():
+                results[s]['merge_overhead'] = o
+            out['runs'][f'{backend}/threads{threads}'] = results
+    if hasattr(os, 'getloadavg'):
+        out['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
+    with open(args.worker_out, 'w') as f:
+        json.dump(out, f)
+
+
+def _worker_command(args, allocator: str, out: str) -> List[str]:
+    cmd = [
+        sys.executable,
+        osp.abspath(__file__), '--arch', args.arch, '--batch-size',
+        str(args.batch_size), '--repeats',
+        str(args.repeats), '--warmup',
+        str(args.warmup), '--threads', *map(str, args.threads), '--settings',
+        *args.settings, '--backends', *args.backends, '--worker-out', out,
+        '--worker-allocator', allocator
+    ]
+    return cmd
+
+
+def summarize(workers: List[dict], settings: List[str]) -> Dict:
+    """allocator -> backend/threads -> setting -> statistics over
+    processes."""
+    med = statistics.median
+    summary = {}
+    for alloc in sorted({w['allocator'] for w in workers}):
+        runs = [w['runs'] for w in workers if w['allocator'] == alloc]
+        summary[alloc] = {}
+        for key in runs[0]:
+            summary[alloc][key] = {}
+            for s in settings:
+                rs = [r[key][s] for r in runs]
+                sp = [r['speedup'] for r in rs]
+                shares = [
+                    r['merge_overhead']['fraction'] for r in rs
+                    if 'merge_overhead' in r
+                ]
+                summary[alloc][key][s] = dict(
+                    r_list=rs[0]['r_list'],
+                    speedups=[round(v, 4) for v in sp],
+                    speedup=med(sp),
+                    speedup_min=min(sp),
+                    speedup_max=max(sp),
+                    paired_speedup=med([r['paired_speedup'] for r in rs]),
+                    cpu_speedup=med([r['cpu_speedup'] for r in rs]),
+                    median_s=med([r['median_s'] for r in rs]),
+                    page_faults=med([r['median_page_faults'] for r in rs]),
+                    sys_s=med([r['median_sys_s'] for r in rs]),
+                    merge_share=med(shares) if shares else None)
+    return summary
+
+
+def _markdown(payload: dict, args) -> str:
+    import common
+    flops, summary = payload['flops'], payload['summary']
+    base = args.settings[0]
+    n = args.processes
+    out = [
+        f'# ToMe inference throughput: {args.arch}, batch {args.batch_size},'
+        ' 224 px, CPU', '', f"Command: `{payload['env']['command']}`", '',
+        f'Each of {n} fresh process(es) per allocator setting runs '
+        f'{args.repeats} timed rounds after {args.warmup} warm-up rounds; in '
+        'every round each setting runs once (rotating order) on the same '
+        'randomly initialised weights. A process\'s speed-up is its median '
+        f'time of `{base}` (the stock forward, merging off) over the '
+        'setting\'s median time; the tables give the median over processes '
+        'and, in brackets, the smallest and largest. *paired*: median over '
+        'rounds of the per-round ratio (median over processes). *CPU*: the '
+        'same from process CPU time. *page faults*: minor page faults per '
+        'forward (median), i.e. memory the allocator had to take fresh from '
+        'the OS. *merge share*: fraction of the forward spent in the merging '
+        'step (metric, matching, weighted merge), timed in separate, '
+        'instrumented forwards. FLOPs per image from '
+        'tools/analysis/get_flops.py (1 MAC = 1 FLOP).', ''
+    ]
+    for alloc, per_key in summary.items():
+        for key, per_setting in per_key.items():
+            backend, threads = key.split('/threads')
+            rows = []
+            for s, r in per_setting.items():
+                f = flops[s]
+                ratio = (flops[base]['gflops_with_attention'] /
+                         f['gflops_with_attention'])
+                share = (f"{100 * r['merge_share']:.1f}%"
+                         if r['merge_share'] is not None else '-')
+                rows.append([
+                    s, ','.join(map(str, r['r_list'])), f['tokens'][-1],
+                    f"{f['gflops_linear_conv']:.2f}",
+                    f"{f['gflops_with_attention']:.2f}", f'{ratio:.3f}x',
+                    f"{r['median_s']:.4f}",
+                    f"**{r['speedup']:.3f}x** ({r['speedup_min']:.3f}-"
+                    f"{r['speedup_max']:.3f})", f"{r['paired_speedup']:.3f}x",
+                    f"{r['cpu_speedup']:.3f}x", f"{r['page_faults']:.0f}",
+                    share
+                ])
+            out += [
+                f'## allocator: {alloc}; {backend} backend, {threads} '
+                'thread(s)', '',
+                common.md_table([
+                    'setting', 'r per block', 'tokens out', 'GFLOPs Lin/Conv',
+                    'GFLOPs +attn', 'FLOP ratio (+attn)', 'median s / batch',
+                    f'speed-up vs {base} (range over processes)', 'paired',
+                    'CPU', 'page faults / forward', 'merge share'
+                ], rows), ''
+            ]
+    # one row per process, to show the spread directly
+    settings = [s for s in args.settings if s != base]
+    rows = []
+    for i, w in enumerate(payload['workers']):
+        for key, res in w['runs'].items():
+            rows.append([
+                i, w['allocator'], key,
+                f"{res[base]['median_page_faults']:.0f}"
+            ] + [f"{res[s]['speedup']:.3f}x" for s in settings])
+    out += [
+        '## Every process', '',
+        common.md_table(
+            ['process', 'allocator', 'backend / threads',
+             f'page faults / forward ({base})'] + settings, rows), '',
+        '## Environment', '',
+        common.env_markdown(payload['env']), ''
+    ]
+    return '\n'.join(out)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker_out:
+        run_worker(args)
+        return
+    import common
+    from tqdm import tqdm
+    import torch
+    torch.set_num_threads(args.threads[0])
     bench = _load_tool('benchmark_speed')
     flops_tool = _load_tool('get_flops')
     from mergemix_mm.models.tome import vit_geometry
 
-    command = 'python ' + ' '.join([osp.relpath(sys.argv[0], ROOT)] +
-                                   sys.argv[1:])
-    env = bench.environment_info()
-    env['malloc_tune'] = tuned
-    env.pop('torch_threads', None)
-    sections, payload = [], dict(command=command, env=env, backends={})
-
+    env = common.environment(threads=args.threads[0])
     flop_model = flops_tool.build_from_args(None, args.arch, 224)
     num_layers = vit_geometry(flop_model).num_layers
     flops = {}
@@ -105,87 +289,31 @@ def main():
             gflops_linear_conv=res['linear_conv'] / 1e9,
             gflops_with_attention=res['total'] / 1e9,
             tokens=res['tokens'])
-    payload['flops'] = flops
+    del flop_model
 
-    runs = [(b, t) for t in args.threads for b in args.backends]
-    for backend, threads in runs:
-        torch.set_num_threads(threads)
-        model = bench.build_model(args.arch, 224, backend)
-        results = bench.run_benchmark(model, args.settings, args.batch_size,
-                                      224, args.repeats, args.warmup)
-        overhead = bench.measure_merge_overhead(
-            model,
-            args.settings,
-            args.batch_size,
-            224,
-            repeats=max(2, args.repeats // 3))
-        for s, o in overhead.items():
-            results[s]['merge_overhead'] = o
-        key = f'{backend}/threads{threads}'
-        payload['backends'][key] = results
-        if hasattr(os, 'getloadavg'):
-            env[f'loadavg_after_{key}'] = [
-                round(v, 2) for v in os.getloadavg()
-            ]
-        base = args.settings[0]
-        lines = [
-            f'## {backend} backend, {threads} thread(s)', '',
-            '| setting | r per block | tokens out | GFLOPs Lin/Conv | '
-            'GFLOPs +attn | median s / batch | images / s | '
-            f'speed-up vs {base} | CPU-time speed-up | FLOP ratio (+attn) '
-            '| merge share |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- '
-            '| --- |'
-        ]
-        for s, r in results.items():
-            f = flops[s]
-            o = r.get('merge_overhead')
-            share = f"{100 * o['fraction']:.1f}%" if o else '-'
-            ratio = (
-                flops[base]['gflops_with_attention'] /
-                f['gflops_with_attention'])
-            lines.append(
-                f"| {s} | {','.join(map(str, r['r_list']))} | "
-                f"{f['tokens'][-1]} | {f['gflops_linear_conv']:.2f} | "
-                f"{f['gflops_with_attention']:.2f} | {r['median_s']:.4f} | "
-                f"{r['images_per_s']:.1f} | **{r['speedup']:.3f}x** | "
-                f"{r['cpu_speedup']:.3f}x | {ratio:.3f}x | {share} |")
-        sections.append('\n'.join(lines))
-
-    notes = []
-    loads = [v[0] for k, v in env.items() if k.startswith('loadavg')]
-    if loads and env.get('cpu_count') and max(loads) > env['cpu_count']:
-        notes = [
-            f'**Note:** the machine was oversubscribed during this run '
-            f'(1-min load average up to {max(loads):.1f} on '
-            f"{env['cpu_count']} cores, other jobs running). Multi-thread "
-            'timings are then dominated by thread-synchronisation stalls, '
-            'which penalise the merged forwards (more, smaller parallel '
-            'ops); single-thread ratios are the more reliable ones.', ''
-        ]
-    md = '\n'.join([
-        f'# ToMe inference throughput: {args.arch}, batch '
-        f'{args.batch_size}, 224 px, CPU', '', f'Command: `{command}`', '',
-        f'{args.repeats} timed rounds after {args.warmup} warm-up rounds; '
-        'in every round each setting runs once (rotating order), in the '
-        'same process on the same randomly initialised weights; the table '
-        "shows medians of wall-clock time (speed-up) and of the process CPU "
-        'time of all threads (CPU-time speed-up; less sensitive to other '
-        "processes competing for the cores). 'none' is the stock forward "
-        '(merging off). FLOPs '
-        'per image from tools/analysis/get_flops.py (1 MAC = 1 FLOP). '
-        "'merge share': fraction of the forward time spent in the merging "
-        'step (matching, weighted merge, source map), timed in separate '
-        'instrumented forwards.', '', *notes,
-        *[s + '\n' for s in sections],
-        'Environment: ' + ', '.join(f'{k}={v}' for k, v in env.items()), ''
-    ])
+    # Allocator settings alternate so that drift of the machine affects
+    # both alike.
+    plan = [a for _ in range(args.processes) for a in args.allocators]
+    workers = []
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, alloc in enumerate(tqdm(plan, desc='processes', unit='proc')):
+            out = osp.join(tmp, f'worker{i}.json')
+            subprocess.run(_worker_command(args, alloc, out), check=True)
+            with open(out) as f:
+                workers.append(json.load(f))
+    payload = dict(
+        command=env['command'],
+        env=env,
+        flops=flops,
+        processes=args.processes,
+        settings=args.settings,
+        summary=summarize(workers, args.settings),
+        workers=workers,
+        wall_time_s=time.time() - start)
+    md = _markdown(payload, args)
     print(md)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, f'{args.name}.md'), 'w') as f:
-        f.write(md)
-    with open(osp.join(args.out_dir, f'{args.name}.json'), 'w') as f:
-        json.dump(payload, f, indent=2)
+    common.write_results(args.name, payload, md, args.out_dir)
 
 
 if __name__ == '__main__':

@@ -85,6 +85,17 @@ def _forward_fn(model: torch.nn.Module, r_list: Sequence[int]):
     return lambda x: fwd(model, x, r_list, trace_source=False).outs
 
 
+def _rusage():
+    """``(system s, minor page faults)`` of this process so far (zeros where
+    ``resource`` is unavailable)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not on Unix)
+        return 0.0, 0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_stime, ru.ru_minflt
+
+
 def run_benchmark(model: torch.nn.Module,
                   settings: Sequence[str],
                   batch_size: int = 16,
@@ -96,18 +107,22 @@ def run_benchmark(model: torch.nn.Module,
 
     Returns:
         dict: setting -> ``r_list``, ``times_s``, ``median_s``,
-        ``images_per_s`` and ``speedup`` (wall clock, vs the first setting),
-        plus ``cpu_times_s``, ``median_cpu_s`` and ``cpu_speedup`` (process
-        CPU time of all threads, less sensitive to other processes
-        competing for the cores).
+        ``images_per_s`` and ``speedup`` (wall clock, ratio of medians vs
+        the first setting), ``paired_speedup`` (median over rounds of the
+        first setting's time / this setting's time in the same round), plus
+        ``cpu_times_s``, ``median_cpu_s`` and ``cpu_speedup`` (process CPU
+        time of all threads, less sensitive to other processes competing
+        for the cores), ``median_sys_s`` (kernel time) and
+        ``median_page_faults`` (minor page faults per forward: memory the
+        allocator had to fetch fresh from the OS).
     """
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
     r_lists = {s: parse_setting(s, num_layers) for s in settings}
     fns = {s: _forward_fn(model, r) for s, r in r_lists.items()}
     x = torch.randn(batch_size, 3, img_size, img_size)
-    times = {s: [] for s in settings}
-    cpu_times = {s: [] for s in settings}
+    keys = ('wall', 'cpu', 'sys', 'faults')
+    rec = {s: {k: [] for k in keys} for s in settings}
     order = list(settings)
     iterator = range(warmup + repeats)
     if progress:
@@ -116,30 +131,37 @@ def run_benchmark(model: torch.nn.Module,
     with torch.inference_mode():
         for it in iterator:
             for s in order:
+                sys0, flt0 = _rusage()
                 cpu_start = time.process_time()
                 start = time.perf_counter()
                 fns[s](x)
                 elapsed = time.perf_counter() - start
                 cpu = time.process_time() - cpu_start
+                sys1, flt1 = _rusage()
                 if it >= warmup:
-                    times[s].append(elapsed)
-                    cpu_times[s].append(cpu)
+                    rec[s]['wall'].append(elapsed)
+                    rec[s]['cpu'].append(cpu)
+                    rec[s]['sys'].append(sys1 - sys0)
+                    rec[s]['faults'].append(flt1 - flt0)
             order = order[1:] + order[:1]  # rotate to spread drift
-    base = statistics.median(times[settings[0]])
-    cpu_base = statistics.median(cpu_times[settings[0]])
+    base = rec[settings[0]]
+    med = statistics.median
     results = {}
     for s in settings:
-        med = statistics.median(times[s])
-        cpu_med = statistics.median(cpu_times[s])
+        r = rec[s]
         results[s] = dict(
             r_list=r_lists[s],
-            times_s=[round(t, 5) for t in times[s]],
-            median_s=med,
-            images_per_s=batch_size / med,
-            speedup=base / med,
-            cpu_times_s=[round(t, 5) for t in cpu_times[s]],
-            median_cpu_s=cpu_med,
-            cpu_speedup=cpu_base / cpu_med)
+            times_s=[round(t, 5) for t in r['wall']],
+            median_s=med(r['wall']),
+            images_per_s=batch_size / med(r['wall']),
+            speedup=med(base['wall']) / med(r['wall']),
+            paired_speedup=med(
+                [b / t for b, t in zip(base['wall'], r['wall'])]),
+            cpu_times_s=[round(t, 5) for t in r['cpu']],
+            median_cpu_s=med(r['cpu']),
+            cpu_speedup=med(base['cpu']) / med(r['cpu']),
+            median_sys_s=med(r['sys']),
+            median_page_faults=med(r['faults']))
     return results
 
 

@@ -33,8 +33,6 @@ class Matching(NamedTuple):
     """Result of :func:`bipartite_soft_matching` (indices only, no grad).
 
     Attributes:
-        token_map (Tensor): ``LongTensor[B, T]``; input token index -> output
-            token index.
         num_out (int): Number of output tokens, ``T - r``.
         r (int): Number of merged-away tokens.
         keep_idx (Tensor): ``LongTensor[B, T - r]``; for every output slot, the
@@ -45,12 +43,28 @@ class Matching(NamedTuple):
         dst_idx (Tensor): ``LongTensor[B, r]``; output index each merged-away
             token is added to.
     """
-    token_map: Tensor
     num_out: int
     r: int
     keep_idx: Tensor
     src_idx: Tensor
     dst_idx: Tensor
+
+    @property
+    def token_map(self) -> Tensor:
+        """``LongTensor[B, T]``: input token index -> output token index.
+
+        Built on access (only source tracking needs it), so merging without
+        source tracking does not pay for it.
+        """
+        B, n = self.keep_idx.shape
+        device = self.keep_idx.device
+        token_map = torch.empty(
+            B, n + self.r, dtype=torch.long, device=device)
+        token_map.scatter_(1, self.keep_idx,
+                           torch.arange(n, device=device).expand(B, -1))
+        if self.r:
+            token_map.scatter_(1, self.src_idx, self.dst_idx)
+        return token_map
 
 
 def head_mean_metric(keys: Tensor) -> Tensor:
@@ -60,21 +74,30 @@ def head_mean_metric(keys: Tensor) -> Tensor:
         keys (Tensor): Keys of shape ``[B, H, T, head_dim]``.
 
     Returns:
-        Tensor: ``[B, T, head_dim]``. The batch dimension is never reduced.
+        Tensor: ``[B, T, head_dim]`` in float32 (or wider). The batch
+        dimension is never reduced.
     """
     if keys.dim() != 4:
         raise ValueError(
             'keys must have shape [B, H, T, head_dim], got '
             f'{tuple(keys.shape)}'
         )
-    return keys.mean(dim=1)
+    # Keys usually are a head-strided view of the qkv projection. Adding the
+    # heads one by one reads contiguous head_dim rows and is about twice as
+    # fast on CPU as a reduction over the strided head dimension.
+    num_heads = keys.shape[1]
+    total = keys[:, 0].to(
+        torch.promote_types(keys.dtype, torch.float32), copy=True)
+    for i in range(1, num_heads):
+        total.add_(keys[:, i])
+    return total.div_(num_heads)
 
 
 def _identity_matching(batch_size: int, num_tokens: int,
                        device: torch.device) -> Matching:
     ar = torch.arange(num_tokens, device=device).expand(batch_size, -1)
     empty = torch.empty(batch_size, 0, dtype=torch.long, device=device)
-    return Matching(ar, num_tokens, 0, ar, empty, empty)
+    return Matching(num_tokens, 0, ar, empty, empty)
 
 
 def bipartite_soft_matching(metric: Tensor,
@@ -132,28 +155,29 @@ def bipartite_soft_matching(metric: Tensor,
     pb = p // 2  # protected tokens in B (odd indices < p)
     with torch.no_grad():
         metric = F.normalize(metric.detach().float(), dim=-1)
-        a, b = metric[:, ::2], metric[:, 1::2]
-        scores = a[:, pa:] @ b[:, pb:].transpose(1, 2)  # [B, Ta-pa, Tb-pb]
-        node_max, node_idx = scores.max(dim=-1)
+        a = metric[:, 2 * pa::2]  # non-protected A
+        b = metric[:, 2 * pb + 1::2]  # non-protected B
+        scores = a @ b.transpose(1, 2)  # [B, Ta-pa, Tb-pb] cosine
+        # amax is several times faster than max-with-indices on CPU; the
+        # partner is only needed for the r merged rows, found below.
+        node_max = scores.amax(dim=-1)
         order = node_max.argsort(dim=-1, descending=True)
         src_a = order[:, :r]  # among non-protected A
         unm_a = order[:, r:].sort(dim=-1).values
-        dst_b = node_idx.gather(1, src_a)  # among non-protected B
+        src_rows = scores.gather(
+            1,
+            src_a.unsqueeze(-1).expand(-1, -1, scores.shape[-1]))
+        dst_b = src_rows.argmax(dim=-1)  # among non-protected B
 
-        tb = T // 2
         num_unm = unm_a.shape[1]
         # Output slot layout: [0, p) protected, then unmerged A, then B.
         prot = torch.arange(p, device=device).expand(B, -1)
-        b_keep = (2 * torch.arange(pb, tb, device=device) + 1).expand(B, -1)
+        b_keep = (2 * torch.arange(pb, T // 2, device=device) + 1).expand(
+            B, -1)
         keep_idx = torch.cat([prot, 2 * (unm_a + pa), b_keep], dim=1)
         src_idx = 2 * (src_a + pa)
         dst_idx = dst_b + (p + num_unm)
-
-        token_map = torch.empty(B, T, dtype=torch.long, device=device)
-        token_map.scatter_(1, keep_idx,
-                           torch.arange(T - r, device=device).expand(B, -1))
-        token_map.scatter_(1, src_idx, dst_idx)
-    return Matching(token_map, T - r, r, keep_idx, src_idx, dst_idx)
+    return Matching(T - r, r, keep_idx, src_idx, dst_idx)
 
 
 def merge_wavg(x: Tensor, size: Optional[Tensor],
@@ -175,11 +199,11 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
     if matching.r == 0:
         return x, size
     B, T, C = x.shape
-    if matching.token_map.shape != (B, T):
-        raise ValueError(f'matching was computed for '
-                         f'{tuple(matching.token_map.shape)} tokens but x has '
-                         f'shape {tuple(x.shape)}')
     r, n = matching.r, matching.num_out
+    if matching.keep_idx.shape != (B, n) or n + r != T:
+        raise ValueError(f'matching was computed for '
+                         f'{(matching.keep_idx.shape[0], n + r)} tokens but '
+                         f'x has shape {tuple(x.shape)}')
     # Row indices into the flattened [B * T, C] tokens: index_select /
     # index_add_ over whole rows is much faster on CPU than gather / scatter
     # with an index expanded over the channels.
@@ -200,17 +224,16 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
         size_keep = flat_size.index_select(0, keep)
         size_src = flat_size.index_select(0, src)
     size_out = size_keep.index_add(0, dst, size_src)
-    # sum(s x) / sum(s) touching only the receiving rows: the kept rows are
-    # copied, the (unique) receiving rows are rescaled by s_dst / s_out and
-    # the merged-away rows are added with weight s_src / s_out[dst].
+    # sum(s x) / sum(s) touching only the receiving rows, written as
+    # x_dst + sum_src s_src / s_out * (x_src - x_dst): the kept rows are
+    # copied and every merged-away row adds its weighted difference to the
+    # row it joins. index_add_ accumulates rows that receive several tokens
+    # (also in the backward pass), so no de-duplication is needed.
     flat = x.reshape(B * T, C)
     out = flat.index_select(0, keep)
-    recv = torch.unique(dst)
-    scale = (size_keep.index_select(0, recv) /
-             size_out.index_select(0, recv)).to(x.dtype)
-    out.index_copy_(0, recv, out.index_select(0, recv).mul_(scale))
     weight_src = (size_src / size_out.index_select(0, dst)).to(x.dtype)
-    out.index_add_(0, dst, flat.index_select(0, src).mul_(weight_src))
+    delta = flat.index_select(0, src) - out.index_select(0, dst)
+    out.index_add_(0, dst, delta.mul_(weight_src))
     return out.view(B, n, C), size_out.view(B, n, 1)
 
 

@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
 from ..utils.checks import check_bool
+from ..utils.jsonl import read_jsonl
 
 __all__ = ['IMAGE_PLACEHOLDER', 'LlavaConversationDataset',
            'validate_record', 'load_records']
@@ -45,19 +46,10 @@ def load_records(path: str) -> List[Dict[str, Any]]:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'data_path={path!r} does not exist')
-    with open(path, encoding='utf-8') as f:
-        if path.endswith('.jsonl'):
-            records = []
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f'data_path={path!r}: line {lineno} is not valid '
-                        f'JSON ({err.msg}, column {err.colno})') from err
-        else:
+    if path.endswith('.jsonl'):
+        records = read_jsonl(path, name='data_path')
+    else:
+        with open(path, encoding='utf-8') as f:
             try:
                 records = json.load(f)
             except json.JSONDecodeError as err:

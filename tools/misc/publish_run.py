@@ -31,6 +31,8 @@ import shutil
 import sys
 from typing import List, Optional
 
+from mergemix_mm.utils.jsonl import read_jsonl
+
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEFAULT_OUT = osp.join(ROOT, 'benchmarks', 'results', 'runs')
 _TIME_FMT = '%Y/%m/%d %H:%M:%S'
@@ -92,16 +94,7 @@ def latest_run(work_dir: str) -> str:
 
 def read_json_log(path: str) -> List[dict]:
     """Records of an mmengine json log (one object per line)."""
-    records = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{path}, line {lineno}: not json ({err})')
-    return records
+    return read_jsonl(path, name='json log')
 
 
 def wall_time_s(text_log: str) -> Optional[float]:

@@ -1,0 +1,75 @@
+"""The ToMe throughput benchmark aggregates fresh processes correctly."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'benchmarks'))
+
+import tome_speed  # noqa: E402
+
+
+def _run(speedups, faults):
+    return {
+        'none':
+        dict(
+            r_list=[0, 0],
+            speedup=1.0,
+            paired_speedup=1.0,
+            cpu_speedup=1.0,
+            median_s=1.0,
+            median_page_faults=faults,
+            median_sys_s=0.1),
+        'r4':
+        dict(
+            r_list=[4, 4],
+            speedup=speedups,
+            paired_speedup=speedups + 0.01,
+            cpu_speedup=speedups - 0.01,
+            median_s=1.0 / speedups,
+            median_page_faults=0,
+            median_sys_s=0.0,
+            merge_overhead=dict(fraction=0.05))
+    }
+
+
+def test_summarize_takes_median_and_range_per_allocator():
+    workers = [
+        dict(allocator='default', runs={'mmpretrain/threads2': _run(s, f)})
+        for s, f in [(1.1, 100), (1.3, 9000), (1.2, 50)]
+    ] + [dict(allocator='tuned', runs={'mmpretrain/threads2': _run(1.15, 0)})]
+    summary = tome_speed.summarize(workers, ['none', 'r4'])
+    assert set(summary) == {'default', 'tuned'}
+    r = summary['default']['mmpretrain/threads2']['r4']
+    assert r['speedups'] == [1.1, 1.3, 1.2]
+    assert r['speedup'] == pytest.approx(1.2)
+    assert (r['speedup_min'], r['speedup_max']) == (1.1, 1.3)
+    assert r['paired_speedup'] == pytest.approx(1.21)
+    assert r['merge_share'] == pytest.approx(0.05)
+    assert summary['default']['mmpretrain/threads2']['none'][
+        'page_faults'] == 100
+    assert summary['tuned']['mmpretrain/threads2']['r4']['speedup'] == 1.15
+
+
+def test_bad_process_count_is_rejected():
+    with pytest.raises(SystemExit):
+        tome_speed.parse_args(['--processes', '0'])
+
+
+def test_end_to_end_in_fresh_processes(tmp_path):
+    tome_speed.main([
+        '--arch', 'deit-tiny', '--batch-size', '1', '--processes', '1',
+        '--allocators', 'default', 'tuned', '--repeats', '1', '--warmup', '0',
+        '--backends', 'mmpretrain', '--settings', 'none', 'r4', '--out-dir',
+        str(tmp_path), '--name', 'speed'
+    ])
+    with open(tmp_path / 'speed.json') as f:
+        payload = json.load(f)
+    assert [w['allocator'] for w in payload['workers']] == ['default', 'tuned']
+    r4 = payload['summary']['tuned']['mmpretrain/threads2']['r4']
+    assert r4['r_list'] == [4] * 12 and r4['speedup'] > 0
+    assert payload['flops']['r4']['tokens'][-1] == 197 - 48
+    md = (tmp_path / 'speed.md').read_text()
+    assert 'allocator: tuned; mmpretrain backend' in md
+    assert '## Every process' in md

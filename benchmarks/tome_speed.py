@@ -42,6 +42,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 ALLOCATORS = ('default', 'tuned')
+#: Suffix of the settings timed in the textbook formulation.
+TEXTBOOK = '@textbook'
 
 
 def _load_tool(name):
@@ -101,6 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help="shorthand for --allocators tuned")
     parser.add_argument(
+        '--textbook',
+        nargs='*',
+        default=['none', 'merge49'],
+        help='settings also timed in the textbook formulation '
+        '(benchmarks/textbook_tome.py; mmpretrain backend), named '
+        '<setting>@textbook; give no value to skip')
+    parser.add_argument(
         '--out-dir', default=osp.join(ROOT, 'benchmarks', 'results'))
     parser.add_argument('--name', default='tome_speed')
     parser.add_argument('--worker-out', default=None, help=argparse.SUPPRESS)
@@ -111,6 +120,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.allocators = ['tuned']
     if args.processes < 1:
         parser.error(f'--processes={args.processes} must be >= 1')
+    missing = [t for t in args.textbook if t not in args.settings]
+    if missing:
+        parser.error(f'--textbook {missing} must also be in --settings')
     return args
 
 
@@ -128,6 +140,16 @@ def run_worker(args) -> None:
         for backend in args.backends:
             torch.set_num_threads(threads)
             model = bench.build_model(args.arch, 224, backend)
+            extra = None
+            if backend == 'mmpretrain' and args.textbook:
+                from textbook_tome import textbook_forward_fn
+                num_layers = len(model.layers)
+                extra = {}
+                for t in args.textbook:
+                    r_list = bench.parse_setting(t, num_layers)
+                    extra[f'{t}{TEXTBOOK}'] = (r_list,
+                                               textbook_forward_fn(
+                                                   model, r_list))
             results = bench.run_benchmark(
                 model,
                 args.settings,
@@ -135,7 +157,8 @@ def run_worker(args) -> None:
                 224,
                 args.repeats,
                 args.warmup,
-                progress=False)
+                progress=False,
+                extra=extra)
             overhead = bench.measure_merge_overhead(
                 model, args.settings, args.batch_size, 224, repeats=2)
             for s, o in overhead.items():
@@ -155,14 +178,23 @@ def _worker_command(args, allocator: str, out: str) -> List[str]:
         str(args.repeats), '--warmup',
         str(args.warmup), '--threads', *map(str, args.threads), '--settings',
         *args.settings, '--backends', *args.backends, '--worker-out', out,
-        '--worker-allocator', allocator
+        '--worker-allocator', allocator, '--textbook', *args.textbook
     ]
     return cmd
 
 
-def summarize(workers: List[dict], settings: List[str]) -> Dict:
+def _stats(values: List[float]) -> dict:
+    return dict(
+        speedups=[round(v, 4) for v in values],
+        speedup=statistics.median(values),
+        speedup_min=min(values),
+        speedup_max=max(values))
+
+
+def summarize(workers: List[dict]) -> Dict:
     """allocator -> backend/threads -> setting -> statistics over
-    processes."""
+    processes. Textbook settings also get ``vs_textbook_none``: the same
+    statistics against the textbook forward without merging."""
     med = statistics.median
     summary = {}
     for alloc in sorted({w['allocator'] for w in workers}):
@@ -170,25 +202,28 @@ def summarize(workers: List[dict], settings: List[str]) -> Dict:
         summary[alloc] = {}
         for key in runs[0]:
             summary[alloc][key] = {}
-            for s in settings:
+            own_base = 'none' + TEXTBOOK
+            for s in runs[0][key]:
                 rs = [r[key][s] for r in runs]
-                sp = [r['speedup'] for r in rs]
                 shares = [
                     r['merge_overhead']['fraction'] for r in rs
                     if 'merge_overhead' in r
                 ]
-                summary[alloc][key][s] = dict(
+                row = dict(
                     r_list=rs[0]['r_list'],
-                    speedups=[round(v, 4) for v in sp],
-                    speedup=med(sp),
-                    speedup_min=min(sp),
-                    speedup_max=max(sp),
+                    **_stats([r['speedup'] for r in rs]),
                     paired_speedup=med([r['paired_speedup'] for r in rs]),
                     cpu_speedup=med([r['cpu_speedup'] for r in rs]),
                     median_s=med([r['median_s'] for r in rs]),
                     page_faults=med([r['median_page_faults'] for r in rs]),
                     sys_s=med([r['median_sys_s'] for r in rs]),
                     merge_share=med(shares) if shares else None)
+                if s.endswith(TEXTBOOK) and own_base in runs[0][key]:
+                    row['vs_textbook_none'] = _stats([
+                        r[key][own_base]['median_s'] / r[key][s]['median_s']
+                        for r in runs
+                    ])
+                summary[alloc][key][s] = row
     return summary
 
 
@@ -220,7 +255,7 @@ def _markdown(payload: dict, args) -> str:
             backend, threads = key.split('/threads')
             rows = []
             for s, r in per_setting.items():
-                f = flops[s]
+                f = flops[s.split('@')[0]]
                 ratio = (flops[base]['gflops_with_attention'] /
                          f['gflops_with_attention'])
                 share = (f"{100 * r['merge_share']:.1f}%"
@@ -246,19 +281,60 @@ def _markdown(payload: dict, args) -> str:
                 ], rows), ''
             ]
     # one row per process, to show the spread directly
-    settings = [s for s in args.settings if s != base]
+    tb_rows = []
+    for alloc, per_key in summary.items():
+        for key, per_setting in per_key.items():
+            for s, r in per_setting.items():
+                if 'vs_textbook_none' not in r or s.startswith(base + '@'):
+                    continue
+                ours = per_setting[s.split('@')[0]]
+                own = r['vs_textbook_none']
+                tb_rows.append([
+                    alloc, key, s.split('@')[0],
+                    f"**{ours['speedup']:.3f}x** ({ours['speedup_min']:.3f}-"
+                    f"{ours['speedup_max']:.3f})",
+                    f"{r['speedup']:.3f}x ({r['speedup_min']:.3f}-"
+                    f"{r['speedup_max']:.3f})",
+                    f"{own['speedup']:.3f}x ({own['speedup_min']:.3f}-"
+                    f"{own['speedup_max']:.3f})"
+                ])
+    if tb_rows:
+        out += [
+            '## This implementation vs the textbook formulation', '',
+            'The textbook forward (`benchmarks/textbook_tome.py`) writes ToMe '
+            'as the paper describes it: explicit attention with '
+            'proportional attention in every block, gather / scatter_reduce '
+            'merging. It runs in the same rounds as the settings above. Its '
+            f'speed-up is given against the stock forward (`{base}`, fused '
+            'attention) and against its own forward without merging '
+            f'(`{base}{TEXTBOOK}`, explicit attention): the latter is the '
+            'ratio a ToMe implementation reports when its baseline is its '
+            'own un-merged forward.', '',
+            common.md_table([
+                'allocator', 'backend / threads', 'setting',
+                f'this implementation vs {base} (range)',
+                f'textbook vs {base} (range)',
+                f'textbook vs {base}{TEXTBOOK} (range)'
+            ], tb_rows), ''
+        ]
+    # one row per process, to show the spread directly
+    columns = [s for s in payload['workers'][0]['runs'][next(
+        iter(payload['workers'][0]['runs']))] if s != base]
     rows = []
     for i, w in enumerate(payload['workers']):
         for key, res in w['runs'].items():
             rows.append([
                 i, w['allocator'], key,
                 f"{res[base]['median_page_faults']:.0f}"
-            ] + [f"{res[s]['speedup']:.3f}x" for s in settings])
+            ] + [
+                f"{res[s]['speedup']:.3f}x" if s in res else '-'
+                for s in columns
+            ])
     out += [
         '## Every process', '',
         common.md_table(
             ['process', 'allocator', 'backend / threads',
-             f'page faults / forward ({base})'] + settings, rows), '',
+             f'page faults / forward ({base})'] + columns, rows), '',
         '## Environment', '',
         common.env_markdown(payload['env']), ''
     ]
@@ -308,7 +384,7 @@ def main(argv=None) -> None:
         flops=flops,
         processes=args.processes,
         settings=args.settings,
-        summary=summarize(workers, args.settings),
+        summary=summarize(workers),
         workers=workers,
         wall_time_s=time.time() - start)
     md = _markdown(payload, args)

@@ -39,7 +39,7 @@ def test_summarize_takes_median_and_range_per_allocator():
         dict(allocator='default', runs={'mmpretrain/threads2': _run(s, f)})
         for s, f in [(1.1, 100), (1.3, 9000), (1.2, 50)]
     ] + [dict(allocator='tuned', runs={'mmpretrain/threads2': _run(1.15, 0)})]
-    summary = tome_speed.summarize(workers, ['none', 'r4'])
+    summary = tome_speed.summarize(workers)
     assert set(summary) == {'default', 'tuned'}
     r = summary['default']['mmpretrain/threads2']['r4']
     assert r['speedups'] == [1.1, 1.3, 1.2]
@@ -52,16 +52,32 @@ def test_summarize_takes_median_and_range_per_allocator():
     assert summary['tuned']['mmpretrain/threads2']['r4']['speedup'] == 1.15
 
 
-def test_bad_process_count_is_rejected():
+def test_textbook_rows_get_their_own_baseline():
+    run = _run(1.2, 0)
+    run['none@textbook'] = dict(run['none'], median_s=1.5, speedup=1 / 1.5)
+    run['r4@textbook'] = dict(run['r4'], median_s=1.25, speedup=0.8)
+    summary = tome_speed.summarize(
+        [dict(allocator='default', runs={'mmpretrain/threads2': run})])
+    r = summary['default']['mmpretrain/threads2']
+    assert r['r4@textbook']['speedup'] == pytest.approx(0.8)
+    assert r['r4@textbook']['vs_textbook_none']['speedup'] == pytest.approx(
+        1.2)
+    assert 'vs_textbook_none' not in r['r4']
+
+
+def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):
         tome_speed.parse_args(['--processes', '0'])
+    with pytest.raises(SystemExit):  # a textbook setting not benchmarked
+        tome_speed.parse_args(['--settings', 'none', '--textbook', 'r8'])
 
 
 def test_end_to_end_in_fresh_processes(tmp_path):
     tome_speed.main([
         '--arch', 'deit-tiny', '--batch-size', '1', '--processes', '1',
         '--allocators', 'default', 'tuned', '--repeats', '1', '--warmup', '0',
-        '--backends', 'mmpretrain', '--settings', 'none', 'r4', '--out-dir',
+        '--backends', 'mmpretrain', '--settings', 'none', 'r4', '--textbook',
+        'none', 'r4', '--out-dir',
         str(tmp_path), '--name', 'speed'
     ])
     with open(tmp_path / 'speed.json') as f:
@@ -73,3 +89,6 @@ def test_end_to_end_in_fresh_processes(tmp_path):
     md = (tmp_path / 'speed.md').read_text()
     assert 'allocator: tuned; mmpretrain backend' in md
     assert '## Every process' in md
+    tb = payload['summary']['default']['mmpretrain/threads2']['r4@textbook']
+    assert tb['vs_textbook_none']['speedup'] > 0
+    assert '## This implementation vs the textbook formulation' in md

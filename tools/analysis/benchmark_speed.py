@@ -22,7 +22,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -102,8 +102,16 @@ def run_benchmark(model: torch.nn.Module,
                   img_size: int = 224,
                   repeats: int = 10,
                   warmup: int = 2,
-                  progress: bool = True) -> Dict[str, dict]:
+                  progress: bool = True,
+                  extra: Optional[Dict[str, Tuple[Sequence[int],
+                                                  Callable]]] = None
+                  ) -> Dict[str, dict]:
     """Time every setting, interleaved, and return per-setting statistics.
+
+    Args:
+        extra (dict, optional): More forwards to time in the same rounds:
+            name -> ``(r_list, fn)`` with ``fn(images)``; e.g. another
+            implementation of a setting. Defaults to None.
 
     Returns:
         dict: setting -> ``r_list``, ``times_s``, ``median_s``,
@@ -120,10 +128,14 @@ def run_benchmark(model: torch.nn.Module,
     num_layers = vit_geometry(model).num_layers
     r_lists = {s: parse_setting(s, num_layers) for s in settings}
     fns = {s: _forward_fn(model, r) for s, r in r_lists.items()}
+    for name, (r_list, fn) in (extra or {}).items():
+        if name in fns:
+            raise ValueError(f'extra setting {name!r} is already a setting')
+        r_lists[name], fns[name] = list(r_list), fn
     x = torch.randn(batch_size, 3, img_size, img_size)
     keys = ('wall', 'cpu', 'sys', 'faults')
-    rec = {s: {k: [] for k in keys} for s in settings}
-    order = list(settings)
+    rec = {s: {k: [] for k in keys} for s in fns}
+    order = list(fns)
     iterator = range(warmup + repeats)
     if progress:
         from tqdm import tqdm
@@ -147,7 +159,7 @@ def run_benchmark(model: torch.nn.Module,
     base = rec[settings[0]]
     med = statistics.median
     results = {}
-    for s in settings:
+    for s in fns:
         r = rec[s]
         results[s] = dict(
             r_list=r_lists[s],

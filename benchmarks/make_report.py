@@ -155,6 +155,7 @@ def build(results: str = common.RESULTS) -> str:
     fid = _load('label_fidelity', results)
     mc = _load('mergemix_cost', results)
     ts = _load('tome_speed', results)
+    ts1 = _load('tome_speed_1thread', results)
     lines = [
         '# Benchmarks', '',
         'Everything below was measured on this project\'s machines (2 CPU '
@@ -227,10 +228,17 @@ def build(results: str = common.RESULTS) -> str:
             'faults, per-setting times)', '', tome_table(ts), '',
             tome_fault_note(ts), ''
         ]
+    if ts1:
+        lines += [
+            '### One thread', '',
+            '[tome_speed_1thread.md](results/tome_speed_1thread.md)', '',
+            tome_table(ts1), ''
+        ]
     lines += ['## Commands', '']
     for name, payload in [('accuracy', acc), ('cost', cost),
                           ('label_fidelity', fid), ('mergemix_cost', mc),
-                          ('tome_speed', ts)]:
+                          ('tome_speed', ts),
+                          ('tome_speed_1thread', ts1)]:
         if payload is None:
             lines.append(f'* `{name}`: not run yet')
             continue

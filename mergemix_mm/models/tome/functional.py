@@ -136,7 +136,7 @@ def merge_tokens(
     if r == 0:
         return x, size, source
     matching: Matching = bipartite_soft_matching(
-        head_mean_metric(keys.detach()), r, num_protected)
+        head_mean_metric(keys), r, num_protected)
     x, size = merge_wavg(x, size, matching)
     if source is not None:
         source = merge_source(source, matching)

@@ -74,23 +74,14 @@ def head_mean_metric(keys: Tensor) -> Tensor:
         keys (Tensor): Keys of shape ``[B, H, T, head_dim]``.
 
     Returns:
-        Tensor: ``[B, T, head_dim]`` in float32 (or wider). The batch
-        dimension is never reduced.
+        Tensor: ``[B, T, head_dim]``. The batch dimension is never reduced.
     """
     if keys.dim() != 4:
         raise ValueError(
             'keys must have shape [B, H, T, head_dim], got '
             f'{tuple(keys.shape)}'
         )
-    # Keys usually are a head-strided view of the qkv projection. Adding the
-    # heads one by one reads contiguous head_dim rows and is about twice as
-    # fast on CPU as a reduction over the strided head dimension.
-    num_heads = keys.shape[1]
-    total = keys[:, 0].to(
-        torch.promote_types(keys.dtype, torch.float32), copy=True)
-    for i in range(1, num_heads):
-        total.add_(keys[:, i])
-    return total.div_(num_heads)
+    return keys.mean(dim=1)
 
 
 def _identity_matching(batch_size: int, num_tokens: int,
@@ -224,16 +215,17 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
         size_keep = flat_size.index_select(0, keep)
         size_src = flat_size.index_select(0, src)
     size_out = size_keep.index_add(0, dst, size_src)
-    # sum(s x) / sum(s) touching only the receiving rows, written as
-    # x_dst + sum_src s_src / s_out * (x_src - x_dst): the kept rows are
-    # copied and every merged-away row adds its weighted difference to the
-    # row it joins. index_add_ accumulates rows that receive several tokens
-    # (also in the backward pass), so no de-duplication is needed.
+    # sum(s x) / sum(s) touching only the receiving rows: the kept rows are
+    # copied, the (unique) receiving rows are rescaled by s_dst / s_out and
+    # the merged-away rows are added with weight s_src / s_out[dst].
     flat = x.reshape(B * T, C)
     out = flat.index_select(0, keep)
+    recv = torch.unique(dst)
+    scale = (size_keep.index_select(0, recv) /
+             size_out.index_select(0, recv)).to(x.dtype)
+    out.index_copy_(0, recv, out.index_select(0, recv).mul_(scale))
     weight_src = (size_src / size_out.index_select(0, dst)).to(x.dtype)
-    delta = flat.index_select(0, src) - out.index_select(0, dst)
-    out.index_add_(0, dst, delta.mul_(weight_src))
+    out.index_add_(0, dst, flat.index_select(0, src).mul_(weight_src))
     return out.view(B, n, C), size_out.view(B, n, 1)
 
 

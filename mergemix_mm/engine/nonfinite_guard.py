@@ -34,6 +34,8 @@ from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from mmpretrain.registry import HOOKS
 
+from ..utils.checks import check_bool
+
 __all__ = ['NonFiniteError', 'NonFiniteGuardHook', 'batch_sample_info']
 
 _ACTIONS = ('raise', 'skip')
@@ -149,9 +151,7 @@ class NonFiniteGuardHook(Hook):
                 f'{_ACTIONS}.')
         for name, value in (('check_inputs', check_inputs), ('enable',
                                                              enable)):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f'NonFiniteGuardHook: {name}={value!r} must be a bool.')
+            check_bool('NonFiniteGuardHook', name, value)
         for name, value in (('max_skipped', max_skipped),
                             ('max_consecutive_skips', max_consecutive_skips)):
             if value is not None and (isinstance(value, bool)

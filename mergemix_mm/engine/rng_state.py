@@ -35,6 +35,8 @@ from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from mmpretrain.registry import HOOKS
 
+from ..utils.checks import check_bool
+
 __all__ = ['RNGStateHook', 'get_rng_state', 'set_rng_state']
 
 _KEY = 'rng_states'
@@ -123,9 +125,7 @@ class RNGStateHook(Hook):
                  enable: bool = True) -> None:
         for name, value in (('neutral_validation', neutral_validation),
                             ('enable', enable)):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f'RNGStateHook: {name}={value!r} must be a bool.')
+            check_bool('RNGStateHook', name, value)
         self.neutral_validation = neutral_validation and enable
         self.enable = enable
         self._gathered: Optional[List[Dict[str, Any]]] = None

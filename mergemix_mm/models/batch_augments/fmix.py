@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import torch
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ...utils.checks import check_bool
 from .base import derangement
 from .mix_plan import PlannedMix, check_alpha, check_number, sample_beta
 
@@ -111,10 +112,7 @@ class FMix(PlannedMix):
                          low_open=True))
         self.max_soft = float(
             check_number('FMix', 'max_soft', max_soft, low=0, high=0.5))
-        if not isinstance(reformulate, bool):
-            raise TypeError(
-                f'FMix: reformulate={reformulate!r} must be a bool.')
-        self.reformulate = reformulate
+        self.reformulate = check_bool('FMix', 'reformulate', reformulate)
 
     def build_mix(self,
                   inputs: torch.Tensor,

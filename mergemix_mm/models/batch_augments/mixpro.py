@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ...utils.checks import check_bool
 from ..tome import ToMeOutput, forward_with_attention, vit_geometry
 from .attention_utils import cls_attention_grid
 from .base import MixRecord, ModelAwareMixin, check_batch, derangement, \
@@ -99,10 +100,8 @@ class MixPro(ModelAwareMixin, PlannedMix):
             'MixPro', 'mask_patch_size', mask_patch_size, low=1, integer=True)
         self.attn_layer = check_number(
             'MixPro', 'attn_layer', attn_layer, integer=True)
-        if not isinstance(attention_label, bool):
-            raise TypeError(f'MixPro: attention_label={attention_label!r} '
-                            'must be a bool.')
-        self.attention_label = attention_label
+        self.attention_label = check_bool('MixPro', 'attention_label',
+                                          attention_label)
 
     def _check_cells(self, img_size: Tuple[int, int]) -> None:
         m = self.mask_patch_size

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ...utils.checks import check_bool
 from .base import derangement
 from .box_utils import box_area, box_keep_mask, random_box
 from .mix_plan import PlannedMix, check_alpha, check_range_pair
@@ -61,10 +62,7 @@ class ResizeMixTau(PlannedMix):
                 f'ResizeMixTau: scope={scope!r} must be a (min, max) pair.')
         self.scope = check_range_pair(
             'ResizeMixTau', 'scope', scope, low=0, high=1, low_open=True)
-        if not isinstance(use_alpha, bool):
-            raise TypeError(
-                f'ResizeMixTau: use_alpha={use_alpha!r} must be a bool.')
-        self.use_alpha = use_alpha
+        self.use_alpha = check_bool('ResizeMixTau', 'use_alpha', use_alpha)
         self.alpha = check_alpha('ResizeMixTau', alpha)
         if interpolation not in _MODES:
             raise ValueError(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 
+from ...utils.checks import check_bool
 from .base import derangement
 from .box_utils import box_area, centered_box
 from .mix_plan import PlannedMix, check_alpha, check_number, sample_beta
@@ -101,10 +102,7 @@ class SaliencyMix(PlannedMix):
                  work_size: int = 64,
                  blur_sigma: float = 2.5):
         self.alpha = check_alpha('SaliencyMix', alpha)
-        if not isinstance(per_sample, bool):
-            raise TypeError(
-                f'SaliencyMix: per_sample={per_sample!r} must be a bool.')
-        self.per_sample = per_sample
+        self.per_sample = check_bool('SaliencyMix', 'per_sample', per_sample)
         self.work_size = check_number(
             'SaliencyMix', 'work_size', work_size, low=8, integer=True)
         self.blur_sigma = float(

@@ -11,6 +11,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ...utils.checks import check_bool
 from ..batch_augments.base import (MixRecord, ModelAwareMixin,
                                    bind_model_aware_augments,
                                    model_aware_augments, mix_scores)
@@ -154,8 +155,7 @@ class MergeMixClassifier(ImageClassifier):
                 f'{_AUX_LOSSES}.')
         if not isinstance(aux_alpha, (int, float)) or aux_alpha <= 0:
             raise ValueError(f'aux_alpha={aux_alpha!r} must be a number > 0.')
-        if not isinstance(tome_in_mix, bool):
-            raise TypeError(f'tome_in_mix={tome_in_mix!r} must be a bool.')
+        check_bool('MergeMixClassifier', 'tome_in_mix', tome_in_mix)
         train_cfg = normalize_batch_augments(train_cfg)
         if isinstance(data_preprocessor, dict):
             data_preprocessor = copy.deepcopy(data_preprocessor)

@@ -318,8 +318,11 @@ def _markdown(payload: dict, args) -> str:
             ], tb_rows), ''
         ]
     # one row per process, to show the spread directly
-    columns = [s for s in payload['workers'][0]['runs'][next(
-        iter(payload['workers'][0]['runs']))] if s != base]
+    # every setting of any backend (only mmpretrain has the textbook ones)
+    columns = list(
+        dict.fromkeys(s for w in payload['workers']
+                      for res in w['runs'].values() for s in res
+                      if s != base))
     rows = []
     for i, w in enumerate(payload['workers']):
         for key, res in w['runs'].items():

@@ -227,10 +227,32 @@ def test_nan_inputs_raise_naming_samples():
     (dict(compat='official'), 'compat'),
     (dict(merge_num=-2), 'merge_num'),
     (dict(lam_margin=0.6), 'lam_margin'),
+    (dict(alpha=float('nan')), 'alpha=nan'),
+    (dict(alpha=float('inf')), 'alpha=inf'),
+    (dict(lam_margin=float('nan')), 'lam_margin=nan'),
 ])
 def test_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BATCH_AUGMENTS.build(dict(type='MergeMix', **kwargs))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(alpha='1'), "alpha='1'"),
+    (dict(alpha=True), 'alpha=True'),
+    (dict(attn_layer=1.0), 'attn_layer=1.0'),
+    (dict(merge_num=2.5), 'merge_num=2.5'),
+    (dict(lam_margin='0.1'), "lam_margin='0.1'"),
+])
+def test_hyper_parameters_of_wrong_type(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        BATCH_AUGMENTS.build(dict(type='MergeMix', **kwargs))
+
+
+def test_numpy_integers_are_accepted():
+    aug = BATCH_AUGMENTS.build(
+        dict(type='MergeMix', attn_layer=np.int64(-2), merge_num=np.int64(4)))
+    assert type(aug.attn_layer) is int and aug.attn_layer == -2
+    assert type(aug.merge_num) is int and aug.merge_num == 4
 
 
 def test_attn_layer_out_of_range():

@@ -156,7 +156,13 @@ def test_tome_in_mix_false_needs_tome_backbone():
 @pytest.mark.parametrize('kwargs, match', [
     (dict(aux_loss='cutmix'), 'aux_loss'),
     (dict(aux_alpha=0), 'aux_alpha'),
+    (dict(aux_alpha=float('nan')), 'aux_alpha=nan'),
 ])
 def test_bad_classifier_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build(**kwargs)
+
+
+def test_aux_alpha_must_be_a_number():
+    with pytest.raises(TypeError, match='MergeMixClassifier: aux_alpha=True'):
+        build(aux_alpha=True)

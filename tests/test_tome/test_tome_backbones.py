@@ -74,6 +74,23 @@ def test_train_and_test_schedules(tiny_arch, images):
     assert r.train_r_list == [3] * 4 and r.test_r_list == [5, 0, 0, 0]
 
 
+@pytest.mark.parametrize('tome_type', [
+    'ToMeVisionTransformer', 'ToMeDistilledVisionTransformer', 'ToMeTimmViT'
+])
+def test_train_and_eval_return_self(tiny_arch, tome_type):
+    """``model = Backbone(...).eval()`` works as with any torch module."""
+    if tome_type == 'ToMeTimmViT':
+        cfg = dict(model_name='vit_tiny_patch16_224', img_size=32,
+                   patch_size=4, depth=2, merge_num=4)
+    else:
+        cfg = dict(arch=tiny_arch, img_size=32, patch_size=4, merge_num=4)
+    model = MODELS.build(dict(type=tome_type, **cfg))
+    assert model.eval() is model and not model.training
+    assert model.current_r_list == model.test_r_list
+    assert model.train() is model and model.training
+    assert all(m.training for m in model.modules())
+
+
 def test_tome_forward_and_dispatch(tiny_arch, images):
     _, tome = _pair(
         tiny_arch,

@@ -69,6 +69,14 @@ class ToMeMixin:
             return [0] * len(self.train_r_list)
         return list(self.train_r_list if self.training else self.test_r_list)
 
+    def train(self, mode: bool = True):
+        """Set train / eval mode (which picks the train or test schedule) and
+        return ``self``, as ``torch.nn.Module.train`` does (mmpretrain's
+        ``BaseBackbone.train`` returns None, which breaks
+        ``model = ToMeVisionTransformer(...).eval()``)."""
+        super().train(mode)
+        return self
+
     @contextlib.contextmanager
     def merging(self, enabled: bool) -> Iterator[None]:
         """Context manager that switches merging on or off for the forwards

@@ -170,18 +170,12 @@ class MergeMix(ModelAwareMixin):
                  compat: Optional[str] = None,
                  attn_eval_mode: bool = False,
                  schedule_compat: Optional[str] = None):
-        if isinstance(alpha, bool) or not isinstance(
-                alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f'MergeMix: alpha={alpha!r} must be a number > 0.')
-        if isinstance(attn_layer, bool) or not isinstance(attn_layer, int):
-            raise TypeError(
-                f'MergeMix: attn_layer={attn_layer!r} must be an int.')
-        if merge_num is not None and (isinstance(merge_num, bool)
-                                      or not isinstance(merge_num, int)
-                                      or merge_num < 0):
-            raise ValueError(
-                f'MergeMix: merge_num={merge_num!r} must be an int >= 0 or '
-                'None.')
+        alpha = check_number('MergeMix', 'alpha', alpha, low=0, low_open=True)
+        attn_layer = check_number(
+            'MergeMix', 'attn_layer', attn_layer, integer=True)
+        if merge_num is not None:
+            merge_num = check_number(
+                'MergeMix', 'merge_num', merge_num, low=0, integer=True)
         if lam_reduction not in ('batch', 'sample'):
             raise ValueError(f'MergeMix: lam_reduction={lam_reduction!r} '
                              "must be 'batch' or 'sample'.")
@@ -191,10 +185,9 @@ class MergeMix(ModelAwareMixin):
         if compat not in _COMPAT:
             raise ValueError(
                 f'MergeMix: compat={compat!r} must be one of {_COMPAT}.')
-        if not isinstance(lam_margin, (int, float)) or lam_margin >= 0.5:
-            raise ValueError(
-                f'MergeMix: lam_margin={lam_margin!r} must be a number < 0.5 '
-                '(negative disables it).')
+        # Negative disables the margin; -1 is the documented off value.
+        lam_margin = check_number(
+            'MergeMix', 'lam_margin', lam_margin, high=0.5, high_open=True)
         for name, value in (('lam_scale', lam_scale),
                             ('mask_leaked', mask_leaked),
                             ('attn_eval_mode', attn_eval_mode)):

@@ -11,7 +11,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ...utils.checks import check_bool
+from ...utils.checks import check_bool, check_number
 from ..batch_augments.base import (MixRecord, ModelAwareMixin,
                                    bind_model_aware_augments,
                                    model_aware_augments, mix_scores)
@@ -153,8 +153,8 @@ class MergeMixClassifier(ImageClassifier):
             raise ValueError(
                 f'aux_loss={aux_loss!r} is not valid; choose one of '
                 f'{_AUX_LOSSES}.')
-        if not isinstance(aux_alpha, (int, float)) or aux_alpha <= 0:
-            raise ValueError(f'aux_alpha={aux_alpha!r} must be a number > 0.')
+        aux_alpha = check_number(
+            'MergeMixClassifier', 'aux_alpha', aux_alpha, low=0, low_open=True)
         check_bool('MergeMixClassifier', 'tome_in_mix', tome_in_mix)
         train_cfg = normalize_batch_augments(train_cfg)
         if isinstance(data_preprocessor, dict):

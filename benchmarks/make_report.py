@@ -96,7 +96,8 @@ def mergemix_cost_table(mc) -> str:
 def tome_table(ts) -> str:
     """Median speed-up over fresh processes (range in brackets) per
     allocator setting, backend and merge setting; textbook-formulation rows
-    also against their own un-merged forward."""
+    also against their own un-merged forward; merged rows with a
+    ``<setting>@drop`` row also relative to that token-dropping bound."""
     rows = []
     flops = ts['flops']
 
@@ -113,9 +114,11 @@ def tome_table(ts) -> str:
                 ratio = flops['none']['gflops_with_attention'] / flops[base][
                     'gflops_with_attention']
                 own = r.get('vs_textbook_none')
+                bound = r.get('vs_drop')
                 rows.append([
                     alloc, key, s, fmt(r),
                     fmt(own) if own and base != 'none' else '-',
+                    f"{bound['speedup']:.3f}" if bound else '-',
                     f"{r['cpu_speedup']:.3f}x", f'{ratio:.3f}x',
                     f"{100 * r['merge_share']:.1f}%"
                     if r.get('merge_share') is not None else '-'
@@ -123,7 +126,8 @@ def tome_table(ts) -> str:
     return common.md_table([
         'allocator', 'backend / threads', 'setting',
         f"speed-up vs stock forward, median of {ts['processes']} processes "
-        '(range)', 'vs none@textbook', 'CPU-time speed-up',
+        '(range)', 'vs none@textbook',
+        'at token-dropping bound (1 = merging is free)', 'CPU-time speed-up',
         'FLOP ratio (+attn)', 'merge share'
     ], rows)
 

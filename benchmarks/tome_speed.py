@@ -44,6 +44,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 ALLOCATORS = ('default', 'tuned')
 #: Suffix of the settings timed in the textbook formulation.
 TEXTBOOK = '@textbook'
+#: Suffix of the settings timed with tokens dropped instead of merged.
+DROP = '@drop'
 
 
 def _load_tool(name):
@@ -110,6 +112,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         '(benchmarks/textbook_tome.py; mmpretrain backend), named '
         '<setting>@textbook; give no value to skip')
     parser.add_argument(
+        '--drop',
+        nargs='*',
+        default=['merge49'],
+        help='settings also timed with tokens dropped instead of merged '
+        '(benchmarks/drop_oracle.py: the bound for any merge '
+        'implementation), named <setting>@drop; give no value to skip')
+    parser.add_argument(
         '--out-dir', default=osp.join(ROOT, 'benchmarks', 'results'))
     parser.add_argument('--name', default='tome_speed')
     parser.add_argument('--worker-out', default=None, help=argparse.SUPPRESS)
@@ -120,10 +129,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.allocators = ['tuned']
     if args.processes < 1:
         parser.error(f'--processes={args.processes} must be >= 1')
-    missing = [t for t in args.textbook if t not in args.settings]
-    if missing:
-        parser.error(f'--textbook {missing} must also be in --settings')
+    for option in ('textbook', 'drop'):
+        missing = [t for t in getattr(args, option) if t not in args.settings]
+        if missing:
+            parser.error(f'--{option} {missing} must also be in --settings')
     return args
+
+
+def _extra_forwards(args, bench, model, backend: str) -> Dict:
+    """The yardstick forwards timed in the same rounds: the textbook
+    formulation (mmpretrain only) and the token-dropping bound."""
+    from drop_oracle import drop_forward_fn
+    from textbook_tome import textbook_forward_fn
+    from mergemix_mm.models.tome import vit_geometry
+    num_layers = vit_geometry(model).num_layers
+    extra = {}
+    if backend == 'mmpretrain':
+        for t in args.textbook:
+            r_list = bench.parse_setting(t, num_layers)
+            extra[t + TEXTBOOK] = (r_list, textbook_forward_fn(model, r_list))
+    for t in args.drop:
+        r_list = bench.parse_setting(t, num_layers)
+        extra[t + DROP] = (r_list, drop_forward_fn(model, r_list))
+    return extra
 
 
 def run_worker(args) -> None:
@@ -140,16 +168,7 @@ def run_worker(args) -> None:
         for backend in args.backends:
             torch.set_num_threads(threads)
             model = bench.build_model(args.arch, 224, backend)
-            extra = None
-            if backend == 'mmpretrain' and args.textbook:
-                from textbook_tome import textbook_forward_fn
-                num_layers = len(model.layers)
-                extra = {}
-                for t in args.textbook:
-                    r_list = bench.parse_setting(t, num_layers)
-                    extra[f'{t}{TEXTBOOK}'] = (r_list,
-                                               textbook_forward_fn(
-                                                   model, r_list))
+            extra = _extra_forwards(args, bench, model, backend)
             results = bench.run_benchmark(
                 model,
                 args.settings,
@@ -178,7 +197,8 @@ def _worker_command(args, allocator: str, out: str) -> List[str]:
         str(args.repeats), '--warmup',
         str(args.warmup), '--threads', *map(str, args.threads), '--settings',
         *args.settings, '--backends', *args.backends, '--worker-out', out,
-        '--worker-allocator', allocator, '--textbook', *args.textbook
+        '--worker-allocator', allocator, '--textbook', *args.textbook,
+        '--drop', *args.drop
     ]
     return cmd
 
@@ -221,6 +241,12 @@ def summarize(workers: List[dict]) -> Dict:
                 if s.endswith(TEXTBOOK) and own_base in runs[0][key]:
                     row['vs_textbook_none'] = _stats([
                         r[key][own_base]['median_s'] / r[key][s]['median_s']
+                        for r in runs
+                    ])
+                if s + DROP in runs[0][key]:
+                    # speed relative to the token-dropping bound (1 = at it)
+                    row['vs_drop'] = _stats([
+                        r[key][s + DROP]['median_s'] / r[key][s]['median_s']
                         for r in runs
                     ])
                 summary[alloc][key][s] = row
@@ -280,7 +306,43 @@ def _markdown(payload: dict, args) -> str:
                     'CPU', 'page faults / forward', 'merge share'
                 ], rows), ''
             ]
-    # one row per process, to show the spread directly
+    bound_rows = []
+    for alloc, per_key in summary.items():
+        for key, per_setting in per_key.items():
+            for s, r in per_setting.items():
+                if 'vs_drop' not in r:
+                    continue
+                bound, rel = per_setting[s + DROP], r['vs_drop']
+                ratio = (flops[base]['gflops_with_attention'] /
+                         flops[s]['gflops_with_attention'])
+                bound_rows.append([
+                    alloc, key, s, f'{ratio:.3f}x',
+                    f"{bound['speedup']:.3f}x ({bound['speedup_min']:.3f}-"
+                    f"{bound['speedup_max']:.3f})",
+                    f"**{r['speedup']:.3f}x** ({r['speedup_min']:.3f}-"
+                    f"{r['speedup_max']:.3f})",
+                    f"{rel['speedup']:.3f} ({rel['speedup_min']:.3f}-"
+                    f"{rel['speedup_max']:.3f})"
+                ])
+    if bound_rows:
+        out += [
+            '## How close to the bound', '',
+            'The token-dropping bound (`benchmarks/drop_oracle.py`) is this '
+            "library's merged forward with the merging step replaced by "
+            'keeping the first `T - r` tokens (one copy, no matching, no '
+            'weighted average): the same blocks at the same token counts '
+            'with the same fused attention, so its speed-up is what the '
+            'schedule could gain on this machine if merging were free, an '
+            'upper bound for any merge implementation. *at bound*: the '
+            "bound's time over this implementation's (median over processes; "
+            '1 means the merging step costs nothing).', '',
+            common.md_table([
+                'allocator', 'backend / threads', 'setting',
+                'FLOP ratio (+attn)',
+                f'token-dropping bound vs {base} (range)',
+                f'this implementation vs {base} (range)', 'at bound (range)'
+            ], bound_rows), ''
+        ]
     tb_rows = []
     for alloc, per_key in summary.items():
         for key, per_setting in per_key.items():

@@ -65,11 +65,32 @@ def test_textbook_rows_get_their_own_baseline():
     assert 'vs_textbook_none' not in r['r4']
 
 
+def test_merged_rows_are_compared_with_the_dropping_bound():
+    runs = []
+    for bound_s, ours_s in [(0.80, 0.84), (0.82, 0.82), (0.78, 0.87)]:
+        run = _run(1.0 / ours_s, 0)
+        run['r4@drop'] = dict(
+            run['r4'], median_s=bound_s, speedup=1.0 / bound_s)
+        runs.append(dict(allocator='tuned',
+                         runs={'mmpretrain/threads2': run}))
+    r = tome_speed.summarize(runs)['tuned']['mmpretrain/threads2']
+    rel = r['r4']['vs_drop']
+    assert rel['speedups'] == [
+        pytest.approx(0.80 / 0.84, abs=1e-4), 1.0,
+        pytest.approx(0.78 / 0.87, abs=1e-4)
+    ]
+    assert rel['speedup'] == pytest.approx(0.80 / 0.84, abs=1e-4)
+    assert 'vs_drop' not in r['none'] and 'vs_drop' not in r['r4@drop']
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):
         tome_speed.parse_args(['--processes', '0'])
     with pytest.raises(SystemExit):  # a textbook setting not benchmarked
         tome_speed.parse_args(['--settings', 'none', '--textbook', 'r8'])
+    with pytest.raises(SystemExit):  # a dropping setting not benchmarked
+        tome_speed.parse_args(['--settings', 'none', '--textbook', '--drop',
+                               'r8'])
 
 
 def test_end_to_end_in_fresh_processes(tmp_path):
@@ -77,7 +98,7 @@ def test_end_to_end_in_fresh_processes(tmp_path):
         '--arch', 'deit-tiny', '--batch-size', '1', '--processes', '1',
         '--allocators', 'default', 'tuned', '--repeats', '1', '--warmup', '0',
         '--backends', 'mmpretrain', '--settings', 'none', 'r4', '--textbook',
-        'none', 'r4', '--out-dir',
+        'none', 'r4', '--drop', 'r4', '--out-dir',
         str(tmp_path), '--name', 'speed'
     ])
     with open(tmp_path / 'speed.json') as f:
@@ -92,3 +113,8 @@ def test_end_to_end_in_fresh_processes(tmp_path):
     tb = payload['summary']['default']['mmpretrain/threads2']['r4@textbook']
     assert tb['vs_textbook_none']['speedup'] > 0
     assert '## This implementation vs the textbook formulation' in md
+    for alloc in ('default', 'tuned'):
+        res = payload['summary'][alloc]['mmpretrain/threads2']
+        assert res['r4']['vs_drop']['speedup'] > 0
+        assert res['r4@drop']['r_list'] == [4] * 12
+    assert '## How close to the bound' in md

@@ -216,6 +216,9 @@ def environment(threads: Optional[int] = None) -> dict:
         numpy=numpy.__version__,
         platform=platform.platform(),
         cpu=_cpu_name(),
+        # the vector ISA PyTorch dispatches to (e.g. AVX2, AVX512): kernels,
+        # speed and float rounding differ between them
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
         cpu_count=os.cpu_count(),
         torch_threads=threads if threads is not None else
         torch.get_num_threads(),
@@ -232,8 +235,8 @@ def environment(threads: Optional[int] = None) -> dict:
 def env_markdown(env: dict) -> str:
     """Markdown block describing the run."""
     keys = ['command', 'date', 'git_commit', 'python', 'torch', 'mmengine',
-            'mmpretrain', 'numpy', 'platform', 'cpu', 'cpu_count',
-            'torch_threads', 'cuda', 'load_average_at_start']
+            'mmpretrain', 'numpy', 'platform', 'cpu', 'cpu_capability',
+            'cpu_count', 'torch_threads', 'cuda', 'load_average_at_start']
     lines = ['| | |', '| --- | --- |']
     for k in keys:
         if k in env:

@@ -118,3 +118,6 @@ def test_end_to_end_in_fresh_processes(tmp_path):
         assert res['r4']['vs_drop']['speedup'] > 0
         assert res['r4@drop']['r_list'] == [4] * 12
     assert '## How close to the bound' in md
+    # the vector ISA is recorded: kernels and rounding differ between them
+    isa = payload['env']['cpu_capability']
+    assert isinstance(isa, str) and isa and f'| cpu_capability | {isa} |' in md

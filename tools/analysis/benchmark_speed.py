@@ -253,6 +253,7 @@ def environment_info() -> dict:
         info['cpu'] = names[0] if names else platform.processor()
     except OSError:
         info['cpu'] = platform.processor()
+    info['cpu_capability'] = torch.backends.cpu.get_cpu_capability()
     for var in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'MKL_NUM_THREADS'):
         if os.environ.get(var):
             info[var] = os.environ[var]

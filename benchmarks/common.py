@@ -5,6 +5,8 @@ Every script writes ``benchmarks/results/<name>.json`` (raw numbers plus the
 command, package versions and hardware) and ``<name>.md`` (the tables).
 """
 import copy
+import functools
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -185,6 +187,16 @@ def _git_commit() -> str:
         return out.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
     except Exception:  # noqa: BLE001
         return 'unknown'
+
+
+@functools.lru_cache(maxsize=None)
+def load_tool(name: str):
+    """The module ``tools/analysis/<name>.py`` (loaded once per process)."""
+    path = osp.join(ROOT, 'tools', 'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cpu_name() -> str:

@@ -16,8 +16,7 @@ attention kernel. The gap between it and the real merged forward is the cost
 of the merging step. The outputs are meaningless (tokens are discarded, not
 merged); use it for timing only.
 """
-import contextlib
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -51,18 +50,13 @@ def drop_tokens(
     return x, size, source
 
 
-@contextlib.contextmanager
-def dropping_merge() -> Iterator[None]:
+def dropping_merge() -> ContextManager:
     """Within the block, the library's ToMe forwards drop tokens instead of
-    merging them (the module-level ``merge_tokens`` they call is swapped and
-    restored on exit, also after an error)."""
-    from mergemix_mm.models.tome import mmpretrain_vit, timm_vit
-    saved = (mmpretrain_vit.merge_tokens, timm_vit.merge_tokens)
-    mmpretrain_vit.merge_tokens = timm_vit.merge_tokens = drop_tokens
-    try:
-        yield
-    finally:
-        mmpretrain_vit.merge_tokens, timm_vit.merge_tokens = saved
+    merging them (``benchmark_speed.merge_step_replaced``: the merging step
+    is put back on exit, also after an error)."""
+    import common
+    return common.load_tool('benchmark_speed').merge_step_replaced(
+        drop_tokens)
 
 
 def drop_forward_fn(model: nn.Module,

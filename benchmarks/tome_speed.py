@@ -26,7 +26,6 @@ heap: no setting pays for page faults and the ratios show compute alone.
 """
 import argparse
 import ctypes
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -46,14 +45,6 @@ ALLOCATORS = ('default', 'tuned')
 TEXTBOOK = '@textbook'
 #: Suffix of the settings timed with tokens dropped instead of merged.
 DROP = '@drop'
-
-
-def _load_tool(name):
-    path = osp.join(ROOT, 'tools', 'analysis', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _malloc_tune() -> bool:
@@ -160,9 +151,10 @@ def run_worker(args) -> None:
     applied = _malloc_tune() if tuned else False
     if tuned and not applied:
         raise RuntimeError('--allocators tuned needs glibc (mallopt failed)')
+    import common
     import torch
     torch.manual_seed(0)
-    bench = _load_tool('benchmark_speed')
+    bench = common.load_tool('benchmark_speed')
     out = dict(allocator=args.worker_allocator, runs={})
     for threads in args.threads:
         for backend in args.backends:
@@ -415,8 +407,8 @@ def main(argv=None) -> None:
     from tqdm import tqdm
     import torch
     torch.set_num_threads(args.threads[0])
-    bench = _load_tool('benchmark_speed')
-    flops_tool = _load_tool('get_flops')
+    bench = common.load_tool('benchmark_speed')
+    flops_tool = common.load_tool('get_flops')
     from mergemix_mm.models.tome import vit_geometry
 
     env = common.environment(threads=args.threads[0])

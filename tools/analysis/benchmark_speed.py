@@ -15,6 +15,7 @@ Settings: ``none`` (stock forward, no merging), ``merge<N>`` (MergeMix
 block).
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -22,7 +23,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import torch
 
@@ -177,6 +179,22 @@ def run_benchmark(model: torch.nn.Module,
     return results
 
 
+@contextlib.contextmanager
+def merge_step_replaced(fn: Callable) -> Iterator[Callable]:
+    """Within the block, the functional ToMe forwards (mmpretrain's
+    ``tome_vit_forward`` and ``tome_timm_forward``) call ``fn`` instead of
+    their merging step ``merge_tokens`` (same signature); the original is
+    yielded and put back on exit, also after an error. For instrumented or
+    substituted timing forwards only."""
+    from mergemix_mm.models.tome import mmpretrain_vit, timm_vit
+    saved = (mmpretrain_vit.merge_tokens, timm_vit.merge_tokens)
+    mmpretrain_vit.merge_tokens = timm_vit.merge_tokens = fn
+    try:
+        yield saved[0]
+    finally:
+        mmpretrain_vit.merge_tokens, timm_vit.merge_tokens = saved
+
+
 def measure_merge_overhead(model: torch.nn.Module,
                            settings: Sequence[str],
                            batch_size: int = 16,
@@ -190,39 +208,33 @@ def measure_merge_overhead(model: torch.nn.Module,
         dict: setting -> ``forward_s`` (median instrumented forward),
         ``merge_s`` (median total merge time per forward) and ``fraction``.
     """
-    from mergemix_mm.models.tome import mmpretrain_vit, timm_vit
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
     x = torch.randn(batch_size, 3, img_size, img_size)
-    originals = (mmpretrain_vit.merge_tokens, timm_vit.merge_tokens)
     spent = [0.0]
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
-        out = originals[0](*args, **kwargs)
+        out = merge(*args, **kwargs)
         spent[0] += time.perf_counter() - start
         return out
 
     results = {}
-    mmpretrain_vit.merge_tokens = timm_vit.merge_tokens = timed
-    try:
-        with torch.inference_mode():
-            for s in settings:
-                r_list = parse_setting(s, num_layers)
-                if not any(r_list):
-                    continue
-                fn = _forward_fn(model, r_list)
-                fwd, merge = [], []
-                for _ in range(repeats):
-                    spent[0] = 0.0
-                    start = time.perf_counter()
-                    fn(x)
-                    fwd.append(time.perf_counter() - start)
-                    merge.append(spent[0])
-                f, m = statistics.median(fwd), statistics.median(merge)
-                results[s] = dict(forward_s=f, merge_s=m, fraction=m / f)
-    finally:
-        mmpretrain_vit.merge_tokens, timm_vit.merge_tokens = originals
+    with merge_step_replaced(timed) as merge, torch.inference_mode():
+        for s in settings:
+            r_list = parse_setting(s, num_layers)
+            if not any(r_list):
+                continue
+            fn = _forward_fn(model, r_list)
+            fwd, merge_s = [], []
+            for _ in range(repeats):
+                spent[0] = 0.0
+                start = time.perf_counter()
+                fn(x)
+                fwd.append(time.perf_counter() - start)
+                merge_s.append(spent[0])
+            f, m = statistics.median(fwd), statistics.median(merge_s)
+            results[s] = dict(forward_s=f, merge_s=m, fraction=m / f)
     return results
 
 

@@ -18,6 +18,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import accuracy_digits  # noqa: E402
 import common  # noqa: E402
+import tome_speed  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -111,8 +112,7 @@ def tome_table(ts) -> str:
                 base = s.split('@')[0]
                 if base == 'none' and s == base:
                     continue
-                ratio = flops['none']['gflops_with_attention'] / flops[base][
-                    'gflops_with_attention']
+                ratio = tome_speed.flop_ratio(flops, s, 'none')
                 own = r.get('vs_textbook_none')
                 bound = r.get('vs_drop')
                 rows.append([

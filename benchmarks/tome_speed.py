@@ -60,6 +60,14 @@ def _malloc_tune() -> bool:
     return bool(ok)
 
 
+def flop_ratio(flops: Dict[str, dict], setting: str, base: str) -> float:
+    """FLOPs (with the attention matmuls) of ``base`` over those of
+    ``setting``; a ``<setting>@<variant>`` row runs the FLOPs of
+    ``<setting>``."""
+    key = 'gflops_with_attention'
+    return flops[base.split('@')[0]][key] / flops[setting.split('@')[0]][key]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='deit-small')
@@ -274,8 +282,7 @@ def _markdown(payload: dict, args) -> str:
             rows = []
             for s, r in per_setting.items():
                 f = flops[s.split('@')[0]]
-                ratio = (flops[base]['gflops_with_attention'] /
-                         f['gflops_with_attention'])
+                ratio = flop_ratio(flops, s, base)
                 share = (f"{100 * r['merge_share']:.1f}%"
                          if r['merge_share'] is not None else '-')
                 rows.append([
@@ -305,8 +312,7 @@ def _markdown(payload: dict, args) -> str:
                 if 'vs_drop' not in r:
                     continue
                 bound, rel = per_setting[s + DROP], r['vs_drop']
-                ratio = (flops[base]['gflops_with_attention'] /
-                         flops[s]['gflops_with_attention'])
+                ratio = flop_ratio(flops, s, base)
                 bound_rows.append([
                     alloc, key, s, f'{ratio:.3f}x',
                     f"{bound['speedup']:.3f}x ({bound['speedup_min']:.3f}-"

@@ -83,6 +83,15 @@ def test_merged_rows_are_compared_with_the_dropping_bound():
     assert 'vs_drop' not in r['none'] and 'vs_drop' not in r['r4@drop']
 
 
+def test_flop_ratio_reads_the_base_setting_of_variant_rows():
+    flops = dict(none=dict(gflops_with_attention=4.6),
+                 merge49=dict(gflops_with_attention=4.0))
+    assert tome_speed.flop_ratio(flops, 'merge49', 'none') == 4.6 / 4.0
+    assert tome_speed.flop_ratio(flops, 'merge49@drop', 'none') == 4.6 / 4.0
+    assert tome_speed.flop_ratio(flops, 'none@textbook', 'none') == 1.0
+    assert tome_speed.flop_ratio(flops, 'none', 'merge49') == 4.0 / 4.6
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):
         tome_speed.parse_args(['--processes', '0'])

@@ -194,13 +194,13 @@ class MergeMix(ModelAwareMixin):
             check_bool('MergeMix', name, value)
         merge_inflect = check_number('MergeMix', 'merge_inflect',
                                      merge_inflect)
-        self.alpha = float(alpha)
+        self.alpha = alpha
         self.attn_layer = attn_layer
         self.merge_num = merge_num
-        self.merge_inflect = float(merge_inflect)
+        self.merge_inflect = merge_inflect
         self.lam_scale = bool(lam_scale)
         self.lam_reduction = lam_reduction
-        self.lam_margin = float(lam_margin)
+        self.lam_margin = lam_margin
         self.mask_leaked = bool(mask_leaked)
         self.mode = mode
         self.compat = compat

@@ -173,7 +173,7 @@ class MergeMixClassifier(ImageClassifier):
             init_cfg=init_cfg)
         self.tome_in_mix = tome_in_mix
         self.aux_loss = aux_loss
-        self.aux_alpha = float(aux_alpha)
+        self.aux_alpha = aux_alpha
         if not tome_in_mix and not hasattr(self.backbone, 'merging'):
             raise ValueError(
                 'tome_in_mix=False runs the classifying forwards with token '

@@ -21,6 +21,12 @@ import common  # noqa: E402
 import tome_speed  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
+#: Further ``tome_speed.py --name`` runs shown under the main ToMe table.
+TOME_EXTRA = [
+    ('tome_speed_1thread', 'One thread'),
+    ('tome_speed_focused',
+     'Merge 49 in focus: tuned allocator, 8 processes x 20 rounds'),
+]
 
 
 def _load(name: str, results: str) -> Optional[dict]:
@@ -159,7 +165,8 @@ def build(results: str = common.RESULTS) -> str:
     fid = _load('label_fidelity', results)
     mc = _load('mergemix_cost', results)
     ts = _load('tome_speed', results)
-    ts1 = _load('tome_speed_1thread', results)
+    ts_extra = [(name, title, _load(name, results))
+                for name, title in TOME_EXTRA]
     lines = [
         '# Benchmarks', '',
         'Everything below was measured on this project\'s machines (2 CPU '
@@ -232,17 +239,17 @@ def build(results: str = common.RESULTS) -> str:
             'faults, per-setting times)', '', tome_table(ts), '',
             tome_fault_note(ts), ''
         ]
-    if ts1:
-        lines += [
-            '### One thread', '',
-            '[tome_speed_1thread.md](results/tome_speed_1thread.md)', '',
-            tome_table(ts1), ''
-        ]
+    for name, title, payload in ts_extra:
+        if payload:
+            lines += [
+                f'### {title}', '', f'[{name}.md](results/{name}.md)', '',
+                tome_table(payload), ''
+            ]
     lines += ['## Commands', '']
-    for name, payload in [('accuracy', acc), ('cost', cost),
-                          ('label_fidelity', fid), ('mergemix_cost', mc),
-                          ('tome_speed', ts),
-                          ('tome_speed_1thread', ts1)]:
+    runs = [('accuracy', acc), ('cost', cost), ('label_fidelity', fid),
+            ('mergemix_cost', mc), ('tome_speed', ts)]
+    runs += [(name, payload) for name, _, payload in ts_extra]
+    for name, payload in runs:
         if payload is None:
             lines.append(f'* `{name}`: not run yet')
             continue

@@ -45,6 +45,11 @@ ALLOCATORS = ('default', 'tuned')
 TEXTBOOK = '@textbook'
 #: Suffix of the settings timed with tokens dropped instead of merged.
 DROP = '@drop'
+#: Suffix of the settings timed with the reference ToMe (facebookresearch).
+REFERENCE = '@reference'
+#: Yardsticks that are whole other ToMe forwards: their rows are also given
+#: against their own forward without merging (``none<suffix>``).
+OWN_BASELINE = (TEXTBOOK, REFERENCE)
 
 
 def _malloc_tune() -> bool:
@@ -118,6 +123,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         '(benchmarks/drop_oracle.py: the bound for any merge '
         'implementation), named <setting>@drop; give no value to skip')
     parser.add_argument(
+        '--reference',
+        nargs='*',
+        default=[],
+        help='settings also timed with the reference ToMe '
+        '(facebookresearch/ToMe, not shipped: it must be importable as '
+        '`tome`; benchmarks/reference_tome.py; timm backend), named '
+        '<setting>@reference; none by default')
+    parser.add_argument(
         '--out-dir', default=osp.join(ROOT, 'benchmarks', 'results'))
     parser.add_argument('--name', default='tome_speed')
     parser.add_argument('--worker-out', default=None, help=argparse.SUPPRESS)
@@ -128,7 +141,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.allocators = ['tuned']
     if args.processes < 1:
         parser.error(f'--processes={args.processes} must be >= 1')
-    for option in ('textbook', 'drop'):
+    if args.reference and 'timm' not in args.backends:
+        parser.error('--reference patches timm models: add timm to '
+                     '--backends')
+    for option in ('textbook', 'drop', 'reference'):
         missing = [t for t in getattr(args, option) if t not in args.settings]
         if missing:
             parser.error(f'--{option} {missing} must also be in --settings')
@@ -137,8 +153,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _extra_forwards(args, bench, model, backend: str) -> Dict:
     """The yardstick forwards timed in the same rounds: the textbook
-    formulation (mmpretrain only) and the token-dropping bound."""
+    formulation (mmpretrain only), the reference ToMe (timm only) and the
+    token-dropping bound."""
     from drop_oracle import drop_forward_fn
+    from reference_tome import reference_forward_fn
     from textbook_tome import textbook_forward_fn
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
@@ -147,6 +165,11 @@ def _extra_forwards(args, bench, model, backend: str) -> Dict:
         for t in args.textbook:
             r_list = bench.parse_setting(t, num_layers)
             extra[t + TEXTBOOK] = (r_list, textbook_forward_fn(model, r_list))
+    if backend == 'timm':
+        for t in args.reference:
+            r_list = bench.parse_setting(t, num_layers)
+            extra[t + REFERENCE] = (r_list,
+                                    reference_forward_fn(model, r_list))
     for t in args.drop:
         r_list = bench.parse_setting(t, num_layers)
         extra[t + DROP] = (r_list, drop_forward_fn(model, r_list))
@@ -198,7 +221,7 @@ def _worker_command(args, allocator: str, out: str) -> List[str]:
         str(args.warmup), '--threads', *map(str, args.threads), '--settings',
         *args.settings, '--backends', *args.backends, '--worker-out', out,
         '--worker-allocator', allocator, '--textbook', *args.textbook,
-        '--drop', *args.drop
+        '--drop', *args.drop, '--reference', *args.reference
     ]
     return cmd
 
@@ -211,10 +234,17 @@ def _stats(values: List[float]) -> dict:
         speedup_max=max(values))
 
 
+def own_baseline_key(suffix: str) -> str:
+    """Summary key of a yardstick row's speed-up against the yardstick's
+    own forward without merging, e.g. ``'vs_textbook_none'``."""
+    return f"vs_{suffix.lstrip('@')}_none"
+
+
 def summarize(workers: List[dict]) -> Dict:
     """allocator -> backend/threads -> setting -> statistics over
-    processes. Textbook settings also get ``vs_textbook_none``: the same
-    statistics against the textbook forward without merging."""
+    processes. Textbook and reference settings also get
+    ``vs_textbook_none`` / ``vs_reference_none``: the same statistics
+    against that forward without merging."""
     med = statistics.median
     summary = {}
     for alloc in sorted({w['allocator'] for w in workers}):
@@ -222,7 +252,6 @@ def summarize(workers: List[dict]) -> Dict:
         summary[alloc] = {}
         for key in runs[0]:
             summary[alloc][key] = {}
-            own_base = 'none' + TEXTBOOK
             for s in runs[0][key]:
                 rs = [r[key][s] for r in runs]
                 shares = [
@@ -238,11 +267,13 @@ def summarize(workers: List[dict]) -> Dict:
                     page_faults=med([r['median_page_faults'] for r in rs]),
                     sys_s=med([r['median_sys_s'] for r in rs]),
                     merge_share=med(shares) if shares else None)
-                if s.endswith(TEXTBOOK) and own_base in runs[0][key]:
-                    row['vs_textbook_none'] = _stats([
-                        r[key][own_base]['median_s'] / r[key][s]['median_s']
-                        for r in runs
-                    ])
+                for suffix in OWN_BASELINE:
+                    own_base = 'none' + suffix
+                    if s.endswith(suffix) and own_base in runs[0][key]:
+                        row[own_baseline_key(suffix)] = _stats([
+                            r[key][own_base]['median_s'] /
+                            r[key][s]['median_s'] for r in runs
+                        ])
                 if s + DROP in runs[0][key]:
                     # speed relative to the token-dropping bound (1 = at it)
                     row['vs_drop'] = _stats([
@@ -253,6 +284,61 @@ def summarize(workers: List[dict]) -> Dict:
     return summary
 
 
+#: Title and introduction of the table of each whole-forward yardstick.
+_YARDSTICK_TEXT = {
+    TEXTBOOK:
+    ('the textbook formulation',
+     'The textbook forward (`benchmarks/textbook_tome.py`) writes ToMe as the '
+     'paper describes it: explicit attention with proportional attention in '
+     'every block, gather / scatter_reduce merging. It runs in the same '
+     'rounds as the settings above. Its speed-up is given against the stock '
+     'forward (`{base}`, fused attention) and against its own forward '
+     'without merging (`{base}{suffix}`, explicit attention): the latter is '
+     'the ratio a ToMe implementation reports when its baseline is its own '
+     'un-merged forward.'),
+    REFERENCE:
+    ('the reference ToMe',
+     'The reference is the official ToMe (facebookresearch/ToMe, CC-BY-NC, '
+     'not part of this repository), imported from the Python path by '
+     '`benchmarks/reference_tome.py`; it patches a copy of the same timm '
+     'model (explicit attention, gather / scatter_reduce merging, '
+     'proportional attention off, i.e. the same function as this '
+     'implementation). It runs in the same rounds as the settings above. Its '
+     'speed-up is given against the stock forward (`{base}`, fused '
+     "attention) and against its own forward without merging "
+     '(`{base}{suffix}`, explicit attention, as timm computed attention '
+     'before its fused path, i.e. when the reference was published).'),
+}
+
+
+def _own_baseline_rows(summary: Dict, suffix: str, base: str) -> List[list]:
+    """Rows of a yardstick table: this implementation's merged setting, the
+    yardstick's, and the yardstick's against its own un-merged forward."""
+    rows = []
+    key_own = own_baseline_key(suffix)
+    for alloc, per_key in summary.items():
+        for key, per_setting in per_key.items():
+            for s, r in per_setting.items():
+                if key_own not in r or s.startswith(base + '@'):
+                    continue
+                ours = per_setting[s.split('@')[0]]
+                rows.append([
+                    alloc, key, s.split('@')[0],
+                    _range(ours, bold=True), _range(r), _range(r[key_own])
+                ])
+    return rows
+
+
+def _range(stats: dict, bold: bool = False) -> str:
+    """``1.170x (1.128-1.216)``: median speed-up (bold: ``**1.170x**``) and
+    range over processes."""
+    mid = f"{stats['speedup']:.3f}x"
+    if bold:
+        mid = f'**{mid}**'
+    return (f"{mid} ({stats['speedup_min']:.3f}-"
+            f"{stats['speedup_max']:.3f})")
+
+
 def _markdown(payload: dict, args) -> str:
     import common
     flops, summary = payload['flops'], payload['summary']
@@ -260,7 +346,14 @@ def _markdown(payload: dict, args) -> str:
     n = args.processes
     out = [
         f'# ToMe inference throughput: {args.arch}, batch {args.batch_size},'
-        ' 224 px, CPU', '', f"Command: `{payload['env']['command']}`", '',
+        ' 224 px, CPU', '', f"Command: `{payload['env']['command']}`", ''
+    ]
+    if payload.get('reference_source'):
+        out += [
+            'Reference ToMe (`@reference` rows) imported from '
+            f"`{payload['reference_source']}`.", ''
+        ]
+    out += [
         f'Each of {n} fresh process(es) per allocator setting runs '
         f'{args.repeats} timed rounds after {args.warmup} warm-up rounds; in '
         'every round each setting runs once (rotating order) on the same '
@@ -290,8 +383,7 @@ def _markdown(payload: dict, args) -> str:
                     f"{f['gflops_linear_conv']:.2f}",
                     f"{f['gflops_with_attention']:.2f}", f'{ratio:.3f}x',
                     f"{r['median_s']:.4f}",
-                    f"**{r['speedup']:.3f}x** ({r['speedup_min']:.3f}-"
-                    f"{r['speedup_max']:.3f})", f"{r['paired_speedup']:.3f}x",
+                    _range(r, bold=True), f"{r['paired_speedup']:.3f}x",
                     f"{r['cpu_speedup']:.3f}x", f"{r['page_faults']:.0f}",
                     share
                 ])
@@ -315,10 +407,7 @@ def _markdown(payload: dict, args) -> str:
                 ratio = flop_ratio(flops, s, base)
                 bound_rows.append([
                     alloc, key, s, f'{ratio:.3f}x',
-                    f"{bound['speedup']:.3f}x ({bound['speedup_min']:.3f}-"
-                    f"{bound['speedup_max']:.3f})",
-                    f"**{r['speedup']:.3f}x** ({r['speedup_min']:.3f}-"
-                    f"{r['speedup_max']:.3f})",
+                    _range(bound), _range(r, bold=True),
                     f"{rel['speedup']:.3f} ({rel['speedup_min']:.3f}-"
                     f"{rel['speedup_max']:.3f})"
                 ])
@@ -341,44 +430,23 @@ def _markdown(payload: dict, args) -> str:
                 f'this implementation vs {base} (range)', 'at bound (range)'
             ], bound_rows), ''
         ]
-    tb_rows = []
-    for alloc, per_key in summary.items():
-        for key, per_setting in per_key.items():
-            for s, r in per_setting.items():
-                if 'vs_textbook_none' not in r or s.startswith(base + '@'):
-                    continue
-                ours = per_setting[s.split('@')[0]]
-                own = r['vs_textbook_none']
-                tb_rows.append([
-                    alloc, key, s.split('@')[0],
-                    f"**{ours['speedup']:.3f}x** ({ours['speedup_min']:.3f}-"
-                    f"{ours['speedup_max']:.3f})",
-                    f"{r['speedup']:.3f}x ({r['speedup_min']:.3f}-"
-                    f"{r['speedup_max']:.3f})",
-                    f"{own['speedup']:.3f}x ({own['speedup_min']:.3f}-"
-                    f"{own['speedup_max']:.3f})"
-                ])
-    if tb_rows:
-        out += [
-            '## This implementation vs the textbook formulation', '',
-            'The textbook forward (`benchmarks/textbook_tome.py`) writes ToMe '
-            'as the paper describes it: explicit attention with '
-            'proportional attention in every block, gather / scatter_reduce '
-            'merging. It runs in the same rounds as the settings above. Its '
-            f'speed-up is given against the stock forward (`{base}`, fused '
-            'attention) and against its own forward without merging '
-            f'(`{base}{TEXTBOOK}`, explicit attention): the latter is the '
-            'ratio a ToMe implementation reports when its baseline is its '
-            'own un-merged forward.', '',
-            common.md_table([
-                'allocator', 'backend / threads', 'setting',
-                f'this implementation vs {base} (range)',
-                f'textbook vs {base} (range)',
-                f'textbook vs {base}{TEXTBOOK} (range)'
-            ], tb_rows), ''
-        ]
+    for suffix, (title, intro) in _YARDSTICK_TEXT.items():
+        rows = _own_baseline_rows(summary, suffix, base)
+        if rows:
+            name = suffix.lstrip('@')
+            out += [
+                f'## This implementation vs {title}', '',
+                intro.format(base=base, suffix=suffix), '',
+                common.md_table([
+                    'allocator', 'backend / threads', 'setting',
+                    f'this implementation vs {base} (range)',
+                    f'{name} vs {base} (range)',
+                    f'{name} vs {base}{suffix} (range)'
+                ], rows), ''
+            ]
     # one row per process, to show the spread directly
-    # every setting of any backend (only mmpretrain has the textbook ones)
+    # every setting of any backend (the textbook rows are mmpretrain's, the
+    # reference rows timm's)
     columns = list(
         dict.fromkeys(s for w in payload['workers']
                       for res in w['runs'].values() for s in res
@@ -409,6 +477,10 @@ def main(argv=None) -> None:
     if args.worker_out:
         run_worker(args)
         return
+    reference_source = None
+    if args.reference:  # fail before minutes of timing, not in a worker
+        from reference_tome import reference_location
+        reference_source = reference_location()
     import common
     from tqdm import tqdm
     import torch
@@ -445,6 +517,7 @@ def main(argv=None) -> None:
         command=env['command'],
         env=env,
         flops=flops,
+        reference_source=reference_source,
         processes=args.processes,
         settings=args.settings,
         summary=summarize(workers),

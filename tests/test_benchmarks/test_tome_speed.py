@@ -52,17 +52,29 @@ def test_summarize_takes_median_and_range_per_allocator():
     assert summary['tuned']['mmpretrain/threads2']['r4']['speedup'] == 1.15
 
 
-def test_textbook_rows_get_their_own_baseline():
+@pytest.mark.parametrize('suffix', ['@textbook', '@reference'])
+def test_yardstick_rows_get_their_own_baseline(suffix):
     run = _run(1.2, 0)
-    run['none@textbook'] = dict(run['none'], median_s=1.5, speedup=1 / 1.5)
-    run['r4@textbook'] = dict(run['r4'], median_s=1.25, speedup=0.8)
+    run['none' + suffix] = dict(run['none'], median_s=1.5, speedup=1 / 1.5)
+    run['r4' + suffix] = dict(run['r4'], median_s=1.25, speedup=0.8)
     summary = tome_speed.summarize(
-        [dict(allocator='default', runs={'mmpretrain/threads2': run})])
-    r = summary['default']['mmpretrain/threads2']
-    assert r['r4@textbook']['speedup'] == pytest.approx(0.8)
-    assert r['r4@textbook']['vs_textbook_none']['speedup'] == pytest.approx(
-        1.2)
-    assert 'vs_textbook_none' not in r['r4']
+        [dict(allocator='default', runs={'timm/threads2': run})])
+    r = summary['default']['timm/threads2']
+    key = tome_speed.own_baseline_key(suffix)
+    assert key == f"vs_{suffix[1:]}_none"
+    assert r['r4' + suffix]['speedup'] == pytest.approx(0.8)
+    assert r['r4' + suffix][key]['speedup'] == pytest.approx(1.2)
+    assert key not in r['r4']
+    assert r['none' + suffix][key]['speedup'] == 1.0  # not a table row
+    # the table row: this implementation, the yardstick, the yardstick
+    # against its own un-merged forward
+    rows = tome_speed._own_baseline_rows(summary, suffix, 'none')
+    assert rows == [[
+        'default', 'timm/threads2', 'r4', '**1.200x** (1.200-1.200)',
+        '0.800x (0.800-0.800)', '1.200x (1.200-1.200)'
+    ]]
+    other = '@textbook' if suffix == '@reference' else '@reference'
+    assert tome_speed._own_baseline_rows(summary, other, 'none') == []
 
 
 def test_merged_rows_are_compared_with_the_dropping_bound():
@@ -100,6 +112,13 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):  # a dropping setting not benchmarked
         tome_speed.parse_args(['--settings', 'none', '--textbook', '--drop',
                                'r8'])
+    with pytest.raises(SystemExit):  # a reference setting not benchmarked
+        tome_speed.parse_args(['--settings', 'none', '--textbook', '--drop',
+                               '--reference', 'r8'])
+    with pytest.raises(SystemExit):  # the reference patches timm models
+        tome_speed.parse_args(['--backends', 'mmpretrain', '--reference',
+                               'none'])
+    assert tome_speed.parse_args([]).reference == []  # not shipped: opt-in
 
 
 def test_end_to_end_in_fresh_processes(tmp_path):

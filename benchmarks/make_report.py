@@ -26,6 +26,9 @@ TOME_EXTRA = [
     ('tome_speed_1thread', 'One thread'),
     ('tome_speed_focused',
      'Merge 49 in focus: tuned allocator, 8 processes x 20 rounds'),
+    ('tome_speed_reference',
+     'Against the reference ToMe (facebookresearch/ToMe, installed '
+     'separately): timm backend, tuned allocator, 8 processes x 10 rounds'),
 ]
 
 
@@ -102,8 +105,8 @@ def mergemix_cost_table(mc) -> str:
 
 def tome_table(ts) -> str:
     """Median speed-up over fresh processes (range in brackets) per
-    allocator setting, backend and merge setting; textbook-formulation rows
-    also against their own un-merged forward; merged rows with a
+    allocator setting, backend and merge setting; textbook and reference
+    rows also against their own un-merged forward; merged rows with a
     ``<setting>@drop`` row also relative to that token-dropping bound."""
     rows = []
     flops = ts['flops']
@@ -119,7 +122,9 @@ def tome_table(ts) -> str:
                 if base == 'none' and s == base:
                     continue
                 ratio = tome_speed.flop_ratio(flops, s, 'none')
-                own = r.get('vs_textbook_none')
+                own = (r.get(tome_speed.own_baseline_key(tome_speed.TEXTBOOK))
+                       or r.get(
+                           tome_speed.own_baseline_key(tome_speed.REFERENCE)))
                 bound = r.get('vs_drop')
                 rows.append([
                     alloc, key, s, fmt(r),
@@ -132,7 +137,8 @@ def tome_table(ts) -> str:
     return common.md_table([
         'allocator', 'backend / threads', 'setting',
         f"speed-up vs stock forward, median of {ts['processes']} processes "
-        '(range)', 'vs none@textbook',
+        '(range)', 'vs its own un-merged forward (none@textbook / '
+        'none@reference)',
         'at token-dropping bound (1 = merging is free)', 'CPU-time speed-up',
         'FLOP ratio (+attn)', 'merge share'
     ], rows)

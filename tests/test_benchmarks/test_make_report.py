@@ -1,0 +1,38 @@
+"""The results page's ToMe table reads every yardstick's own baseline."""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'benchmarks'))
+
+import make_report  # noqa: E402
+
+
+def _row(speedup, **extra):
+    return dict(speedup=speedup, speedup_min=speedup - 0.1,
+                speedup_max=speedup + 0.1, cpu_speedup=speedup,
+                merge_share=None, **extra)
+
+
+def test_tome_table_gives_yardsticks_against_their_own_forward():
+    own = dict(speedup=1.15, speedup_min=1.1, speedup_max=1.2)
+    ts = dict(
+        processes=3,
+        flops=dict(none=dict(gflops_with_attention=4.6),
+                   merge49=dict(gflops_with_attention=3.82)),
+        summary={'tuned': {'timm/threads2': {
+            'none': _row(1.0),
+            'merge49': _row(1.15, vs_drop=dict(speedup=0.97)),
+            'none@reference': _row(0.95, vs_reference_none=own),
+            'merge49@reference': _row(1.08, vs_reference_none=own),
+            'merge49@textbook': _row(1.10, vs_textbook_none=own),
+        }}})
+    lines = make_report.tome_table(ts).splitlines()
+    assert 'vs its own un-merged forward' in lines[0]
+    rows = {line.split(' | ')[2]: line.split(' | ') for line in lines[2:]}
+    assert set(rows) == {'merge49', 'none@reference', 'merge49@reference',
+                         'merge49@textbook'}  # the stock baseline is omitted
+    assert rows['merge49@reference'][4] == '**1.150x** (1.100-1.200)'
+    assert rows['merge49@textbook'][4] == '**1.150x** (1.100-1.200)'
+    assert rows['merge49'][4] == '-' and rows['merge49'][5] == '0.970'
+    assert rows['none@reference'][4] == '-'  # itself: not a ratio to show
+    assert rows['merge49@reference'][7] == '1.204x'  # FLOP ratio of merge49

@@ -21,9 +21,13 @@ import copy
 import os.path as osp
 from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ['load_reference', 'reference_location', 'reference_forward_fn']
+__all__ = [
+    'load_reference', 'reference_location', 'reference_forward_fn',
+    'max_difference'
+]
 
 _INSTALL_HINT = (
     "the official ToMe package 'tome' (facebookresearch/ToMe, CC-BY-NC, not "
@@ -93,3 +97,29 @@ def reference_forward_fn(model: nn.Module,
         return (patched(x), )
 
     return fn
+
+
+def max_difference(model: nn.Module, r_list: Sequence[int], images: Tensor,
+                   fn: Callable) -> float:
+    """Largest absolute difference between a reference forward and this
+    library's ToMe forward of the same timm model and schedule.
+
+    Args:
+        model (nn.Module): The timm ``VisionTransformer`` ``fn`` was built
+            from.
+        r_list (Sequence[int]): The schedule ``fn`` merges with.
+        images (Tensor): ``[B, 3, H, W]`` inputs.
+        fn (Callable): From :func:`reference_forward_fn` (proportional
+            attention off, the same function as
+            ``tome_timm_forward(..., prop_attn=False)``).
+
+    Returns:
+        float: ``max |reference - this library|`` over the pre-logits
+        features.
+    """
+    from mergemix_mm.models.tome import tome_timm_forward
+    with torch.inference_mode():
+        ours = tome_timm_forward(
+            model, images, list(r_list), trace_source=False).outs[0]
+        theirs = fn(images)[0]
+    return (ours.float() - theirs.float()).abs().max().item()

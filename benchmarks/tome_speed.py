@@ -176,6 +176,19 @@ def _extra_forwards(args, bench, model, backend: str) -> Dict:
     return extra
 
 
+def _record_reference_agreement(args, model, extra: Dict,
+                                results: Dict) -> None:
+    """``max_abs_diff`` of every reference row: its output against this
+    library's forward with the same schedule, on one batch."""
+    import torch
+    from reference_tome import max_difference
+    images = torch.randn(args.batch_size, 3, 224, 224)
+    for t in args.reference:
+        r_list, fn = extra[t + REFERENCE]
+        results[t + REFERENCE]['max_abs_diff'] = max_difference(
+            model, r_list, images, fn)
+
+
 def run_worker(args) -> None:
     """One fresh process: every backend x thread count, written to JSON."""
     tuned = args.worker_allocator == 'tuned'
@@ -201,6 +214,8 @@ def run_worker(args) -> None:
                 args.warmup,
                 progress=False,
                 extra=extra)
+            if backend == 'timm' and args.reference:
+                _record_reference_agreement(args, model, extra, results)
             overhead = bench.measure_merge_overhead(
                 model, args.settings, args.batch_size, 224, repeats=2)
             for s, o in overhead.items():
@@ -274,6 +289,8 @@ def summarize(workers: List[dict]) -> Dict:
                             r[key][own_base]['median_s'] /
                             r[key][s]['median_s'] for r in runs
                         ])
+                if 'max_abs_diff' in rs[0]:
+                    row['max_abs_diff'] = max(r['max_abs_diff'] for r in rs)
                 if s + DROP in runs[0][key]:
                     # speed relative to the token-dropping bound (1 = at it)
                     row['vs_drop'] = _stats([
@@ -327,6 +344,24 @@ def _own_baseline_rows(summary: Dict, suffix: str, base: str) -> List[list]:
                     _range(ours, bold=True), _range(r), _range(r[key_own])
                 ])
     return rows
+
+
+def _agreement_lines(summary: Dict, suffix: str) -> List[str]:
+    """A sentence with the largest output difference between the
+    yardstick and this implementation, where the run measured it."""
+    diffs = [(key, s, r['max_abs_diff'])
+             for per_key in summary.values()
+             for key, per_setting in per_key.items()
+             for s, r in per_setting.items()
+             if s.endswith(suffix) and 'max_abs_diff' in r]
+    if not diffs:
+        return []
+    parts = ', '.join(f'{s} ({key}) {d:.1e}' for key, s, d in diffs)
+    return [
+        'Largest absolute difference between its pre-logits features and '
+        "this implementation's for the same schedule (one batch per "
+        f'process, largest over processes): {parts}.', ''
+    ]
 
 
 def _range(stats: dict, bold: bool = False) -> str:
@@ -444,6 +479,7 @@ def _markdown(payload: dict, args) -> str:
                     f'{name} vs {base}{suffix} (range)'
                 ], rows), ''
             ]
+            out += _agreement_lines(summary, suffix)
     # one row per process, to show the spread directly
     # every setting of any backend (the textbook rows are mmpretrain's, the
     # reference rows timm's)

@@ -115,3 +115,14 @@ def test_proportional_attention_is_off_by_default(stand_in_reference):
 def test_schedule_length_must_match_the_blocks(stand_in_reference):
     with pytest.raises(ValueError, match='r_list has 2 entries.*3 blocks'):
         reference_tome.reference_forward_fn(_timm_vit(), [1, 1])
+
+
+def test_max_difference_reports_agreement_and_disagreement(
+        stand_in_reference):
+    model = _timm_vit()
+    x = torch.randn(2, 3, 32, 32)
+    same = reference_tome.reference_forward_fn(model, [0, 0, 0])
+    assert reference_tome.max_difference(model, [0, 0, 0], x, same) < 1e-5
+    # the stand-in does not merge, this library does: a real difference
+    merged = reference_tome.reference_forward_fn(model, [2, 1, 0])
+    assert reference_tome.max_difference(model, [2, 1, 0], x, merged) > 1e-3

@@ -77,6 +77,21 @@ def test_yardstick_rows_get_their_own_baseline(suffix):
     assert tome_speed._own_baseline_rows(summary, other, 'none') == []
 
 
+def test_reference_agreement_is_the_largest_over_processes():
+    runs = []
+    for diff in (2e-6, 4e-6, 3e-6):
+        run = _run(1.2, 0)
+        run['r4@reference'] = dict(run['r4'], max_abs_diff=diff)
+        runs.append(dict(allocator='tuned', runs={'timm/threads2': run}))
+    summary = tome_speed.summarize(runs)
+    r = summary['tuned']['timm/threads2']
+    assert r['r4@reference']['max_abs_diff'] == 4e-6
+    assert 'max_abs_diff' not in r['r4']
+    lines = tome_speed._agreement_lines(summary, '@reference')
+    assert 'r4@reference (timm/threads2) 4.0e-06' in lines[0]
+    assert tome_speed._agreement_lines(summary, '@textbook') == []
+
+
 def test_merged_rows_are_compared_with_the_dropping_bound():
     runs = []
     for bound_s, ours_s in [(0.80, 0.84), (0.82, 0.82), (0.78, 0.87)]:

@@ -110,11 +110,8 @@ def tome_table(ts) -> str:
     ``<setting>@drop`` row also relative to that token-dropping bound."""
     rows = []
     flops = ts['flops']
-
-    def fmt(r):
-        return (f"**{r['speedup']:.3f}x** "
-                f"({r['speedup_min']:.3f}-{r['speedup_max']:.3f})")
-
+    own_keys = [tome_speed.own_baseline_key(suffix)
+                for suffix in tome_speed.OWN_BASELINE]
     for alloc, per_key in ts['summary'].items():
         for key, per_setting in per_key.items():
             for s, r in per_setting.items():
@@ -122,13 +119,12 @@ def tome_table(ts) -> str:
                 if base == 'none' and s == base:
                     continue
                 ratio = tome_speed.flop_ratio(flops, s, 'none')
-                own = (r.get(tome_speed.own_baseline_key(tome_speed.TEXTBOOK))
-                       or r.get(
-                           tome_speed.own_baseline_key(tome_speed.REFERENCE)))
+                own = next((r[k] for k in own_keys if k in r), None)
                 bound = r.get('vs_drop')
                 rows.append([
-                    alloc, key, s, fmt(r),
-                    fmt(own) if own and base != 'none' else '-',
+                    alloc, key, s, tome_speed.speedup_range(r, bold=True),
+                    tome_speed.speedup_range(own, bold=True)
+                    if own and base != 'none' else '-',
                     f"{bound['speedup']:.3f}" if bound else '-',
                     f"{r['cpu_speedup']:.3f}x", f'{ratio:.3f}x',
                     f"{100 * r['merge_share']:.1f}%"

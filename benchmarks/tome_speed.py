@@ -341,7 +341,9 @@ def _own_baseline_rows(summary: Dict, suffix: str, base: str) -> List[list]:
                 ours = per_setting[s.split('@')[0]]
                 rows.append([
                     alloc, key, s.split('@')[0],
-                    _range(ours, bold=True), _range(r), _range(r[key_own])
+                    speedup_range(ours, bold=True),
+                    speedup_range(r),
+                    speedup_range(r[key_own])
                 ])
     return rows
 
@@ -364,7 +366,7 @@ def _agreement_lines(summary: Dict, suffix: str) -> List[str]:
     ]
 
 
-def _range(stats: dict, bold: bool = False) -> str:
+def speedup_range(stats: dict, bold: bool = False) -> str:
     """``1.170x (1.128-1.216)``: median speed-up (bold: ``**1.170x**``) and
     range over processes."""
     mid = f"{stats['speedup']:.3f}x"
@@ -418,7 +420,8 @@ def _markdown(payload: dict, args) -> str:
                     f"{f['gflops_linear_conv']:.2f}",
                     f"{f['gflops_with_attention']:.2f}", f'{ratio:.3f}x',
                     f"{r['median_s']:.4f}",
-                    _range(r, bold=True), f"{r['paired_speedup']:.3f}x",
+                    speedup_range(r, bold=True),
+                    f"{r['paired_speedup']:.3f}x",
                     f"{r['cpu_speedup']:.3f}x", f"{r['page_faults']:.0f}",
                     share
                 ])
@@ -442,7 +445,7 @@ def _markdown(payload: dict, args) -> str:
                 ratio = flop_ratio(flops, s, base)
                 bound_rows.append([
                     alloc, key, s, f'{ratio:.3f}x',
-                    _range(bound), _range(r, bold=True),
+                    speedup_range(bound), speedup_range(r, bold=True),
                     f"{rel['speedup']:.3f} ({rel['speedup_min']:.3f}-"
                     f"{rel['speedup_max']:.3f})"
                 ])

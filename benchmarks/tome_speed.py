@@ -178,15 +178,18 @@ def _extra_forwards(args, bench, model, backend: str) -> Dict:
 
 def _record_reference_agreement(args, model, extra: Dict,
                                 results: Dict) -> None:
-    """``max_abs_diff`` of every reference row: its output against this
-    library's forward with the same schedule, on one batch."""
+    """``max_abs_diff`` of every reference row in ``extra`` (none unless
+    ``_extra_forwards`` built them): its output against this library's
+    forward with the same schedule, on one batch."""
+    rows = {s: v for s, v in extra.items() if s.endswith(REFERENCE)}
+    if not rows:
+        return
     import torch
     from reference_tome import max_difference
     images = torch.randn(args.batch_size, 3, 224, 224)
-    for t in args.reference:
-        r_list, fn = extra[t + REFERENCE]
-        results[t + REFERENCE]['max_abs_diff'] = max_difference(
-            model, r_list, images, fn)
+    for s, (r_list, fn) in rows.items():
+        results[s]['max_abs_diff'] = max_difference(model, r_list, images,
+                                                    fn)
 
 
 def run_worker(args) -> None:
@@ -214,8 +217,7 @@ def run_worker(args) -> None:
                 args.warmup,
                 progress=False,
                 extra=extra)
-            if backend == 'timm' and args.reference:
-                _record_reference_agreement(args, model, extra, results)
+            _record_reference_agreement(args, model, extra, results)
             overhead = bench.measure_merge_overhead(
                 model, args.settings, args.batch_size, 224, repeats=2)
             for s, o in overhead.items():
@@ -366,10 +368,11 @@ def _agreement_lines(summary: Dict, suffix: str) -> List[str]:
     ]
 
 
-def speedup_range(stats: dict, bold: bool = False) -> str:
+def speedup_range(stats: dict, bold: bool = False, unit: str = 'x') -> str:
     """``1.170x (1.128-1.216)``: median speed-up (bold: ``**1.170x**``) and
-    range over processes."""
-    mid = f"{stats['speedup']:.3f}x"
+    range over processes; ``unit=''`` for a plain ratio (``0.970
+    (0.950-0.990)``)."""
+    mid = f"{stats['speedup']:.3f}{unit}"
     if bold:
         mid = f'**{mid}**'
     return (f"{mid} ({stats['speedup_min']:.3f}-"
@@ -446,8 +449,7 @@ def _markdown(payload: dict, args) -> str:
                 bound_rows.append([
                     alloc, key, s, f'{ratio:.3f}x',
                     speedup_range(bound), speedup_range(r, bold=True),
-                    f"{rel['speedup']:.3f} ({rel['speedup_min']:.3f}-"
-                    f"{rel['speedup_max']:.3f})"
+                    speedup_range(rel, unit='')
                 ])
     if bound_rows:
         out += [

@@ -92,6 +92,37 @@ def test_reference_agreement_is_the_largest_over_processes():
     assert tome_speed._agreement_lines(summary, '@textbook') == []
 
 
+def test_agreement_is_recorded_for_the_reference_rows_only(monkeypatch):
+    import types
+    calls = []
+
+    def max_difference(model, r_list, images, fn):
+        calls.append((list(r_list), tuple(images.shape), fn))
+        return 3e-6
+
+    monkeypatch.setitem(sys.modules, 'reference_tome',
+                        types.SimpleNamespace(max_difference=max_difference))
+    args = tome_speed.parse_args(['--batch-size', '2'])
+    results = {s: {} for s in ('r4', 'r4@drop', 'r4@reference')}
+    extra = {'r4@drop': ([4], 'drop_fn'), 'r4@reference': ([4], 'ref_fn')}
+    tome_speed._record_reference_agreement(args, 'model', extra, results)
+    assert calls == [([4], (2, 3, 224, 224), 'ref_fn')]
+    assert results == {'r4': {}, 'r4@drop': {},
+                       'r4@reference': {'max_abs_diff': 3e-6}}
+    # no reference rows (e.g. the mmpretrain backend): nothing is run
+    del extra['r4@reference']
+    tome_speed._record_reference_agreement(args, 'model', extra, results)
+    assert len(calls) == 1
+
+
+def test_speedup_range_formats_median_and_range():
+    stats = dict(speedup=1.17, speedup_min=1.128, speedup_max=1.2161)
+    assert tome_speed.speedup_range(stats) == '1.170x (1.128-1.216)'
+    assert tome_speed.speedup_range(stats, bold=True) == (
+        '**1.170x** (1.128-1.216)')
+    assert tome_speed.speedup_range(stats, unit='') == '1.170 (1.128-1.216)'
+
+
 def test_merged_rows_are_compared_with_the_dropping_bound():
     runs = []
     for bound_s, ours_s in [(0.80, 0.84), (0.82, 0.82), (0.78, 0.87)]:

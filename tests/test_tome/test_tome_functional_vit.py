@@ -219,3 +219,19 @@ def test_stop_at_attn_layer(backend, tiny_arch, images):
     with pytest.raises(ValueError, match='stop_at_attn_layer'):
         forward_with_attention(model, images, None, r_list,
                                stop_at_attn_layer=True)
+
+
+def test_stop_at_attn_layer_outs_empty_with_earlier_out_indices(
+        tiny_arch, images):
+    """A stopping pass returns no outputs, as documented, even when an
+    ``out_indices`` entry lies before ``attn_layer``; the full pass still
+    returns one per entry."""
+    model = _build(VisionTransformer, tiny_arch, out_indices=(0, 3))
+    with torch.no_grad():
+        full = tome_vit_forward(model, images, [4, 4, 4, 4], attn_layer=2)
+        short = tome_vit_forward(
+            model, images, [4, 4, 4, 4], attn_layer=2,
+            stop_at_attn_layer=True)
+    assert len(full.outs) == 2
+    assert short.outs == ()
+    assert torch.equal(full.attn, short.attn)

@@ -20,7 +20,7 @@ written to.
 
 The plan is a plain dict, like :meth:`MergeMix.build_mix`.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch

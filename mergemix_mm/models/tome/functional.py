@@ -11,19 +11,21 @@ Entry points for callers that do not care which ViT they hold:
   backbone and returns a :class:`ToMeOutput`.
 * :func:`vit_geometry` returns ``(patch_size, num_extra_tokens, num_layers)``.
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
-                    merge_source, merge_wavg)
+                    init_source, merge_source, merge_wavg)
 from .schedule import check_schedule
 
 __all__ = [
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
-    'check_image_size', 'weighted_patch_mean'
+    'check_image_size', 'weighted_patch_mean', 'BlockPass', 'run_blocks',
+    'pack_output'
 ]
 
 
@@ -157,6 +159,109 @@ def prepare_schedule(r_list: Optional[Sequence[int]], num_layers: int,
         raise ValueError(f'r_list has {len(r_list)} entries but the backbone '
                          f'has {num_layers} blocks')
     return check_schedule(r_list, num_tokens, num_protected, setting='r_list')
+
+
+class BlockPass(NamedTuple):
+    """State after :func:`run_blocks`.
+
+    Attributes:
+        tokens (Tensor): ``[B, T, C]`` tokens after the last block run.
+        size (Tensor | None): ``[B, T, 1]`` sizes; None while nothing was
+            merged.
+        source (Tensor | None): Final source map (None unless traced).
+        attn (Tensor | None): Attention of block ``attn_layer``.
+        source_in (Tensor | None): Source map entering ``attn_layer``.
+    """
+    tokens: Tensor
+    size: Optional[Tensor]
+    source: Optional[Tensor]
+    attn: Optional[Tensor]
+    source_in: Optional[Tensor]
+
+
+def run_blocks(blocks: Sequence[nn.Module],
+               block_forward: Callable,
+               x: Tensor,
+               counts: Sequence[int],
+               num_protected: int,
+               prop_attn: bool = False,
+               attn_layer: Optional[int] = None,
+               trace_source: bool = True,
+               stop_at_attn_layer: bool = False,
+               after_block: Optional[Callable[[int, Tensor, Optional[Tensor]],
+                                              Tensor]] = None) -> BlockPass:
+    """Run the blocks of a ViT with merging, the loop both forwards share.
+
+    Args:
+        blocks (Sequence[nn.Module]): The stock blocks, in order.
+        block_forward (Callable): ToMe forward of one block,
+            ``(block, x, r, size, source, num_protected=, prop_attn=,
+            need_attn=) -> (x, size, source, attn)``.
+        x (Tensor): ``[B, T, C]`` tokens entering the first block, protected
+            tokens first.
+        counts (Sequence[int]): Tokens entering each block, then the final
+            count (from :func:`prepare_schedule`).
+        num_protected (int): Protected leading tokens.
+        prop_attn (bool): Proportional attention. Defaults to False.
+        attn_layer (int, optional): 0-based block (already normalised by
+            :func:`normalize_attn_layer`) whose attention and entering source
+            map are kept. Defaults to None.
+        trace_source (bool): Keep the final source map. Defaults to True.
+        stop_at_attn_layer (bool): Stop right after block ``attn_layer``.
+            Defaults to False.
+        after_block (Callable, optional): ``(index, x, size) -> x`` called
+            after every block that is not the last one run by a stopping
+            pass (e.g. a final norm and per-layer outputs). Defaults to None.
+
+    Returns:
+        BlockPass: Tokens, sizes, source maps and attention.
+    """
+    track = trace_source or attn_layer is not None
+    source = init_source(x.shape[0], x.shape[1], x.device) if track else None
+    size = attn = source_in = None
+    for i, block in enumerate(blocks):
+        need = i == attn_layer
+        if need:
+            source_in = source
+        x, size, source, a = block_forward(
+            block,
+            x,
+            counts[i] - counts[i + 1],
+            size,
+            source,
+            num_protected=num_protected,
+            prop_attn=prop_attn,
+            need_attn=need)
+        if need:
+            attn = a
+            if stop_at_attn_layer:
+                break
+        if after_block is not None:
+            x = after_block(i, x, size)
+    return BlockPass(x, size, source if trace_source else None, attn,
+                     source_in)
+
+
+def pack_output(run: BlockPass, outs: tuple, num_extra_tokens: int,
+                patch_resolution: Tuple[int, int],
+                token_counts: List[int]) -> ToMeOutput:
+    """Build the :class:`ToMeOutput` of a forward from its :class:`BlockPass`
+    (all-ones sizes when nothing was merged)."""
+    size = run.size
+    if size is None:
+        x = run.tokens
+        size = torch.ones(
+            x.shape[0], x.shape[1], 1, dtype=torch.float32, device=x.device)
+    return ToMeOutput(
+        outs=outs,
+        attn=run.attn,
+        source_in=run.source_in,
+        source=run.source,
+        size=size,
+        num_extra_tokens=num_extra_tokens,
+        patch_resolution=tuple(patch_resolution),
+        tokens=run.tokens,
+        token_counts=token_counts)
 
 
 def normalize_attn_layer(attn_layer: Optional[int],

@@ -13,9 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from .functional import (ToMeOutput, ViTGeometry, attention, check_image_size,
-                         merge_tokens, normalize_attn_layer, prepare_schedule,
-                         weighted_patch_mean)
-from .merge import init_source
+                         merge_tokens, normalize_attn_layer, pack_output,
+                         prepare_schedule, run_blocks, weighted_patch_mean)
 
 __all__ = ['tome_vit_forward', 'mmpretrain_vit_geometry', 'tome_layer_forward']
 
@@ -173,8 +172,7 @@ def tome_vit_forward(backbone: nn.Module,
     n_extra = int(backbone.num_extra_tokens)
     num_tokens = x.shape[1] + n_extra
     counts = prepare_schedule(r_list, num_layers, num_tokens, n_extra)
-    r_list = [counts[i] - counts[i + 1] for i in range(num_layers)]
-    if backbone.out_type == 'featmap' and any(r_list):
+    if backbone.out_type == 'featmap' and counts[-1] < num_tokens:
         raise ValueError("out_type='featmap' cannot be used while merging "
                          'tokens; use cls_token, avg_featmap or raw')
 
@@ -194,43 +192,26 @@ def tome_vit_forward(backbone: nn.Module,
     if not distilled:  # the stock distilled forward skips pre_norm
         x = backbone.pre_norm(x)
 
-    track = trace_source or attn_layer is not None
-    source = init_source(B, num_tokens, x.device) if track else None
-    size = None
-    attn = source_in = None
     outs = []
-    for i, layer in enumerate(backbone.layers):
-        need = i == attn_layer
-        if need:
-            source_in = source
-        x, size, source, a = tome_layer_forward(
-            layer,
-            x,
-            r_list[i],
-            size,
-            source,
-            num_protected=n_extra,
-            prop_attn=prop_attn,
-            need_attn=need)
-        if need:
-            attn = a
-            if stop_at_attn_layer:
-                break
+
+    def after_block(i: int, x: Tensor, size: Optional[Tensor]) -> Tensor:
         if i == num_layers - 1 and backbone.final_norm:
             x = backbone.ln1(x)
         if i in backbone.out_indices:
             outs.append(
                 _format_output(backbone, x, size, patch_resolution, distilled))
-    if size is None:
-        size = torch.ones(
-            B, x.shape[1], 1, dtype=torch.float32, device=x.device)
-    return ToMeOutput(
-        outs=tuple(outs),
-        attn=attn,
-        source_in=source_in,
-        source=source if trace_source else None,
-        size=size,
-        num_extra_tokens=n_extra,
-        patch_resolution=tuple(patch_resolution),
-        tokens=x,
-        token_counts=counts)
+        return x
+
+    run = run_blocks(
+        backbone.layers,
+        tome_layer_forward,
+        x,
+        counts,
+        num_protected=n_extra,
+        prop_attn=prop_attn,
+        attn_layer=attn_layer,
+        trace_source=trace_source,
+        stop_at_attn_layer=stop_at_attn_layer,
+        after_block=after_block)
+    return pack_output(run, () if stop_at_attn_layer else tuple(outs),
+                       n_extra, patch_resolution, counts)

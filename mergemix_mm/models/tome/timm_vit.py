@@ -8,13 +8,11 @@ Uses the stock sub-modules of every timm ``Block`` (``norm1``, ``attn.qkv``,
 """
 from typing import Optional, Sequence, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from .functional import (ToMeOutput, ViTGeometry, attention, check_image_size,
-                         merge_tokens, normalize_attn_layer, prepare_schedule,
-                         weighted_patch_mean)
-from .merge import init_source
+                         merge_tokens, normalize_attn_layer, pack_output,
+                         prepare_schedule, run_blocks, weighted_patch_mean)
 
 __all__ = [
     'tome_timm_forward', 'timm_vit_geometry', 'is_timm_vit',
@@ -177,7 +175,6 @@ def tome_timm_forward(model: nn.Module,
     num_layers = geometry.num_layers
     attn_layer = normalize_attn_layer(attn_layer, num_layers,
                                       stop_at_attn_layer)
-    B = x.shape[0]
     ph, pw = geometry.patch_size
     hw: Tuple[int, int] = (x.shape[-2] // ph, x.shape[-1] // pw)
     x = model.patch_embed(x)
@@ -187,45 +184,19 @@ def tome_timm_forward(model: nn.Module,
     n_extra = geometry.num_extra_tokens
     num_tokens = x.shape[1]
     counts = prepare_schedule(r_list, num_layers, num_tokens, n_extra)
-    r_list = [counts[i] - counts[i + 1] for i in range(num_layers)]
-    merged = any(r_list)
-
-    track = trace_source or attn_layer is not None
-    source = init_source(B, num_tokens, x.device) if track else None
-    size = None
-    attn = source_in = None
-    for i, blk in enumerate(model.blocks):
-        need = i == attn_layer
-        if need:
-            source_in = source
-        x, size, source, a = tome_timm_block_forward(
-            blk,
-            x,
-            r_list[i],
-            size,
-            source,
-            num_protected=n_extra,
-            prop_attn=prop_attn,
-            need_attn=need)
-        if need:
-            attn = a
-            if stop_at_attn_layer:
-                break
-    if stop_at_attn_layer:
-        outs = ()
-    else:
-        x = model.norm(x)
-        outs = (timm_pool(model, x, size, merged), )
-    if size is None:
-        size = torch.ones(
-            B, x.shape[1], 1, dtype=torch.float32, device=x.device)
-    return ToMeOutput(
-        outs=outs,
-        attn=attn,
-        source_in=source_in,
-        source=source if trace_source else None,
-        size=size,
-        num_extra_tokens=n_extra,
-        patch_resolution=hw,
-        tokens=x,
-        token_counts=counts)
+    run = run_blocks(
+        model.blocks,
+        tome_timm_block_forward,
+        x,
+        counts,
+        num_protected=n_extra,
+        prop_attn=prop_attn,
+        attn_layer=attn_layer,
+        trace_source=trace_source,
+        stop_at_attn_layer=stop_at_attn_layer)
+    outs = ()
+    if not stop_at_attn_layer:
+        run = run._replace(tokens=model.norm(run.tokens))
+        outs = (timm_pool(model, run.tokens, run.size,
+                          counts[-1] < num_tokens), )
+    return pack_output(run, outs, n_extra, hw, counts)

@@ -231,13 +231,13 @@ def build(results: str = common.RESULTS) -> str:
             'un-merged: `mergemix`; with the backbone\'s ToMe schedule: '
             '`mergemix-tome`) and the official recipe with the auxiliary '
             'Mixup loss (`mergemix-official`), against Mixup and no mixing '
-            f'([mergemix_cost.md](results/mergemix_cost.md)).', '',
+            '([mergemix_cost.md](results/mergemix_cost.md)).', '',
             mergemix_cost_table(mc), ''
         ]
     if ts:
         lines += [
             '## ToMe inference throughput (DeiT-S, batch 16)', '',
-            f'[tome_speed.md](results/tome_speed.md) (every process, page '
+            '[tome_speed.md](results/tome_speed.md) (every process, page '
             'faults, per-setting times)', '', tome_table(ts), '',
             tome_fault_note(ts), ''
         ]

@@ -1,5 +1,4 @@
 import copy
-import warnings
 from unittest.mock import patch
 
 import numpy as np
@@ -9,7 +8,7 @@ from mmengine.registry import init_default_scope
 from mmpretrain.models.utils.batch_augments import RandomBatchAugment
 from mmpretrain.registry import BATCH_AUGMENTS, MODELS
 
-from mergemix_mm.models.batch_augments import MergeMix, mergemix_token_scores
+from mergemix_mm.models.batch_augments import mergemix_token_scores
 from mergemix_mm.models.batch_augments.mergemix import rescale_lam
 from mergemix_mm.models.tome import ToMeOutput, forward_with_attention, recover
 

@@ -210,8 +210,8 @@ def run_blocks(blocks: Sequence[nn.Module],
         stop_at_attn_layer (bool): Stop right after block ``attn_layer``.
             Defaults to False.
         after_block (Callable, optional): ``(index, x, size) -> x`` called
-            after every block that is not the last one run by a stopping
-            pass (e.g. a final norm and per-layer outputs). Defaults to None.
+            after every block except the one a stopping pass ends at (e.g.
+            a final norm and per-layer outputs). Defaults to None.
 
     Returns:
         BlockPass: Tokens, sizes, source maps and attention.

@@ -197,7 +197,7 @@ def tome_vit_forward(backbone: nn.Module,
     def after_block(i: int, x: Tensor, size: Optional[Tensor]) -> Tensor:
         if i == num_layers - 1 and backbone.final_norm:
             x = backbone.ln1(x)
-        if i in backbone.out_indices:
+        if i in backbone.out_indices and not stop_at_attn_layer:
             outs.append(
                 _format_output(backbone, x, size, patch_resolution, distilled))
         return x
@@ -213,5 +213,4 @@ def tome_vit_forward(backbone: nn.Module,
         trace_source=trace_source,
         stop_at_attn_layer=stop_at_attn_layer,
         after_block=after_block)
-    return pack_output(run, () if stop_at_attn_layer else tuple(outs),
-                       n_extra, patch_resolution, counts)
+    return pack_output(run, tuple(outs), n_extra, patch_resolution, counts)

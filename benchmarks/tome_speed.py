@@ -160,19 +160,19 @@ def _extra_forwards(args, bench, model, backend: str) -> Dict:
     from textbook_tome import textbook_forward_fn
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
+    # (suffix, settings, forward builder, backends it applies to)
+    yardsticks = (
+        (TEXTBOOK, args.textbook, textbook_forward_fn, ('mmpretrain', )),
+        (REFERENCE, args.reference, reference_forward_fn, ('timm', )),
+        (DROP, args.drop, drop_forward_fn, ('mmpretrain', 'timm')),
+    )
     extra = {}
-    if backend == 'mmpretrain':
-        for t in args.textbook:
+    for suffix, settings, forward_fn, backends in yardsticks:
+        if backend not in backends:
+            continue
+        for t in settings:
             r_list = bench.parse_setting(t, num_layers)
-            extra[t + TEXTBOOK] = (r_list, textbook_forward_fn(model, r_list))
-    if backend == 'timm':
-        for t in args.reference:
-            r_list = bench.parse_setting(t, num_layers)
-            extra[t + REFERENCE] = (r_list,
-                                    reference_forward_fn(model, r_list))
-    for t in args.drop:
-        r_list = bench.parse_setting(t, num_layers)
-        extra[t + DROP] = (r_list, drop_forward_fn(model, r_list))
+            extra[t + suffix] = (r_list, forward_fn(model, r_list))
     return extra
 
 
@@ -340,9 +340,10 @@ def _own_baseline_rows(summary: Dict, suffix: str, base: str) -> List[list]:
             for s, r in per_setting.items():
                 if key_own not in r or s.startswith(base + '@'):
                     continue
-                ours = per_setting[s.split('@')[0]]
+                setting = s.split('@')[0]
+                ours = per_setting[setting]
                 rows.append([
-                    alloc, key, s.split('@')[0],
+                    alloc, key, setting,
                     speedup_range(ours, bold=True),
                     speedup_range(r),
                     speedup_range(r[key_own])

@@ -115,6 +115,49 @@ def test_agreement_is_recorded_for_the_reference_rows_only(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize('backend,expected', [
+    ('mmpretrain', ['r4@textbook', 'r4@drop']),
+    ('timm', ['r4@reference', 'r4@drop']),
+])
+def test_each_backend_gets_its_yardsticks(monkeypatch, backend, expected):
+    """The textbook forward is built for mmpretrain models only, the
+    reference for timm models only, the dropping bound for both; each with
+    the setting's parsed schedule, in that order."""
+    import types
+    built = []
+
+    def builder(name):
+
+        def fn(model, r_list):
+            built.append((name, list(r_list)))
+            return name
+
+        return fn
+
+    for module, attr in (('textbook_tome', 'textbook_forward_fn'),
+                         ('reference_tome', 'reference_forward_fn'),
+                         ('drop_oracle', 'drop_forward_fn')):
+        monkeypatch.setitem(sys.modules, module,
+                            types.SimpleNamespace(**{attr: builder(module)}))
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32,
+                              depth=2, num_heads=2)
+    bench = types.SimpleNamespace(
+        parse_setting=lambda setting, num_layers: [4] * num_layers)
+    args = tome_speed.parse_args([
+        '--settings', 'none', 'r4', '--textbook', 'r4', '--reference', 'r4',
+        '--drop', 'r4'
+    ])
+    extra = tome_speed._extra_forwards(args, bench, model, backend)
+    assert list(extra) == expected
+    assert all(r_list == [4, 4] for r_list, _ in extra.values())
+    module = {'@textbook': 'textbook_tome', '@reference': 'reference_tome',
+              '@drop': 'drop_oracle'}
+    assert [fn for _, fn in extra.values()] == [
+        module[s[2:]] for s in expected]
+    assert built == [(module[s[2:]], [4, 4]) for s in expected]
+
+
 def test_speedup_range_formats_median_and_range():
     stats = dict(speedup=1.17, speedup_min=1.128, speedup_max=1.2161)
     assert tome_speed.speedup_range(stats) == '1.170x (1.128-1.216)'

@@ -4,9 +4,10 @@ import math
 from numbers import Real
 from typing import Iterator, List, Optional, Sequence
 
+import numpy as np
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...utils.checks import check_bool
 from ..tome.functional import ToMeOutput, ViTGeometry
@@ -93,6 +94,28 @@ class ToMeMixin:
             self._merging_enabled = previous
 
 
+def _python_drop_probs(module: nn.Module) -> nn.Module:
+    """Store every numpy ``drop_prob`` under ``module`` as a Python float.
+
+    mmpretrain's ViT spreads its drop-path rates with ``np.linspace``, and
+    mmcv's ``drop_path`` tests ``drop_prob == 0.``; torch.compile treats the
+    numpy scalar as a tensor, so that test is a data-dependent branch that
+    splits the graph in every block. The same value as a Python float keeps
+    the forward one graph; nothing else changes.
+
+    Args:
+        module (nn.Module): Model whose sub-modules are updated in place.
+
+    Returns:
+        nn.Module: ``module``.
+    """
+    for sub in module.modules():
+        prob = getattr(sub, 'drop_prob', None)
+        if isinstance(prob, np.floating):
+            sub.drop_prob = float(prob)
+    return module
+
+
 @MODELS.register_module()
 class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
     """Vision Transformer with token merging (ToMe).
@@ -101,6 +124,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
     (DeiT / ViT checkpoints load unchanged). Blocks merge ``r`` tokens after
     the attention residual and before the MLP, with size-weighted averages
     (``ALGORITHM.md`` §3). With merging off the stock forward is used.
+    The forward traces into one ``torch.compile`` graph, with or without
+    merging, in training and in eval mode.
 
     Args:
         *args: Positional arguments of ``VisionTransformer`` (``arch``...).
@@ -135,6 +160,7 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         mmpretrain_vit_geometry(self)  # validates the layers
+        _python_drop_probs(self)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self._init_tome(
             len(self.layers), num_patches + self.num_extra_tokens,

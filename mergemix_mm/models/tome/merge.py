@@ -215,17 +215,18 @@ def merge_wavg(x: Tensor, size: Optional[Tensor],
         size_keep = flat_size.index_select(0, keep)
         size_src = flat_size.index_select(0, src)
     size_out = size_keep.index_add(0, dst, size_src)
-    # sum(s x) / sum(s) touching only the receiving rows: the kept rows are
-    # copied, the (unique) receiving rows are rescaled by s_dst / s_out and
-    # the merged-away rows are added with weight s_src / s_out[dst].
+    # sum(s x) / sum(s) touching only the receiving rows. For a receiving
+    # row d that takes in the rows i, with S = s_d + sum_i s_i,
+    #     (s_d x_d + sum_i s_i x_i) / S = x_d + sum_i s_i (x_i - x_d) / S,
+    # so the kept rows are copied and every merged-away row adds its weighted
+    # difference. One index_add_ handles rows that receive several tokens,
+    # without de-duplicating ``dst`` (``torch.unique`` has a data-dependent
+    # shape and breaks torch.compile graphs) and with exact gradients.
     flat = x.reshape(B * T, C)
     out = flat.index_select(0, keep)
-    recv = torch.unique(dst)
-    scale = (size_keep.index_select(0, recv) /
-             size_out.index_select(0, recv)).to(x.dtype)
-    out.index_copy_(0, recv, out.index_select(0, recv).mul_(scale))
     weight_src = (size_src / size_out.index_select(0, dst)).to(x.dtype)
-    out.index_add_(0, dst, flat.index_select(0, src).mul_(weight_src))
+    delta = flat.index_select(0, src).sub_(out.index_select(0, dst))
+    out.index_add_(0, dst, delta.mul_(weight_src))
     return out.view(B, n, C), size_out.view(B, n, 1)
 
 

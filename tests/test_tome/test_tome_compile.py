@@ -1,0 +1,143 @@
+"""The ToMe forwards trace into one torch.compile graph (no graph breaks).
+
+A counting backend records every graph Dynamo captures and runs it with the
+stock kernels, so the tests need no C++ toolchain and compare exactly
+against eager mode. ``fullgraph=True`` is not used to detect breaks: it lets
+Dynamo capture data-dependent output shapes (``torch.unique``) that split
+the graph under the default ``torch.compile(model)``.
+"""
+import pytest
+import torch
+from tome_utils import randomize_
+from mmpretrain.registry import MODELS
+from torch._dynamo.testing import CompileCounter
+from timm.models.vision_transformer import VisionTransformer
+
+from mergemix_mm.models.tome import (bipartite_soft_matching,
+                                     forward_with_attention, head_mean_metric,
+                                     merge_wavg, tome_timm_forward)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _compiled(fn):
+    """``fn`` compiled; calling it asserts that it was captured as one
+    graph."""
+    counter = CompileCounter()
+    compiled = torch.compile(fn, backend=counter)
+
+    def call(*args):
+        out = compiled(*args)
+        assert counter.frame_count == 1, (
+            f'{counter.frame_count} graphs: the forward has graph breaks')
+        return out
+
+    return call
+
+
+def _flat(outs):
+    return [t for o in outs for t in (o if isinstance(o, tuple) else (o, ))]
+
+
+def _assert_same(ref, out):
+    assert ref.token_counts == out.token_counts
+    assert len(_flat(ref.outs)) == len(_flat(out.outs))
+    for a, b in zip(_flat(ref.outs), _flat(out.outs)):
+        assert torch.equal(a, b)
+    for name in ('tokens', 'size', 'source', 'attn', 'source_in'):
+        a, b = getattr(ref, name), getattr(out, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert torch.equal(a, b), name
+
+
+def test_matching_and_merge_compile():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 37, 16, generator=gen)
+    # sizes > 1 and many A tokens sharing a partner (r close to its maximum)
+    size = torch.randint(1, 4, (3, 37, 1), generator=gen).float()
+
+    def step(x, size):
+        matching = bipartite_soft_matching(x, 16, num_protected=1)
+        return merge_wavg(x, size, matching)
+
+    ref = step(x, size)
+    out = _compiled(step)(x, size)
+    for a, b in zip(ref, out):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('merge_num', [0, 20])
+def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
+                                      merge_num):
+    model = MODELS.build(
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            merge_num=merge_num,
+            drop_path_rate=0.2,
+            out_type='avg_featmap'))
+    randomize_(model)
+    model.train(training)
+    torch.manual_seed(3)  # the same drop-path draws on both sides
+    ref = model(images)
+    torch.manual_seed(3)
+    out = _compiled(model)(images)
+    assert torch.allclose(ref[0], out[0], atol=1e-6)
+    if training and merge_num:
+        out[0].sum().backward()
+        assert all(p.grad is not None for p in model.parameters()
+                   if p.requires_grad and p is not model.pos_embed)
+
+
+@pytest.mark.parametrize('stop', [False, True])
+def test_attention_capture_compiles_mmpretrain(tiny_arch, images, stop):
+    model = MODELS.build(
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            merge_num=20,
+            prop_attn=True))
+    randomize_(model).eval()
+
+    def mask_pass(x):
+        return forward_with_attention(
+            model, x, attn_layer=2, stop_at_attn_layer=stop)
+
+    with torch.no_grad():
+        _assert_same(mask_pass(images), _compiled(mask_pass)(images))
+
+
+def test_timm_forward_compiles(images):
+    model = randomize_(
+        VisionTransformer(
+            img_size=32,
+            patch_size=4,
+            embed_dim=48,
+            depth=4,
+            num_heads=4,
+            num_classes=10,
+            reg_tokens=2)).eval()
+
+    def forward(x):
+        return tome_timm_forward(
+            model, x, [10, 8, 6, 4], prop_attn=True, attn_layer=1)
+
+    with torch.no_grad():
+        _assert_same(forward(images), _compiled(forward)(images))
+
+
+def test_head_mean_metric_compiles():
+    keys = torch.randn(2, 4, 9, 8)
+    assert torch.equal(head_mean_metric(keys),
+                       _compiled(head_mean_metric)(keys))

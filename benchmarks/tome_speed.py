@@ -47,9 +47,11 @@ TEXTBOOK = '@textbook'
 DROP = '@drop'
 #: Suffix of the settings timed with the reference ToMe (facebookresearch).
 REFERENCE = '@reference'
-#: Yardsticks that are whole other ToMe forwards: their rows are also given
+#: Suffix of the settings timed as torch.compile'd forwards.
+COMPILED = '@compiled'
+#: Yardsticks that are whole other forwards: their rows are also given
 #: against their own forward without merging (``none<suffix>``).
-OWN_BASELINE = (TEXTBOOK, REFERENCE)
+OWN_BASELINE = (TEXTBOOK, REFERENCE, COMPILED)
 
 
 def _malloc_tune() -> bool:
@@ -131,6 +133,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         '`tome`; benchmarks/reference_tome.py; timm backend), named '
         '<setting>@reference; none by default')
     parser.add_argument(
+        '--compiled',
+        nargs='*',
+        default=[],
+        help='settings also timed as torch.compile\'d forwards (inductor, '
+        'weight freezing; benchmarks/compiled_tome.py), named '
+        '<setting>@compiled; include the first setting (none) for the '
+        'compiled baseline; none by default')
+    parser.add_argument(
         '--out-dir', default=osp.join(ROOT, 'benchmarks', 'results'))
     parser.add_argument('--name', default='tome_speed')
     parser.add_argument('--worker-out', default=None, help=argparse.SUPPRESS)
@@ -144,7 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.reference and 'timm' not in args.backends:
         parser.error('--reference patches timm models: add timm to '
                      '--backends')
-    for option in ('textbook', 'drop', 'reference'):
+    for option in ('textbook', 'drop', 'reference', 'compiled'):
         missing = [t for t in getattr(args, option) if t not in args.settings]
         if missing:
             parser.error(f'--{option} {missing} must also be in --settings')
@@ -153,8 +163,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _extra_forwards(args, bench, model, backend: str) -> Dict:
     """The yardstick forwards timed in the same rounds: the textbook
-    formulation (mmpretrain only), the reference ToMe (timm only) and the
-    token-dropping bound."""
+    formulation (mmpretrain only), the reference ToMe (timm only), the
+    token-dropping bound and the compiled forwards."""
+    from compiled_tome import compiled_forward_fn
     from drop_oracle import drop_forward_fn
     from reference_tome import reference_forward_fn
     from textbook_tome import textbook_forward_fn
@@ -165,6 +176,8 @@ def _extra_forwards(args, bench, model, backend: str) -> Dict:
         (TEXTBOOK, args.textbook, textbook_forward_fn, ('mmpretrain', )),
         (REFERENCE, args.reference, reference_forward_fn, ('timm', )),
         (DROP, args.drop, drop_forward_fn, ('mmpretrain', 'timm')),
+        (COMPILED, args.compiled, compiled_forward_fn, ('mmpretrain',
+                                                        'timm')),
     )
     extra = {}
     for suffix, settings, forward_fn, backends in yardsticks:
@@ -238,7 +251,8 @@ def _worker_command(args, allocator: str, out: str) -> List[str]:
         str(args.warmup), '--threads', *map(str, args.threads), '--settings',
         *args.settings, '--backends', *args.backends, '--worker-out', out,
         '--worker-allocator', allocator, '--textbook', *args.textbook,
-        '--drop', *args.drop, '--reference', *args.reference
+        '--drop', *args.drop, '--reference', *args.reference,
+        '--compiled', *args.compiled
     ]
     return cmd
 
@@ -327,6 +341,15 @@ _YARDSTICK_TEXT = {
      "attention) and against its own forward without merging "
      '(`{base}{suffix}`, explicit attention, as timm computed attention '
      'before its fused path, i.e. when the reference was published).'),
+    COMPILED:
+    ('torch.compile',
+     'The compiled rows (`benchmarks/compiled_tome.py`) are the same '
+     'forwards as the rows above, compiled with `torch.compile` (inductor, '
+     'weight freezing) after they traced into one graph each; they run in '
+     'the same rounds. Their speed-up is given against the eager stock '
+     'forward (`{base}`) and against the compiled stock forward '
+     '(`{base}{suffix}`): the latter is the ratio of merging when both sides '
+     'are compiled.'),
 }
 
 

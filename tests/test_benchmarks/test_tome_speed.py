@@ -52,7 +52,7 @@ def test_summarize_takes_median_and_range_per_allocator():
     assert summary['tuned']['mmpretrain/threads2']['r4']['speedup'] == 1.15
 
 
-@pytest.mark.parametrize('suffix', ['@textbook', '@reference'])
+@pytest.mark.parametrize('suffix', ['@textbook', '@reference', '@compiled'])
 def test_yardstick_rows_get_their_own_baseline(suffix):
     run = _run(1.2, 0)
     run['none' + suffix] = dict(run['none'], median_s=1.5, speedup=1 / 1.5)
@@ -116,13 +116,14 @@ def test_agreement_is_recorded_for_the_reference_rows_only(monkeypatch):
 
 
 @pytest.mark.parametrize('backend,expected', [
-    ('mmpretrain', ['r4@textbook', 'r4@drop']),
-    ('timm', ['r4@reference', 'r4@drop']),
+    ('mmpretrain', ['r4@textbook', 'r4@drop', 'r4@compiled']),
+    ('timm', ['r4@reference', 'r4@drop', 'r4@compiled']),
 ])
 def test_each_backend_gets_its_yardsticks(monkeypatch, backend, expected):
     """The textbook forward is built for mmpretrain models only, the
-    reference for timm models only, the dropping bound for both; each with
-    the setting's parsed schedule, in that order."""
+    reference for timm models only, the dropping bound and the compiled
+    forward for both; each with the setting's parsed schedule, in that
+    order."""
     import types
     built = []
 
@@ -136,7 +137,8 @@ def test_each_backend_gets_its_yardsticks(monkeypatch, backend, expected):
 
     for module, attr in (('textbook_tome', 'textbook_forward_fn'),
                          ('reference_tome', 'reference_forward_fn'),
-                         ('drop_oracle', 'drop_forward_fn')):
+                         ('drop_oracle', 'drop_forward_fn'),
+                         ('compiled_tome', 'compiled_forward_fn')):
         monkeypatch.setitem(sys.modules, module,
                             types.SimpleNamespace(**{attr: builder(module)}))
     from timm.models.vision_transformer import VisionTransformer
@@ -146,13 +148,13 @@ def test_each_backend_gets_its_yardsticks(monkeypatch, backend, expected):
         parse_setting=lambda setting, num_layers: [4] * num_layers)
     args = tome_speed.parse_args([
         '--settings', 'none', 'r4', '--textbook', 'r4', '--reference', 'r4',
-        '--drop', 'r4'
+        '--drop', 'r4', '--compiled', 'r4'
     ])
     extra = tome_speed._extra_forwards(args, bench, model, backend)
     assert list(extra) == expected
     assert all(r_list == [4, 4] for r_list, _ in extra.values())
     module = {'@textbook': 'textbook_tome', '@reference': 'reference_tome',
-              '@drop': 'drop_oracle'}
+              '@drop': 'drop_oracle', '@compiled': 'compiled_tome'}
     assert [fn for _, fn in extra.values()] == [
         module[s[2:]] for s in expected]
     assert built == [(module[s[2:]], [4, 4]) for s in expected]
@@ -207,7 +209,11 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):  # the reference patches timm models
         tome_speed.parse_args(['--backends', 'mmpretrain', '--reference',
                                'none'])
+    with pytest.raises(SystemExit):  # a compiled setting not benchmarked
+        tome_speed.parse_args(['--settings', 'none', '--textbook', '--drop',
+                               '--compiled', 'r8'])
     assert tome_speed.parse_args([]).reference == []  # not shipped: opt-in
+    assert tome_speed.parse_args([]).compiled == []  # minutes: opt-in
 
 
 def test_end_to_end_in_fresh_processes(tmp_path):

@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 __all__ = [
-    'parse_setting', 'build_model', 'run_benchmark', 'measure_merge_overhead',
+    'parse_setting', 'build_model', 'forward_fn', 'run_benchmark',
+    'measure_merge_overhead',
     'environment_info', 'format_markdown', 'main'
 ]
 
@@ -74,7 +75,20 @@ def build_model(arch: str = 'deit-small',
     return model
 
 
-def _forward_fn(model: torch.nn.Module, r_list: Sequence[int]):
+def forward_fn(model: torch.nn.Module,
+               r_list: Sequence[int]) -> Callable[[torch.Tensor], tuple]:
+    """``images -> outs`` timed for one setting: the stock forward when
+    ``r_list`` merges nothing, else the library's ToMe forward (no source
+    tracking). timm models return pooled pre-logits features either way.
+
+    Args:
+        model (nn.Module): mmpretrain ``ToMeVisionTransformer`` /
+            ``VisionTransformer`` or timm ``VisionTransformer``, eval mode.
+        r_list (Sequence[int]): ``r`` per block.
+
+    Returns:
+        Callable: The forward.
+    """
     from mergemix_mm.models.tome import (tome_timm_forward, tome_vit_forward)
     from mergemix_mm.models.tome.timm_vit import is_timm_vit
     timm_model = is_timm_vit(model)
@@ -129,7 +143,7 @@ def run_benchmark(model: torch.nn.Module,
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
     r_lists = {s: parse_setting(s, num_layers) for s in settings}
-    fns = {s: _forward_fn(model, r) for s, r in r_lists.items()}
+    fns = {s: forward_fn(model, r) for s, r in r_lists.items()}
     for name, (r_list, fn) in (extra or {}).items():
         if name in fns:
             raise ValueError(f'extra setting {name!r} is already a setting')
@@ -225,7 +239,7 @@ def measure_merge_overhead(model: torch.nn.Module,
             r_list = parse_setting(s, num_layers)
             if not any(r_list):
                 continue
-            fn = _forward_fn(model, r_list)
+            fn = forward_fn(model, r_list)
             fwd, merge_s = [], []
             for _ in range(repeats):
                 spent[0] = 0.0

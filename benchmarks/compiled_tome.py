@@ -9,8 +9,12 @@ element-wise work of every block. A compiled merged setting is compared
 with the compiled stock forward (``none@compiled``), so compilation helps
 both sides of the ratio.
 
-The first call compiles (about a minute per setting on two CPU cores); the
-benchmark's warm-up rounds absorb it.
+Shapes are compiled static (``dynamic=False``): every setting compiles the
+same forward function with a different ``r`` list, and with the default
+automatic dynamic shapes the second compilation would make the ``r``
+values symbolic, a graph whose inductor compilation did not finish in 15
+minutes here. The first call compiles (10-90 s per setting on two CPU
+cores); the benchmark's warm-up rounds absorb it.
 """
 from typing import Callable, Sequence
 
@@ -28,7 +32,7 @@ RECOMPILE_LIMIT = 64
 def compiled_forward_fn(model: nn.Module,
                         r_list: Sequence[int]) -> Callable[[Tensor], tuple]:
     """``images -> outs`` of ``benchmark_speed.forward_fn(model, r_list)``,
-    compiled with inductor and :data:`COMPILE_OPTIONS`.
+    compiled with inductor, static shapes and :data:`COMPILE_OPTIONS`.
 
     Args:
         model (nn.Module): mmpretrain or timm ViT in eval mode; call the
@@ -44,4 +48,5 @@ def compiled_forward_fn(model: nn.Module,
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
     forward = common.load_tool('benchmark_speed').forward_fn(model, r_list)
-    return torch.compile(forward, options=dict(COMPILE_OPTIONS))
+    return torch.compile(
+        forward, dynamic=False, options=dict(COMPILE_OPTIONS))

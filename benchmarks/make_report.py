@@ -29,6 +29,9 @@ TOME_EXTRA = [
     ('tome_speed_reference',
      'Against the reference ToMe (facebookresearch/ToMe, installed '
      'separately): timm backend, tuned allocator, 8 processes x 10 rounds'),
+    ('tome_speed_compiled',
+     'Compiled: torch.compile (inductor, weight freezing) on both sides, '
+     'tuned allocator, 4 processes x 10 rounds'),
 ]
 
 
@@ -105,9 +108,10 @@ def mergemix_cost_table(mc) -> str:
 
 def tome_table(ts) -> str:
     """Median speed-up over fresh processes (range in brackets) per
-    allocator setting, backend and merge setting; textbook and reference
-    rows also against their own un-merged forward; merged rows with a
-    ``<setting>@drop`` row also relative to that token-dropping bound."""
+    allocator setting, backend and merge setting; textbook, reference and
+    compiled rows also against their own un-merged forward; merged rows
+    with a ``<setting>@drop`` row also relative to that token-dropping
+    bound."""
     rows = []
     flops = ts['flops']
     own_keys = [tome_speed.own_baseline_key(suffix)
@@ -134,7 +138,7 @@ def tome_table(ts) -> str:
         'allocator', 'backend / threads', 'setting',
         f"speed-up vs stock forward, median of {ts['processes']} processes "
         '(range)', 'vs its own un-merged forward (none@textbook / '
-        'none@reference)',
+        'none@reference / none@compiled)',
         'at token-dropping bound (1 = merging is free)', 'CPU-time speed-up',
         'FLOP ratio (+attn)', 'merge share'
     ], rows)

@@ -32,15 +32,19 @@ def _mmpretrain_vit():
 
 @pytest.fixture
 def counting_compile(monkeypatch):
-    """``torch.compile`` with a graph-counting backend that runs the graph
-    with the stock kernels; records the options it was given."""
-    from torch._dynamo.testing import CompileCounter
+    """``torch.compile`` with a backend that records every captured graph's
+    example inputs and runs the graph with the stock kernels; records the
+    options it was given."""
     compile_ = torch.compile
-    record = dict(counter=CompileCounter(), options=[])
+    record = dict(graphs=[], options=[])
 
-    def fake(fn, options=None, **kwargs):
-        record['options'].append(options)
-        return compile_(fn, backend=record['counter'], **kwargs)
+    def backend(gm, example_inputs):
+        record['graphs'].append(example_inputs)
+        return gm.forward
+
+    def fake(fn, options=None, dynamic=None, **kwargs):
+        record['options'].append((dynamic, options))
+        return compile_(fn, backend=backend, dynamic=dynamic, **kwargs)
 
     monkeypatch.setattr(torch, 'compile', fake)
     torch._dynamo.reset()
@@ -60,12 +64,29 @@ def test_compiles_the_timed_forward_as_one_graph(counting_compile, build,
     with torch.no_grad():
         ref = bench.forward_fn(model, r_list)(x)
         out = fn(x)
-    assert counting_compile['counter'].frame_count == 1
-    assert counting_compile['options'] == [{'freezing': True}]
+    assert len(counting_compile['graphs']) == 1
+    assert counting_compile['options'] == [(False, {'freezing': True})]
     ref, out = (t if isinstance(t, tuple) else (t, ) for t in (ref, out))
     assert len(ref) == len(out)
     for a, b in zip(ref, out):
         assert torch.equal(a, b)
+
+
+def test_settings_compile_static_shapes(counting_compile):
+    """Every setting compiles the same forward function again; the second
+    compilation must not turn the ``r`` values into symbolic sizes (with
+    automatic dynamic shapes inductor did not finish compiling DeiT-S)."""
+    model = _timm_vit()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for r_list in ([6, 4, 2, 2], [4, 4, 4, 2], [2, 2, 2, 2]):
+            compiled_tome.compiled_forward_fn(model, r_list)(x)
+    graphs = counting_compile['graphs']
+    assert len(graphs) == 3
+    assert all(
+        isinstance(t, torch.Tensor) and not any(
+            isinstance(d, torch.SymInt) for d in t.shape)
+        for inputs in graphs for t in inputs)
 
 
 def test_recompile_limit_is_raised_not_lowered(counting_compile):

@@ -141,3 +141,45 @@ def test_head_mean_metric_compiles():
     keys = torch.randn(2, 4, 9, 8)
     assert torch.equal(head_mean_metric(keys),
                        _compiled(head_mean_metric)(keys))
+
+
+def test_train_and_test_schedules_compile_static(tiny_arch, images):
+    """Switching between the training and the test schedule of a compiled
+    backbone compiles each once, with static token counts (the schedules are
+    module attributes, so Dynamo specialises on them), and the batch size
+    may change without a new schedule graph per size."""
+    model = MODELS.build(
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            merge_num=20,
+            test_merge_num=10,
+            out_type='avg_featmap'))
+    randomize_(model)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(example_inputs)
+        return gm.forward
+
+    compiled = torch.compile(model, backend=backend)
+    model.train()
+    compiled(images)
+    model.eval()
+    with torch.no_grad():
+        compiled(images)
+        ref = model(images[:2])
+        out = compiled(images[:2])
+    model.train()
+    compiled(images)
+    # train, eval, then eval with a batch-size symbol; nothing for the
+    # second training call
+    assert len(graphs) == 3
+    symbolic = [[x for x in inputs if not isinstance(x, torch.Tensor)]
+                for inputs in graphs]
+    assert symbolic[0] == [] and symbolic[1] == []
+    # the batch size, not an r value
+    assert [type(x) for x in symbolic[2]] == [torch.SymInt]
+    assert torch.equal(ref[0], out[0])

@@ -23,7 +23,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple)
 
 import torch
@@ -32,8 +32,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 __all__ = [
     'parse_setting', 'build_model', 'forward_fn', 'run_benchmark',
-    'measure_merge_overhead',
-    'environment_info', 'format_markdown', 'main'
+    'measure_merge_overhead', 'environment_info', 'format_markdown', 'main'
 ]
 
 
@@ -76,10 +75,11 @@ def build_model(arch: str = 'deit-small',
 
 
 def forward_fn(model: torch.nn.Module,
-               r_list: Sequence[int]) -> Callable[[torch.Tensor], tuple]:
-    """``images -> outs`` timed for one setting: the stock forward when
-    ``r_list`` merges nothing, else the library's ToMe forward (no source
-    tracking). timm models return pooled pre-logits features either way.
+               r_list: Sequence[int]) -> Callable[[torch.Tensor], Any]:
+    """The forward timed for one setting: with ``r_list`` merging nothing,
+    the stock forward (mmpretrain: the backbone's outputs; timm: the pooled
+    pre-logits features); else the library's ToMe forward without source
+    tracking, returning its ``outs``.
 
     Args:
         model (nn.Module): mmpretrain ``ToMeVisionTransformer`` /

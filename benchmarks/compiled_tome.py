@@ -16,7 +16,7 @@ values symbolic, a graph whose inductor compilation did not finish in 15
 minutes here. The first call compiles (10-90 s per setting on two CPU
 cores); the benchmark's warm-up rounds absorb it.
 """
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -30,7 +30,7 @@ RECOMPILE_LIMIT = 64
 
 
 def compiled_forward_fn(model: nn.Module,
-                        r_list: Sequence[int]) -> Callable[[Tensor], tuple]:
+                        r_list: Sequence[int]) -> Callable[[Tensor], Any]:
     """``images -> outs`` of ``benchmark_speed.forward_fn(model, r_list)``,
     compiled with inductor, static shapes and :data:`COMPILE_OPTIONS`.
 

@@ -40,6 +40,17 @@ def _compiled(fn):
     return call
 
 
+def _tome_vit(tiny_arch, **kwargs):
+    model = MODELS.build(
+        dict(
+            type='ToMeVisionTransformer',
+            arch=tiny_arch,
+            img_size=32,
+            patch_size=4,
+            **kwargs))
+    return randomize_(model)
+
+
 def _flat(outs):
     return [t for o in outs for t in (o if isinstance(o, tuple) else (o, ))]
 
@@ -76,16 +87,11 @@ def test_matching_and_merge_compile():
 @pytest.mark.parametrize('merge_num', [0, 20])
 def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
                                       merge_num):
-    model = MODELS.build(
-        dict(
-            type='ToMeVisionTransformer',
-            arch=tiny_arch,
-            img_size=32,
-            patch_size=4,
-            merge_num=merge_num,
-            drop_path_rate=0.2,
-            out_type='avg_featmap'))
-    randomize_(model)
+    model = _tome_vit(
+        tiny_arch,
+        merge_num=merge_num,
+        drop_path_rate=0.2,
+        out_type='avg_featmap')
     model.train(training)
     torch.manual_seed(3)  # the same drop-path draws on both sides
     ref = model(images)
@@ -100,15 +106,7 @@ def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
 
 @pytest.mark.parametrize('stop', [False, True])
 def test_attention_capture_compiles_mmpretrain(tiny_arch, images, stop):
-    model = MODELS.build(
-        dict(
-            type='ToMeVisionTransformer',
-            arch=tiny_arch,
-            img_size=32,
-            patch_size=4,
-            merge_num=20,
-            prop_attn=True))
-    randomize_(model).eval()
+    model = _tome_vit(tiny_arch, merge_num=20, prop_attn=True).eval()
 
     def mask_pass(x):
         return forward_with_attention(
@@ -148,16 +146,8 @@ def test_train_and_test_schedules_compile_static(tiny_arch, images):
     backbone compiles each once, with static token counts (the schedules are
     module attributes, so Dynamo specialises on them), and the batch size
     may change without a new schedule graph per size."""
-    model = MODELS.build(
-        dict(
-            type='ToMeVisionTransformer',
-            arch=tiny_arch,
-            img_size=32,
-            patch_size=4,
-            merge_num=20,
-            test_merge_num=10,
-            out_type='avg_featmap'))
-    randomize_(model)
+    model = _tome_vit(
+        tiny_arch, merge_num=20, test_merge_num=10, out_type='avg_featmap')
     graphs = []
 
     def backend(gm, example_inputs):

@@ -2,6 +2,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 if ROOT not in sys.path:
@@ -13,6 +14,28 @@ import mergemix_mm  # noqa: E402,F401  (registers modules, applies compat)
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+class GraphRecorder:
+    """A ``torch.compile`` backend that keeps the example inputs of every
+    graph Dynamo captures and runs the graph with the stock kernels, so
+    compile tests need no C++ toolchain and match eager mode exactly."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(list(example_inputs))
+        return gm.forward
+
+
+@pytest.fixture
+def dynamo_graphs():
+    """A fresh :class:`GraphRecorder`; Dynamo's caches are reset before and
+    after the test."""
+    torch._dynamo.reset()
+    yield GraphRecorder()
+    torch._dynamo.reset()
 
 
 @pytest.fixture

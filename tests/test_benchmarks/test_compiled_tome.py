@@ -31,25 +31,20 @@ def _mmpretrain_vit():
 
 
 @pytest.fixture
-def counting_compile(monkeypatch):
-    """``torch.compile`` with a backend that records every captured graph's
-    example inputs and runs the graph with the stock kernels; records the
+def counting_compile(monkeypatch, dynamo_graphs):
+    """``torch.compile`` with the ``dynamo_graphs`` backend (every captured
+    graph's example inputs, run with the stock kernels); records the
     options it was given."""
     compile_ = torch.compile
-    record = dict(graphs=[], options=[])
-
-    def backend(gm, example_inputs):
-        record['graphs'].append(example_inputs)
-        return gm.forward
+    record = dict(graphs=dynamo_graphs.graphs, options=[])
 
     def fake(fn, options=None, dynamic=None, **kwargs):
         record['options'].append((dynamic, options))
-        return compile_(fn, backend=backend, dynamic=dynamic, **kwargs)
+        return compile_(fn, backend=dynamo_graphs, dynamic=dynamic,
+                        **kwargs)
 
     monkeypatch.setattr(torch, 'compile', fake)
-    torch._dynamo.reset()
-    yield record
-    torch._dynamo.reset()
+    return record
 
 
 @pytest.mark.parametrize('build', [_timm_vit, _mmpretrain_vit])

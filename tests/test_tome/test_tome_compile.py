@@ -1,16 +1,16 @@
 """The ToMe forwards trace into one torch.compile graph (no graph breaks).
 
-A counting backend records every graph Dynamo captures and runs it with the
-stock kernels, so the tests need no C++ toolchain and compare exactly
-against eager mode. ``fullgraph=True`` is not used to detect breaks: it lets
-Dynamo capture data-dependent output shapes (``torch.unique``) that split
-the graph under the default ``torch.compile(model)``.
+The ``dynamo_graphs`` backend (tests/conftest.py) records every graph Dynamo
+captures and runs it with the stock kernels, so the tests need no C++
+toolchain and compare exactly against eager mode. ``fullgraph=True`` is not
+used to detect breaks: it lets Dynamo capture data-dependent output shapes
+(``torch.unique``) that split the graph under the default
+``torch.compile(model)``.
 """
 import pytest
 import torch
 from tome_utils import randomize_
 from mmpretrain.registry import MODELS
-from torch._dynamo.testing import CompileCounter
 from timm.models.vision_transformer import VisionTransformer
 
 from mergemix_mm.models.tome import (bipartite_soft_matching,
@@ -18,23 +18,15 @@ from mergemix_mm.models.tome import (bipartite_soft_matching,
                                      merge_wavg, tome_timm_forward)
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-def _compiled(fn):
-    """``fn`` compiled; calling it asserts that it was captured as one
-    graph."""
-    counter = CompileCounter()
-    compiled = torch.compile(fn, backend=counter)
+def _compiled(fn, recorder):
+    """``fn`` compiled with ``recorder`` as the backend; calling it asserts
+    that it was captured as one graph."""
+    compiled = torch.compile(fn, backend=recorder)
 
     def call(*args):
         out = compiled(*args)
-        assert counter.frame_count == 1, (
-            f'{counter.frame_count} graphs: the forward has graph breaks')
+        count = len(recorder.graphs)
+        assert count == 1, f'{count} graphs: the forward has graph breaks'
         return out
 
     return call
@@ -67,7 +59,7 @@ def _assert_same(ref, out):
             assert torch.equal(a, b), name
 
 
-def test_matching_and_merge_compile():
+def test_matching_and_merge_compile(dynamo_graphs):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 37, 16, generator=gen)
     # sizes > 1 and many A tokens sharing a partner (r close to its maximum)
@@ -78,15 +70,15 @@ def test_matching_and_merge_compile():
         return merge_wavg(x, size, matching)
 
     ref = step(x, size)
-    out = _compiled(step)(x, size)
+    out = _compiled(step, dynamo_graphs)(x, size)
     for a, b in zip(ref, out):
         assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('merge_num', [0, 20])
-def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
-                                      merge_num):
+def test_mmpretrain_backbone_compiles(dynamo_graphs, tiny_arch, images,
+                                      training, merge_num):
     model = _tome_vit(
         tiny_arch,
         merge_num=merge_num,
@@ -96,7 +88,7 @@ def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
     torch.manual_seed(3)  # the same drop-path draws on both sides
     ref = model(images)
     torch.manual_seed(3)
-    out = _compiled(model)(images)
+    out = _compiled(model, dynamo_graphs)(images)
     assert torch.allclose(ref[0], out[0], atol=1e-6)
     if training and merge_num:
         out[0].sum().backward()
@@ -105,7 +97,8 @@ def test_mmpretrain_backbone_compiles(tiny_arch, images, training,
 
 
 @pytest.mark.parametrize('stop', [False, True])
-def test_attention_capture_compiles_mmpretrain(tiny_arch, images, stop):
+def test_attention_capture_compiles_mmpretrain(dynamo_graphs, tiny_arch,
+                                               images, stop):
     model = _tome_vit(tiny_arch, merge_num=20, prop_attn=True).eval()
 
     def mask_pass(x):
@@ -113,10 +106,11 @@ def test_attention_capture_compiles_mmpretrain(tiny_arch, images, stop):
             model, x, attn_layer=2, stop_at_attn_layer=stop)
 
     with torch.no_grad():
-        _assert_same(mask_pass(images), _compiled(mask_pass)(images))
+        _assert_same(mask_pass(images),
+                     _compiled(mask_pass, dynamo_graphs)(images))
 
 
-def test_timm_forward_compiles(images):
+def test_timm_forward_compiles(dynamo_graphs, images):
     model = randomize_(
         VisionTransformer(
             img_size=32,
@@ -132,29 +126,25 @@ def test_timm_forward_compiles(images):
             model, x, [10, 8, 6, 4], prop_attn=True, attn_layer=1)
 
     with torch.no_grad():
-        _assert_same(forward(images), _compiled(forward)(images))
+        _assert_same(forward(images),
+                     _compiled(forward, dynamo_graphs)(images))
 
 
-def test_head_mean_metric_compiles():
+def test_head_mean_metric_compiles(dynamo_graphs):
     keys = torch.randn(2, 4, 9, 8)
     assert torch.equal(head_mean_metric(keys),
-                       _compiled(head_mean_metric)(keys))
+                       _compiled(head_mean_metric, dynamo_graphs)(keys))
 
 
-def test_train_and_test_schedules_compile_static(tiny_arch, images):
+def test_train_and_test_schedules_compile_static(dynamo_graphs, tiny_arch,
+                                                 images):
     """Switching between the training and the test schedule of a compiled
     backbone compiles each once, with static token counts (the schedules are
     module attributes, so Dynamo specialises on them), and the batch size
     may change without a new schedule graph per size."""
     model = _tome_vit(
         tiny_arch, merge_num=20, test_merge_num=10, out_type='avg_featmap')
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(example_inputs)
-        return gm.forward
-
-    compiled = torch.compile(model, backend=backend)
+    compiled = torch.compile(model, backend=dynamo_graphs)
     model.train()
     compiled(images)
     model.eval()
@@ -166,6 +156,7 @@ def test_train_and_test_schedules_compile_static(tiny_arch, images):
     compiled(images)
     # train, eval, then eval with a batch-size symbol; nothing for the
     # second training call
+    graphs = dynamo_graphs.graphs
     assert len(graphs) == 3
     symbolic = [[x for x in inputs if not isinstance(x, torch.Tensor)]
                 for inputs in graphs]

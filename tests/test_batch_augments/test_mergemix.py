@@ -286,6 +286,17 @@ def test_non_vit_backbone():
         get_aug(model)(*batch())
 
 
+@pytest.mark.parametrize('compat', [None, 'openmixup', 'llava'])
+def test_backbone_without_class_token(compat):
+    """MergeMix reads the CLS token's attention; a ViT without one (token 0
+    is a patch) is refused instead of scoring with a patch's attention."""
+    backbone = dict(BACKBONE, with_cls_token=False, out_type='avg_featmap')
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   compat=compat), backbone=backbone))
+    with pytest.raises(ValueError, match='no class token'):
+        aug(*batch())
+
+
 def test_unbound_augment_error():
     aug = BATCH_AUGMENTS.build(dict(type='MergeMix'))
     with pytest.raises(RuntimeError, match='not bound'):

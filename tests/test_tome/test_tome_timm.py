@@ -6,8 +6,11 @@ from tome_utils import randomize_
 from mmpretrain.registry import MODELS
 from timm.models.vision_transformer import VisionTransformer
 
+from mergemix_mm.models.batch_augments.attention_utils import \
+    cls_attention_grid
 from mergemix_mm.models.tome import (forward_with_attention, source_to_sizes,
                                      tome_timm_forward, vit_geometry)
+from mergemix_mm.models.tome.timm_vit import timm_pool
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=48, depth=4, num_heads=4)
 
@@ -23,6 +26,10 @@ def _timm(**kwargs):
     dict(reg_tokens=2),
     dict(qk_norm=True, init_values=0.1),
     dict(class_token=False, global_pool='avg'),
+    dict(global_pool='max'),
+    dict(global_pool='avgmax', reg_tokens=1),
+    dict(class_token=False, global_pool='map'),
+    dict(global_pool='prr'),
 ])
 def test_no_merge_equals_timm(kwargs, images):
     model = _timm(**kwargs)
@@ -51,6 +58,85 @@ def test_merging_invariants(kwargs, p, images):
     assert out.attn.shape == (3, 4, n0 - 18, n0 - 18)
     assert out.source_in.max() < n0 - 18
     assert vit_geometry(model) == ((4, 4), p, 4)
+
+
+POOLS = [
+    dict(global_pool='token', reg_tokens=2),
+    dict(global_pool='avg', reg_tokens=1),
+    dict(class_token=False, global_pool='avg'),
+    dict(global_pool='max'),
+    dict(class_token=False, global_pool='avgmax', reg_tokens=2),
+    dict(class_token=False, global_pool='map'),
+    dict(global_pool='map', reg_tokens=1),
+    dict(global_pool='prr'),
+    dict(class_token=False, global_pool='prr'),
+]
+
+
+@pytest.mark.parametrize('kwargs', POOLS)
+def test_pooling_counts_merged_tokens_by_size(kwargs):
+    """Pooling merged tokens equals timm's own pooling of the sequence in
+    which every merged token is repeated ``size`` times (what merging
+    identical tokens gives)."""
+    model = _timm(**kwargs)
+    p = model.num_prefix_tokens
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([1, 3, 2, 1, 4, 1, 2, 1])  # 15 originals
+    # two samples with the same total size, sizes in different places
+    size = torch.stack([sizes, sizes.flip(0)])
+    x = torch.randn(2, p + len(sizes), 48, generator=g)
+    full = torch.stack([
+        torch.cat([x[b, :p], x[b, p:].repeat_interleave(size[b], dim=0)])
+        for b in range(2)
+    ])
+    size = torch.cat([torch.ones(2, p, dtype=size.dtype), size], dim=1)
+    with torch.no_grad():
+        merged = timm_pool(model, x, size.float().unsqueeze(-1), merged=True)
+        ref = model.forward_head(full, pre_logits=True)
+    assert torch.allclose(merged, ref, atol=1e-5)
+    # a token of size 1 everywhere is the unmerged case
+    with torch.no_grad():
+        ones = timm_pool(model, full, torch.ones(2, full.shape[1], 1), True)
+    assert torch.allclose(ones, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('pool', ['max', 'avgmax', 'map', 'prr'])
+def test_merging_with_every_pool(pool, images):
+    model = _timm(class_token=pool != 'max', global_pool=pool)
+    model.train()
+    out = tome_timm_forward(model, images, [10, 8, 6, 4], prop_attn=True)
+    assert out.outs[0].shape == (3, 48)
+    model.head(out.outs[0]).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.parameters())
+
+
+def test_unsupported_attention_pool_while_merging(images):
+    model = _timm(class_token=False, global_pool='map')
+    model.attn_pool.pos_embed = torch.nn.Parameter(torch.zeros(64, 48))
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="global_pool='map'"):
+            tome_timm_forward(model, images, [4, 4, 4, 4])
+
+
+@pytest.mark.parametrize('kwargs,has_cls', [(dict(reg_tokens=2), True),
+                                            (dict(
+                                                class_token=False,
+                                                reg_tokens=2,
+                                                global_pool='avg'), False)])
+def test_class_token_is_reported(kwargs, has_cls, images):
+    """Register tokens are prefix tokens but not a class token; the CLS
+    attention map refuses a model without one."""
+    model = _timm(**kwargs)
+    with torch.no_grad():
+        out = tome_timm_forward(model, images, [4, 4, 4, 4], attn_layer=1)
+    assert out.has_cls_token is has_cls
+    assert out.num_extra_tokens == (3 if has_cls else 2)
+    if has_cls:
+        assert cls_attention_grid(out).shape == (3, 8, 8)
+    else:
+        with pytest.raises(ValueError, match='class_token=False'):
+            cls_attention_grid(out)
 
 
 def test_timm_gradients(images):

@@ -20,10 +20,13 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
 
     The timm model is stored as ``self.model`` (state-dict keys
     ``model.*``); plain timm checkpoints without the prefix also load. The
-    forward returns a 1-tuple with the pooled pre-logits feature (the CLS
-    token for ``global_pool='token'``, the size-weighted patch mean for
-    ``'avg'``), so mmpretrain's ``VisionTransformerClsHead`` /
-    ``LinearClsHead`` can follow. Merging happens through the functional
+    forward returns a 1-tuple with the pooled pre-logits feature, so
+    mmpretrain's ``VisionTransformerClsHead`` / ``LinearClsHead`` can
+    follow. Every timm ``global_pool`` works while merging: a merged token
+    counts as the originals it holds (``'avg'`` is size-weighted, the
+    attention pools ``'map'`` / ``'prr'`` add ``log(size)`` to their
+    logits). MergeMix and the other CLS-attention methods need a model
+    with a class token. Merging happens through the functional
     forward over timm's own blocks (no class swapping).
 
     Args:

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..tome import ToMeOutput, forward_with_attention, vit_geometry
+from ..tome import (ToMeOutput, check_cls_token, forward_with_attention,
+                    vit_geometry)
 
 __all__ = [
     'eval_mode', 'is_vit_backbone', 'cls_attention_grid', 'attention_pass',
@@ -59,11 +60,13 @@ def cls_attention_grid(out: ToMeOutput) -> Tensor:
         Tensor: ``[B, h, w]`` float map (rows of a head-mean softmax).
 
     Raises:
-        ValueError: If ``out`` carries no attention.
+        ValueError: If ``out`` carries no attention or the backbone has no
+            class token.
     """
     if out.attn is None or out.source_in is None:
         raise ValueError('the ToMe forward was run without attn_layer; no '
                          'attention map to read')
+    check_cls_token(out, 'the CLS attention map')
     p = out.num_extra_tokens
     h, w = out.patch_resolution
     cls_row = out.attn[:, :, 0, :].float().mean(1)  # [B, T_l]

@@ -6,8 +6,8 @@ import torch
 from mmpretrain.registry import BATCH_AUGMENTS
 
 from ...utils.checks import check_bool, check_number
-from ..tome import (ToMeOutput, forward_with_attention, recover,
-                    schedule_from_merge_num, vit_geometry)
+from ..tome import (ToMeOutput, check_cls_token, forward_with_attention,
+                    recover, schedule_from_merge_num, vit_geometry)
 from .base import (MixRecord, ModelAwareMixin, check_batch, derangement,
                    mix_scores)
 
@@ -37,7 +37,12 @@ def mergemix_token_scores(out: ToMeOutput,
 
     Returns:
         Tensor: ``[B, N]`` scores in patch (row-major grid) order.
+
+    Raises:
+        ValueError: If the backbone has no class token, or for an unknown
+            ``compat``.
     """
+    check_cls_token(out, 'MergeMix')
     p = out.num_extra_tokens
     if compat is None:
         cls_row = out.attn[:, :, 0, :].float().mean(1)
@@ -325,6 +330,7 @@ class MergeMix(ModelAwareMixin):
                     f'finite for samples {bad.flatten().tolist()}; refusing '
                     'to build a mask from it.')
             if self.compat == 'llava':
+                check_cls_token(out, 'MergeMix')
                 scores = None
                 merged = out.attn[:, :, 0, :].float().sum(1)
                 merged[:, :p] = float('-inf')

@@ -25,7 +25,7 @@ __all__ = [
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
     'check_image_size', 'weighted_patch_mean', 'BlockPass', 'run_blocks',
-    'pack_output'
+    'pack_output', 'check_cls_token'
 ]
 
 
@@ -52,6 +52,10 @@ class ToMeOutput(NamedTuple):
             norm when the model has one).
         token_counts (list[int]): Tokens entering each block, then the final
             count.
+        has_cls_token (bool): Whether token 0 is a class token (False for
+            timm ``class_token=False`` and mmpretrain
+            ``with_cls_token=False`` models, whose leading tokens, if any,
+            are register tokens). Defaults to True.
     """
     outs: tuple
     attn: Optional[Tensor]
@@ -62,6 +66,7 @@ class ToMeOutput(NamedTuple):
     patch_resolution: Tuple[int, int]
     tokens: Tensor
     token_counts: List[int]
+    has_cls_token: bool = True
 
 
 class ViTGeometry(NamedTuple):
@@ -242,9 +247,12 @@ def run_blocks(blocks: Sequence[nn.Module],
                      source_in)
 
 
-def pack_output(run: BlockPass, outs: tuple, num_extra_tokens: int,
+def pack_output(run: BlockPass,
+                outs: tuple,
+                num_extra_tokens: int,
                 patch_resolution: Tuple[int, int],
-                token_counts: List[int]) -> ToMeOutput:
+                token_counts: List[int],
+                has_cls_token: bool = True) -> ToMeOutput:
     """Build the :class:`ToMeOutput` of a forward from its :class:`BlockPass`
     (all-ones sizes when nothing was merged)."""
     size = run.size
@@ -261,7 +269,23 @@ def pack_output(run: BlockPass, outs: tuple, num_extra_tokens: int,
         num_extra_tokens=num_extra_tokens,
         patch_resolution=tuple(patch_resolution),
         tokens=run.tokens,
-        token_counts=token_counts)
+        token_counts=token_counts,
+        has_cls_token=has_cls_token)
+
+
+def check_cls_token(out: ToMeOutput, user: str) -> None:
+    """Raise ValueError unless the forward ``out`` came from has a class
+    token at index 0 (methods that read its attention need one).
+
+    Args:
+        out (ToMeOutput): The forward's result.
+        user (str): What reads the class token, for the message.
+    """
+    if not out.has_cls_token:
+        raise ValueError(
+            f"{user} reads the class token's attention, but the backbone "
+            'has no class token (timm class_token=False / mmpretrain '
+            'with_cls_token=False)')
 
 
 def normalize_attn_layer(attn_layer: Optional[int],

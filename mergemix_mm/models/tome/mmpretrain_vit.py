@@ -213,4 +213,5 @@ def tome_vit_forward(backbone: nn.Module,
         trace_source=trace_source,
         stop_at_attn_layer=stop_at_attn_layer,
         after_block=after_block)
-    return pack_output(run, tuple(outs), n_extra, patch_resolution, counts)
+    return pack_output(run, tuple(outs), n_extra, patch_resolution, counts,
+                       backbone.cls_token is not None)

@@ -107,33 +107,76 @@ def tome_timm_block_forward(blk: nn.Module,
     return x, size, source, attn
 
 
+def _size_bias(size: Tensor, dtype) -> Tensor:
+    """``log(size)`` as an additive attention bias over keys,
+    ``[B, 1, 1, T]``."""
+    return size.float().log().to(dtype).transpose(1, 2).unsqueeze(1)
+
+
+def _merged_attn_pool(pool: nn.Module, x: Tensor, size: Tensor) -> Tensor:
+    """timm's attention pooling heads on merged tokens, with proportional
+    attention: ``log(size)`` is added to the logits of every key, so a token
+    that holds ``s`` identical originals weighs as those ``s`` tokens would.
+    """
+    from timm.layers import AttentionPoolLatent
+    from timm.layers.attention_pool import AttentionPoolPrr
+    if type(pool).forward is AttentionPoolLatent.forward:
+        if pool.pos_embed is not None:
+            raise ValueError(
+                "global_pool='map' with a position embedding in the pooling "
+                'head is not supported while merging tokens')
+        return pool(x, attn_mask=_size_bias(size, x.dtype))
+    if type(pool).forward is AttentionPoolPrr.forward:
+        B, N, C = x.shape
+        h = pool.pre_norm(x)
+        heads = h.reshape(B, N, pool.num_heads, pool.head_dim).transpose(1, 2)
+        out, _ = attention(
+            heads, heads, heads, size, prop_attn=True, scale=pool.scale)
+        out = pool.post_norm(out.transpose(1, 2).reshape(B, N, C))
+        if pool.pool == 'token':
+            return out[:, 0]
+        return weighted_patch_mean(out, size, 0)
+    raise ValueError(f'the attention pool {type(pool).__name__} is not '
+                     'supported while merging tokens')
+
+
 def timm_pool(model: nn.Module, x: Tensor, size: Optional[Tensor],
               merged: bool) -> Tensor:
-    """Pooling of timm's ``forward_head`` (pre-logits), size-weighted for
-    average pooling. Subclasses with their own ``forward_head`` (timm's
-    distilled DeiT averages the CLS and distillation tokens) are delegated
-    to; they only read the protected prefix tokens."""
+    """Pooling of timm's ``forward_head`` (pre-logits).
+
+    Without merging this is the model's own pooling. While merging every
+    ``global_pool`` treats a token of size ``s`` as ``s`` copies of itself:
+    ``'avg'`` is size-weighted, ``'max'`` needs no weights, ``'avgmax'``
+    combines the two, and the attention pools (``'map'``, ``'prr'``) add
+    ``log(size)`` to their attention logits. Subclasses with their own
+    ``forward_head`` (timm's distilled DeiT averages the CLS and
+    distillation tokens) are delegated to; they only read the protected
+    prefix tokens.
+
+    Raises:
+        ValueError: For a pooling that cannot be applied to merged tokens
+            (an unknown attention pool or one with a position embedding).
+    """
     from timm.models.vision_transformer import VisionTransformer
     if type(model).forward_head is not VisionTransformer.forward_head:
         return model.forward_head(x, pre_logits=True)
-    if getattr(model, 'attn_pool', None) is not None:
-        if merged:
-            raise ValueError("global_pool='map' (attention pooling) is not "
-                             'supported while merging tokens')
-        return model.pool(x)
     pool = model.global_pool
-    if pool == 'token':
-        x = x[:, 0]
-    elif pool == 'avg':
-        n = 0 if model.pool_include_prefix else model.num_prefix_tokens
-        x = weighted_patch_mean(x, size, n)
-    elif not pool:
-        pass
-    elif merged:
-        raise ValueError(f"global_pool='{pool}' is not supported while "
-                         "merging tokens; use 'token' or 'avg'")
-    else:
+    if not merged or not pool or pool == 'token':
         x = model.pool(x)
+    else:
+        n = 0 if model.pool_include_prefix else model.num_prefix_tokens
+        x, size = x[:, n:], size[:, n:]
+        if getattr(model, 'attn_pool', None) is not None:
+            x = _merged_attn_pool(model.attn_pool, x, size)
+        elif pool == 'avg':
+            x = weighted_patch_mean(x, size, 0)
+        elif pool == 'max':
+            x = x.amax(dim=1)
+        elif pool == 'avgmax':
+            x = 0.5 * (x.amax(dim=1) + weighted_patch_mean(x, size, 0))
+        else:
+            raise ValueError(f"global_pool='{pool}' is not supported while "
+                             'merging tokens')
     x = model.fc_norm(x)
     return model.head_drop(x)
 
@@ -199,4 +242,5 @@ def tome_timm_forward(model: nn.Module,
         run = run._replace(tokens=model.norm(run.tokens))
         outs = (timm_pool(model, run.tokens, run.size,
                           counts[-1] < num_tokens), )
-    return pack_output(run, outs, n_extra, hw, counts)
+    return pack_output(run, outs, n_extra, hw, counts,
+                       bool(model.has_class_token))

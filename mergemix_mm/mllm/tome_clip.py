@@ -26,7 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mergemix_mm.models.tome import (check_schedule, init_source, recover,
                                      schedule_from_merge_num)
-from mergemix_mm.models.tome.functional import attention, merge_tokens
+from mergemix_mm.models.tome.functional import (attention, merge_tokens,
+                                                size_log_bias)
 
 __all__ = [
     'CLIPToMeOutput', 'clip_tower_parts', 'clip_geometry',
@@ -168,7 +169,7 @@ def _block(layer: nn.Module, x: Tensor, size: Optional[Tensor],
             logits = (q[:, :, :1].float() * attn.scale) @ k.float().transpose(
                 -2, -1)
             if prop_attn and size is not None:
-                logits = logits + size.float().log().transpose(1, 2)[:, None]
+                logits = logits + size_log_bias(size, logits.dtype)
             cls_attn = logits.softmax(-1).mean(1)[:, 0]  # [B, T]
     in_source = source
     x, size, source = merge_tokens(x, size, source, k, r, num_protected=1)

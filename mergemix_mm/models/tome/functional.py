@@ -25,7 +25,7 @@ __all__ = [
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
     'check_image_size', 'weighted_patch_mean', 'BlockPass', 'run_blocks',
-    'pack_output', 'check_cls_token'
+    'pack_output', 'check_cls_token', 'size_log_bias'
 ]
 
 
@@ -76,6 +76,20 @@ class ViTGeometry(NamedTuple):
     num_layers: int
 
 
+def size_log_bias(size: Tensor, dtype: torch.dtype) -> Tensor:
+    """Proportional attention bias: ``log(size)`` of every key token.
+
+    Args:
+        size (Tensor): ``[B, T, 1]`` token sizes.
+        dtype (torch.dtype): dtype of the attention logits.
+
+    Returns:
+        Tensor: ``[B, 1, 1, T]`` additive bias (broadcasts over heads and
+        queries).
+    """
+    return size.float().log().to(dtype).transpose(1, 2).unsqueeze(1)
+
+
 def attention(
         q: Tensor,
         k: Tensor,
@@ -108,7 +122,7 @@ def attention(
     """
     mask = None
     if prop_attn and size is not None:
-        mask = size.float().log().to(q.dtype).transpose(1, 2).unsqueeze(1)
+        mask = size_log_bias(size, q.dtype)
     if not need_attn:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)

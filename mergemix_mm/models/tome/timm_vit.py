@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from .functional import (ToMeOutput, ViTGeometry, attention, check_image_size,
                          merge_tokens, normalize_attn_layer, pack_output,
-                         prepare_schedule, run_blocks, weighted_patch_mean)
+                         prepare_schedule, run_blocks, size_log_bias,
+                         weighted_patch_mean)
 
 __all__ = [
     'tome_timm_forward', 'timm_vit_geometry', 'is_timm_vit',
@@ -107,12 +108,6 @@ def tome_timm_block_forward(blk: nn.Module,
     return x, size, source, attn
 
 
-def _size_bias(size: Tensor, dtype) -> Tensor:
-    """``log(size)`` as an additive attention bias over keys,
-    ``[B, 1, 1, T]``."""
-    return size.float().log().to(dtype).transpose(1, 2).unsqueeze(1)
-
-
 def _merged_attn_pool(pool: nn.Module, x: Tensor, size: Tensor) -> Tensor:
     """timm's attention pooling heads on merged tokens, with proportional
     attention: ``log(size)`` is added to the logits of every key, so a token
@@ -125,7 +120,7 @@ def _merged_attn_pool(pool: nn.Module, x: Tensor, size: Tensor) -> Tensor:
             raise ValueError(
                 "global_pool='map' with a position embedding in the pooling "
                 'head is not supported while merging tokens')
-        return pool(x, attn_mask=_size_bias(size, x.dtype))
+        return pool(x, attn_mask=size_log_bias(size, x.dtype))
     if type(pool).forward is AttentionPoolPrr.forward:
         B, N, C = x.shape
         h = pool.pre_norm(x)

@@ -171,3 +171,37 @@ def test_bad_image_size_while_merging(tiny_arch):
             merge_num=8))
     with pytest.raises(ValueError, match='not divisible by the patch size'):
         tome(torch.randn(1, 3, 30, 30))
+
+
+@pytest.mark.parametrize('tome_type,kwargs', [
+    ('ToMeVisionTransformer', dict(arch=dict(
+        embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64))),
+    ('ToMeTimmViT', dict(model_name='vit_tiny_patch16_224', embed_dim=32,
+                         depth=4, num_heads=2, dynamic_img_size=True)),
+])
+def test_smaller_images_than_the_schedule_was_built_for(tome_type, kwargs):
+    """The schedules are checked for the configured image size; images that
+    give too few tokens fail naming the setting and both sizes, larger
+    images merge the same tokens per block."""
+    tome = MODELS.build(
+        dict(
+            type=tome_type,
+            img_size=32,
+            patch_size=4,
+            merge_num=40,
+            test_merge_num=20,
+            **kwargs))
+    small = torch.randn(1, 3, 16, 16)  # 17 tokens instead of 65
+    tome.train()
+    with pytest.raises(ValueError,
+                       match=r'merge_num=40 \(a schedule for 65 tokens; '
+                       r'16x16 images give 17\): block \d'):
+        tome(small)
+    tome.eval()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r'test_merge_num=20 \(a '):
+            tome.tome_forward(small)
+        out = forward_with_attention(tome, torch.randn(1, 3, 48, 48))
+        assert out.token_counts[0] - out.token_counts[-1] == 20
+        with tome.merging(False):
+            assert tome(small)[0].shape == (1, 32)

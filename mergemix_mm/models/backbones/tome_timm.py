@@ -93,6 +93,7 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
         if not any(r_list):
             feats = self.model.forward_features(x)
             return (self.model.forward_head(feats, pre_logits=True), )
+        self._check_input_tokens(x)
         return tome_timm_forward(
             self.model,
             x,
@@ -109,6 +110,8 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                      stop_at_attn_layer: bool = False) -> ToMeOutput:
         """Functional ToMe forward with attention / source capture (see
         :func:`tome_timm_forward`)."""
+        if r_list is None:
+            self._check_input_tokens(x)
         return tome_timm_forward(
             self.model,
             x,

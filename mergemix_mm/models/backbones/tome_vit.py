@@ -41,6 +41,7 @@ class ToMeMixin:
         name = (f'tome_r={tome_r!r}'
                 if tome_r is not None else f'merge_num={merge_num}')
         check_schedule(train, num_tokens, num_protected, setting=name)
+        train_name = name
         if test_merge_num is None and test_tome_r is None:
             test = list(train)
         else:
@@ -61,6 +62,32 @@ class ToMeMixin:
         self.test_r_list: List[int] = test
         self.prop_attn = prop_attn
         self._merging_enabled = True
+        # for errors on inputs of another size than the schedules were
+        # checked for
+        self._schedule_names = (train_name, name)
+        self._schedule_tokens = num_tokens
+
+    def _check_input_tokens(self, x: Tensor) -> None:
+        """Raise a ValueError naming the schedule's setting when images of
+        another size than the configured one give too few tokens for the
+        current schedule (larger images merge the same ``r`` per block)."""
+        if not any(self.current_r_list):
+            return
+        geometry = self.tome_geometry()
+        (ph, pw), extra = geometry.patch_size, geometry.num_extra_tokens
+        if x.dim() != 4 or x.shape[-2] % ph or x.shape[-1] % pw:
+            return  # the forward reports a bad image shape
+        h, w = x.shape[-2:]
+        num_tokens = (h // ph) * (w // pw) + extra
+        if num_tokens == self._schedule_tokens:
+            return
+        name = self._schedule_names[0 if self.training else 1]
+        check_schedule(
+            self.current_r_list,
+            num_tokens,
+            extra,
+            setting=f'{name} (a schedule for {self._schedule_tokens} tokens; '
+            f'{h}x{w} images give {num_tokens})')
 
     @property
     def current_r_list(self) -> List[int]:
@@ -176,6 +203,7 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
         r_list = self.current_r_list
         if not any(r_list):
             return super().forward(x)
+        self._check_input_tokens(x)
         return tome_vit_forward(
             self, x, r_list, prop_attn=self.prop_attn, trace_source=False).outs
 
@@ -201,6 +229,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
         Returns:
             ToMeOutput: See :func:`tome_vit_forward`.
         """
+        if r_list is None:
+            self._check_input_tokens(x)
         return tome_vit_forward(
             self,
             x,

@@ -105,6 +105,33 @@ def test_train_step_changes_weights(aux_loss):
     assert optim._inner_count == 1  # one iteration, whatever the backwards
 
 
+TIMM_BACKBONE = dict(
+    type='ToMeTimmViT', model_name='deit_tiny_patch16_224', img_size=32,
+    patch_size=8, embed_dim=32, depth=3, num_heads=2, merge_num=4,
+    drop_path_rate=0.1)
+
+
+@pytest.mark.parametrize('tome_in_mix', [True, False])
+def test_train_and_val_step_with_timm_backbone(tome_in_mix):
+    """MergeMix over a timm ViT (ToMeTimmViT): the mask pass, the merged or
+    unmerged training forward and the test forward all run through timm's
+    own blocks, and the step trains them."""
+    model = build(backbone=copy.deepcopy(TIMM_BACKBONE),
+                  tome_in_mix=tome_in_mix, aux_loss='mixup',
+                  train_cfg=dict(augments=[dict(
+                      type='MergeMix', attn_layer=1, merge_num=4)]))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    before = copy.deepcopy(model.state_dict())
+    log = model.train_step(data(), optim)
+    assert torch.isfinite(log['loss']) and 'aux_loss' in log
+    changed = [k for k, v in model.state_dict().items()
+               if not torch.equal(v, before[k])]
+    assert any(k.startswith('backbone.model.blocks') for k in changed)
+    model.eval()
+    out = model.val_step(data())
+    assert out[0].pred_score.shape == (5, )
+
+
 class KeepGradWrapper(OptimWrapper):
     """Optimizer wrapper that keeps gradients (no step, no zero_grad)."""
 

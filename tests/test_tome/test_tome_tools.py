@@ -82,3 +82,61 @@ def test_benchmark_runs_and_reports_ratios(tiny_arch):
     # the instrumentation is removed again
     from mergemix_mm.models.tome import functional, mmpretrain_vit
     assert mmpretrain_vit.merge_tokens is functional.merge_tokens
+
+
+def _write_config(tmp_path, backbone):
+    path = tmp_path / 'cfg.py'
+    path.write_text(
+        "default_scope = 'mmpretrain'\n"
+        "custom_imports = dict(imports=['mergemix_mm'])\n"
+        f"model = dict(type='ImageClassifier', backbone={backbone!r}, "
+        "head=dict(type='VisionTransformerClsHead', num_classes=10, "
+        'in_channels=32))\n')
+    return str(path)
+
+
+def test_benchmark_from_config(tmp_path):
+    """The config's backbone is timed at the config's image size; its own
+    merge schedule is off in the ``none`` setting."""
+    import torch
+    tool = _load('benchmark_speed')
+    cfg = _write_config(
+        tmp_path,
+        dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
+             merge_num=20, arch=dict(embed_dims=32, num_layers=4,
+                                     num_heads=2, feedforward_channels=64)))
+    out = tool.main([cfg, '--settings', 'none', 'r4', '--repeats', '1',
+                     '--warmup', '0', '--batch-size', '1'])
+    assert out['meta']['img_size'] == 32
+    assert out['meta']['backend'] == 'mmpretrain'
+    assert out['results']['r4']['r_list'] == [4, 4, 4, 4]
+    model = tool.build_from_config(cfg)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        stock = tool.forward_fn(model, [0] * 4)(x)[0]
+        with model.merging(False):
+            assert torch.equal(stock, model(x)[0])
+        assert not torch.allclose(stock, model(x)[0])  # merge_num=20
+
+
+def test_benchmark_from_timm_config(tmp_path):
+    tool = _load('benchmark_speed')
+    cfg = _write_config(
+        tmp_path,
+        dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224',
+             img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2))
+    out = tool.main([cfg, '--settings', 'none', 'r4', '--repeats', '1',
+                     '--warmup', '0', '--batch-size', '1'])
+    assert out['meta']['backend'] == 'timm'
+    assert out['meta']['img_size'] == 32
+    with pytest.raises(ValueError, match='--img-size 64 differs'):
+        tool.main([cfg, '--img-size', '64'])
+
+
+def test_benchmark_config_errors(tmp_path):
+    tool = _load('benchmark_speed')
+    with pytest.raises(FileNotFoundError, match='missing.py'):
+        tool.main([str(tmp_path / 'missing.py')])
+    cfg = _write_config(tmp_path, dict(type='ResNet', depth=18))
+    with pytest.raises(ValueError, match='ResNet'):
+        tool.main([cfg])

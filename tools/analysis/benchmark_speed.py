@@ -10,6 +10,12 @@ Example::
         --batch-size 16 --threads 2 --settings none merge49 merge98 r8 \
         --repeats 10 --out-json speed.json --out-md speed.md
 
+    # the backbone of an mmpretrain config (its image size unless
+    # --img-size is given; the settings replace its own merge schedule)
+    python tools/analysis/benchmark_speed.py \
+        configs/mergemix/deit-small-p16_4xb256-mergemix-300e_in1k.py \
+        --settings none merge49
+
 Settings: ``none`` (stock forward, no merging), ``merge<N>`` (MergeMix
 ``merge_num=N`` decreasing schedule), ``r<N>`` (ToMe constant ``r=N`` per
 block).
@@ -31,7 +37,8 @@ import torch
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 __all__ = [
-    'parse_setting', 'build_model', 'forward_fn', 'run_benchmark',
+    'parse_setting', 'build_model', 'build_from_config', 'config_img_size',
+    'forward_fn', 'run_benchmark',
     'measure_merge_overhead', 'environment_info', 'format_markdown', 'main'
 ]
 
@@ -40,6 +47,43 @@ def parse_setting(name: str, num_layers: int) -> List[int]:
     """``'none'`` | ``'merge<N>'`` | ``'r<N>'`` -> ``r`` per block."""
     from mergemix_mm.models.tome import schedule_from_setting
     return schedule_from_setting(name, num_layers)
+
+
+def build_from_config(config: str) -> torch.nn.Module:
+    """The ViT backbone of an mmpretrain config, randomly initialised, in
+    eval mode; a ``ToMeTimmViT`` gives its timm model.
+
+    Raises:
+        FileNotFoundError: If ``config`` does not exist.
+        ValueError: If the config's backbone is not a supported ViT.
+    """
+    import mergemix_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    from mergemix_mm.models.tome import vit_geometry
+    from mergemix_mm.models.tome.timm_vit import is_timm_vit
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = cfg.model
+    backbone = MODELS.build(model.backbone if 'backbone' in model else model)
+    if is_timm_vit(getattr(backbone, 'model', None)):
+        backbone = backbone.model  # ToMeTimmViT
+    vit_geometry(backbone)  # names the type of a non-ViT backbone
+    return backbone.eval()
+
+
+def config_img_size(model: torch.nn.Module) -> int:
+    """Square input size a backbone was configured for (its position
+    embedding's grid times the patch size)."""
+    from mergemix_mm.models.tome import vit_geometry
+    from mergemix_mm.models.tome.timm_vit import is_timm_vit
+    if is_timm_vit(model):
+        return int(model.patch_embed.img_size[0])
+    return int(model.patch_resolution[0] * vit_geometry(model).patch_size[0])
 
 
 def build_model(arch: str = 'deit-small',
@@ -77,9 +121,10 @@ def build_model(arch: str = 'deit-small',
 def forward_fn(model: torch.nn.Module,
                r_list: Sequence[int]) -> Callable[[torch.Tensor], Any]:
     """The forward timed for one setting: with ``r_list`` merging nothing,
-    the stock forward (mmpretrain: the backbone's outputs; timm: the pooled
-    pre-logits features); else the library's ToMe forward without source
-    tracking, returning its ``outs``.
+    the stock forward (mmpretrain: the backbone's outputs, with a ToMe
+    backbone's own schedule switched off; timm: the pooled pre-logits
+    features); else the library's ToMe forward without source tracking,
+    returning its ``outs``.
 
     Args:
         model (nn.Module): mmpretrain ``ToMeVisionTransformer`` /
@@ -96,9 +141,16 @@ def forward_fn(model: torch.nn.Module,
         if timm_model:
             return lambda x: model.forward_head(
                 model.forward_features(x), pre_logits=True)
+        if any(getattr(model, 'current_r_list', ())):
+            return lambda x: _unmerged(model, x)  # a config's ToMe backbone
         return lambda x: model(x)  # merging off: the stock forward
     fwd = tome_timm_forward if timm_model else tome_vit_forward
     return lambda x: fwd(model, x, r_list, trace_source=False).outs
+
+
+def _unmerged(model: torch.nn.Module, x: torch.Tensor) -> Any:
+    with model.merging(False):
+        return model(x)
 
 
 def _rusage():
@@ -317,16 +369,36 @@ def format_markdown(results: Dict[str, dict], meta: dict) -> str:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--arch', default='deit-small')
+    parser.add_argument(
+        'config',
+        nargs='?',
+        default=None,
+        help='mmpretrain config whose backbone is timed (optional; replaces '
+        '--arch and --backend)')
+    parser.add_argument(
+        '--arch',
+        default='deit-small',
+        help='mmpretrain arch, or timm model name with --backend timm')
     parser.add_argument(
         '--backend', default='mmpretrain', choices=['mmpretrain', 'timm'])
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--threads', type=int, default=2)
     parser.add_argument(
-        '--settings', nargs='+', default=['none', 'merge49', 'merge98', 'r8'])
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=2)
+        '--img-size',
+        type=int,
+        default=None,
+        help="input size (default: the config's, else 224)")
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument(
+        '--threads', type=int, default=2, help='torch intra-op threads')
+    parser.add_argument(
+        '--settings',
+        nargs='+',
+        default=['none', 'merge49', 'merge98', 'r8'],
+        help="'none', 'merge<N>' (MergeMix schedule) or 'r<N>' (ToMe r per "
+        'block); ratios are against the first')
+    parser.add_argument(
+        '--repeats', type=int, default=10, help='timed rounds')
+    parser.add_argument(
+        '--warmup', type=int, default=2, help='untimed rounds first')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out-json', default=None)
     parser.add_argument('--out-md', default=None)
@@ -337,7 +409,23 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, args.img_size, args.backend)
+    if args.config:
+        model = build_from_config(args.config)
+        args.arch, args.backend = args.config, (
+            'mmpretrain' if hasattr(model, 'layers') else 'timm')
+        size = config_img_size(model)
+        if args.img_size is None:
+            args.img_size = size
+        elif (args.img_size != size and args.backend == 'timm'
+              and not getattr(model, 'dynamic_img_size', False)):
+            raise ValueError(
+                f'--img-size {args.img_size} differs from the {size} px the '
+                "config's timm model was built for; set the backbone's "
+                'img_size (or dynamic_img_size=True) in the config')
+    else:
+        if args.img_size is None:
+            args.img_size = 224
+        model = build_model(args.arch, args.img_size, args.backend)
     from mergemix_mm.models.tome import vit_geometry
     geo = vit_geometry(model)
     grid = (args.img_size // geo.patch_size[0]) * (

@@ -231,3 +231,70 @@ def test_timm_distilled_deit(images):
     assert merged.num_extra_tokens == 2
     assert torch.equal(merged.source[:, :2], torch.tensor([[0, 1]] * 3))
     assert merged.tokens.shape[1] == 66 - 20
+
+
+CKPT_MODEL = dict(img_size=32, patch_size=4, depth=2)
+
+
+def _classifier(backbone):
+    """A classifier with the DeiT bases' model-level init_cfg."""
+    return MODELS.build(
+        dict(
+            type='MergeMixClassifier',
+            backbone=backbone,
+            head=dict(type='MixLabelClsHead', num_classes=10,
+                      in_channels=192),
+            init_cfg=[
+                dict(type='TruncNormal', layer='Linear', std=.02),
+                dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
+            ]))
+
+
+def test_checkpoint_path_loads_a_timm_checkpoint(tmp_path, images):
+    """A plain timm checkpoint (with its classifier) loads into the head-less
+    backbone, at another image size too, and survives the classifier's
+    init_weights()."""
+    ref = randomize_(
+        timm.create_model('deit_tiny_patch16_224', num_classes=10,
+                          **CKPT_MODEL)).eval()
+    path = str(tmp_path / 'timm.pth')
+    torch.save(ref.state_dict(), path)
+    backbone = dict(type='ToMeTimmViT', model_name='deit_tiny_patch16_224',
+                    checkpoint_path=path, merge_num=8, **CKPT_MODEL)
+    model = _classifier(backbone)
+    model.init_weights()
+    tome = model.backbone.eval()
+    with torch.no_grad(), tome.merging(False):
+        assert torch.equal(
+            tome(images)[0],
+            ref.forward_head(ref.forward_features(images), pre_logits=True))
+    bigger = MODELS.build(dict(backbone, img_size=48))
+    assert bigger.model.pos_embed.shape == (1, 145, 192)
+    with pytest.raises(FileNotFoundError, match='checkpoint_path='):
+        MODELS.build(dict(backbone, checkpoint_path=path + '.missing'))
+    with pytest.raises(ValueError, match='init_cfg cannot be combined'):
+        MODELS.build(dict(backbone, init_cfg=dict(type='Pretrained',
+                                                  checkpoint=path)))
+
+
+def test_pretrained_weights_survive_init_weights(monkeypatch):
+    """timm's pretrained weights (the hub is simulated with fixed weights)
+    are not overwritten by the enclosing classifier's init_cfg."""
+    weights = randomize_(
+        timm.create_model('deit_tiny_patch16_224', num_classes=0,
+                          **CKPT_MODEL)).state_dict()
+    create = timm.create_model
+
+    def fake_create(name, pretrained=False, **kwargs):
+        model = create(name, pretrained=False, **kwargs)
+        if pretrained:
+            model.load_state_dict(weights)
+        return model
+
+    monkeypatch.setattr(timm, 'create_model', fake_create)
+    model = _classifier(
+        dict(type='ToMeTimmViT', model_name='deit_tiny_patch16_224',
+             pretrained=True, **CKPT_MODEL))
+    model.init_weights()
+    state = model.backbone.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())

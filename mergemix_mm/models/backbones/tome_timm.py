@@ -1,9 +1,10 @@
 """timm ViT wrapped as an mmpretrain backbone, with token merging."""
+import os.path as osp
 from typing import Optional, Sequence
 
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..tome.functional import ToMeOutput, ViTGeometry
 from ..tome.schedule import RType
@@ -11,6 +12,36 @@ from ..tome.timm_vit import (is_timm_vit, timm_vit_geometry, tome_timm_forward)
 from .tome_vit import ToMeMixin
 
 __all__ = ['ToMeTimmViT']
+
+
+def _load_timm_checkpoint(model: nn.Module, path: str) -> None:
+    """Load a timm ViT checkpoint as timm's pretrained loading does: the
+    position embedding is resampled to the model's grid, and classifier
+    weights the model has no place for (``num_classes=0``, or another
+    number of classes) are left out; every other key must match.
+
+    Args:
+        model (nn.Module): timm ``VisionTransformer``.
+        path (str): ``.pth`` / ``.safetensors`` file (a plain state dict or
+            one under ``state_dict`` / ``model``; EMA weights preferred).
+    """
+    from timm.models import load_checkpoint
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    classifier = model.pretrained_cfg.get('classifier') or 'head'
+    if isinstance(classifier, str):
+        classifier = (classifier, )
+    own = model.state_dict()
+
+    def keep(key: str, value: Tensor) -> bool:
+        if not any(key.startswith(c + '.') for c in classifier):
+            return True
+        return key in own and own[key].shape == value.shape
+
+    def filter_fn(state_dict: dict, model: nn.Module) -> dict:
+        state_dict = checkpoint_filter_fn(state_dict, model)
+        return {k: v for k, v in state_dict.items() if keep(k, v)}
+
+    load_checkpoint(model, path, strict=True, filter_fn=filter_fn)
 
 
 @MODELS.register_module()
@@ -32,11 +63,17 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
     Args:
         model_name (str): timm model name, e.g. ``'deit_small_patch16_224'``.
         pretrained (bool): Load timm's pretrained weights (needs the hub or
-            a local cache). Defaults to False.
-        checkpoint_path (str): Local timm checkpoint. Defaults to ''.
+            a local cache), at construction and again in
+            :meth:`init_weights`, so that a classifier's ``init_cfg`` does
+            not overwrite them. Defaults to False.
+        checkpoint_path (str): Local timm checkpoint, loaded as timm loads
+            pretrained weights: the position embedding is resampled to
+            ``img_size`` and classifier weights are dropped unless the model
+            has a head of the same shape. Defaults to ''.
         merge_num, tome_r, merge_inflect, test_merge_num, test_tome_r,
         prop_attn, schedule_compat: As :class:`ToMeVisionTransformer`.
-        init_cfg (dict, optional): mmengine init config. Defaults to None.
+        init_cfg (dict, optional): mmengine init config; not together with
+            ``pretrained`` / ``checkpoint_path``. Defaults to None.
         **timm_kwargs: Passed to ``timm.create_model`` (``img_size``,
             ``drop_path_rate``, ``global_pool``...). ``num_classes``
             defaults to 0 (no timm head).
@@ -57,17 +94,25 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                  **timm_kwargs) -> None:
         super().__init__(init_cfg)
         import timm
+        if checkpoint_path and not osp.isfile(checkpoint_path):
+            raise FileNotFoundError(
+                f'checkpoint_path={checkpoint_path!r} does not exist')
+        if init_cfg and (pretrained or checkpoint_path):
+            raise ValueError(
+                'init_cfg cannot be combined with pretrained=True or '
+                'checkpoint_path: both set the weights of the timm model')
         timm_kwargs = dict(timm_kwargs)
         timm_kwargs.setdefault('num_classes', 0)
+        self._timm_weights = (model_name, bool(pretrained), checkpoint_path,
+                              dict(timm_kwargs))
         self.model = timm.create_model(
-            model_name,
-            pretrained=pretrained,
-            checkpoint_path=checkpoint_path,
-            **timm_kwargs)
+            model_name, pretrained=pretrained, **timm_kwargs)
         if not is_timm_vit(self.model):
             raise ValueError(
                 f'model_name={model_name!r} builds a '
                 f'{type(self.model).__name__}, not a timm VisionTransformer')
+        if checkpoint_path:
+            _load_timm_checkpoint(self.model, checkpoint_path)
         geo = timm_vit_geometry(self.model)
         grid = self.model.patch_embed.grid_size
         self._init_tome(geo.num_layers,
@@ -75,9 +120,29 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                         geo.num_extra_tokens, merge_num, tome_r, merge_inflect,
                         test_merge_num, test_tome_r, prop_attn,
                         schedule_compat)
-        if pretrained or checkpoint_path:
-            self._is_init = True  # keep timm's weights on init_weights()
         self._register_load_state_dict_pre_hook(self._add_model_prefix)
+
+    def init_weights(self) -> None:
+        """Initialise as mmengine does, except that with ``pretrained`` or
+        ``checkpoint_path`` the timm weights are loaded again.
+
+        mmengine applies an enclosing model's ``init_cfg`` (e.g. the DeiT
+        bases' ``TruncNormal`` for every ``Linear``) to all sub-modules
+        before it calls the children's ``init_weights``, so weights loaded
+        at construction would be overwritten; loading them here, last,
+        keeps them.
+        """
+        name, pretrained, checkpoint_path, kwargs = self._timm_weights
+        if not (pretrained or checkpoint_path):
+            super().init_weights()
+            return
+        if pretrained:
+            import timm
+            fresh = timm.create_model(name, pretrained=True, **kwargs)
+            self.model.load_state_dict(fresh.state_dict())
+        if checkpoint_path:
+            _load_timm_checkpoint(self.model, checkpoint_path)
+        self._is_init = True
 
     @staticmethod
     def _add_model_prefix(state_dict, prefix, *args, **kwargs) -> None:

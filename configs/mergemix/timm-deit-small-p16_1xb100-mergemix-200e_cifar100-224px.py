@@ -12,8 +12,17 @@ model = dict(
         pretrained=False,
         drop_path_rate=0.1,
         merge_num=98,
-    ))
+    ),
+    train_cfg=dict(augments=[
+        dict(type='MergeMix', alpha=1.0, attn_layer=8, merge_num=98,
+             lam_scale=True, lam_reduction='batch', lam_margin=-1.0)
+    ]))
 
-# Everything a result depends on is inherited unchanged from the parent:
-# 1 GPU(s) x 100 images per GPU, 200 epochs, lr 0.001 (AdamW, wd 0.05),
-# randomness.seed=0.
+# Everything a result depends on, in this file (the parent's values):
+# MergeMix alpha 1.0 at block 8 with merge 98, 1 GPU(s) x 100 images per GPU,
+# 200 epochs, lr 0.001 (AdamW, wd 0.05).
+train_dataloader = dict(batch_size=100)
+optim_wrapper = dict(optimizer=dict(lr=0.001))
+train_cfg = dict(by_epoch=True, max_epochs=200)
+auto_scale_lr = dict(base_batch_size=100)
+randomness = dict(seed=0, deterministic=False)

@@ -298,3 +298,24 @@ def test_pretrained_weights_survive_init_weights(monkeypatch):
     model.init_weights()
     state = model.backbone.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in weights.items())
+
+
+def test_init_cfg_is_not_undone_by_timm_init():
+    """mmengine calls every child's ``init_weights``; timm's model has one
+    that re-initialises it, which used to undo the backbone's and the
+    classifier's ``init_cfg``."""
+    backbone = MODELS.build(
+        dict(type='ToMeTimmViT', model_name='deit_tiny_patch16_224',
+             init_cfg=dict(type='Constant', layer='Linear', val=0.5,
+                           bias=0.), **CKPT_MODEL))
+    backbone.init_weights()
+    assert torch.equal(backbone.model.blocks[1].mlp.fc1.weight.unique(),
+                       torch.tensor([0.5]))
+    model = _classifier(
+        dict(type='ToMeTimmViT', model_name='deit_tiny_patch16_224',
+             **CKPT_MODEL))
+    norm = model.backbone.model.blocks[0].norm1
+    torch.nn.init.constant_(norm.weight, 3.0)
+    model.init_weights()  # the classifier's LayerNorm constants apply
+    assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+    assert not any('is_init' in k for k in model.state_dict())

@@ -72,8 +72,10 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
             has a head of the same shape. Defaults to ''.
         merge_num, tome_r, merge_inflect, test_merge_num, test_tome_r,
         prop_attn, schedule_compat: As :class:`ToMeVisionTransformer`.
-        init_cfg (dict, optional): mmengine init config; not together with
-            ``pretrained`` / ``checkpoint_path``. Defaults to None.
+        init_cfg (dict, optional): mmengine init config, applied over
+            timm's own initialisation (timm's ``init_weights`` is not run
+            again); not together with ``pretrained`` / ``checkpoint_path``.
+            Defaults to None.
         **timm_kwargs: Passed to ``timm.create_model`` (``img_size``,
             ``drop_path_rate``, ``global_pool``...). ``num_classes``
             defaults to 0 (no timm head).
@@ -113,6 +115,10 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                 f'{type(self.model).__name__}, not a timm VisionTransformer')
         if checkpoint_path:
             _load_timm_checkpoint(self.model, checkpoint_path)
+        # timm initialised the model when it built it. mmengine would call
+        # the timm model's own ``init_weights`` again from ours, after
+        # applying ``init_cfg``s, and so undo them; mark it as initialised.
+        self.model.is_init = True
         geo = timm_vit_geometry(self.model)
         grid = self.model.patch_embed.grid_size
         self._init_tome(geo.num_layers,

@@ -57,18 +57,12 @@ def build_from_config(config: str) -> torch.nn.Module:
         FileNotFoundError: If ``config`` does not exist.
         ValueError: If the config's backbone is not a supported ViT.
     """
-    import mergemix_mm  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
+    from mergemix_mm.analysis import load_config
     from mergemix_mm.models.tome import vit_geometry
     from mergemix_mm.models.tome.timm_vit import is_timm_vit
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config {config!r} does not exist')
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = cfg.model
+    model = load_config(config).model
     backbone = MODELS.build(model.backbone if 'backbone' in model else model)
     if is_timm_vit(getattr(backbone, 'model', None)):
         backbone = backbone.model  # ToMeTimmViT

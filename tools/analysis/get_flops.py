@@ -115,9 +115,8 @@ def build_from_args(config: Optional[str], arch: str,
     import mergemix_mm  # noqa: F401
     from mmpretrain.registry import MODELS
     if config:
-        from mmengine.config import Config
-        cfg = Config.fromfile(config)
-        model = MODELS.build(cfg.model)
+        from mergemix_mm.analysis import load_config
+        model = MODELS.build(load_config(config).model)
     else:
         model = MODELS.build(
             dict(type='ToMeVisionTransformer', arch=arch, img_size=img_size))

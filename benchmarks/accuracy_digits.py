@@ -105,8 +105,8 @@ def config_file(method: str) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3,
-                                                                  4])
+    parser.add_argument(
+        '--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--methods', nargs='+', default=None,
                         help='subset of '

@@ -1,4 +1,4 @@
-"""mergemix_mm: MergeMix (token-merge-guided mixup) as an mmpretrain 1.x plugin.
+"""mergemix_mm: MergeMix (token-merge-guided mixup), an mmpretrain 1.x plugin.
 
 Importing the package applies the small compatibility fixes in
 :mod:`mergemix_mm.utils.compat` and registers every module into mmpretrain's

@@ -24,7 +24,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the directory to save the logs')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument(
+        '--out', help='dump the raw predictions to this pickle file')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -63,8 +64,12 @@ def main(argv=None):
     if args.out is not None:
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)
-        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        cfg.test_evaluator.append(
+            dict(type='DumpResults', out_file_path=args.out))
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
     metrics = runner.test()
     return metrics
 

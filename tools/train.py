@@ -3,7 +3,7 @@
 
 Example:
     python tools/train.py configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py
-    bash tools/dist_train.sh CONFIG 2          # 2 processes (GPUs, or CPU + gloo)
+    bash tools/dist_train.sh CONFIG 2  # 2 processes (GPUs, or CPU + gloo)
 """
 import argparse
 import os
@@ -97,7 +97,8 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.load_from = None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume {args.resume}: no such checkpoint file')
+            raise SystemExit(
+                f'--resume {args.resume}: no such checkpoint file')
         cfg.resume = True
         cfg.load_from = args.resume
 

@@ -10,7 +10,8 @@ __all__ = ['DigitsDataset', 'digits_split_indices', 'load_digits_images']
 
 #: Number of samples in the UCI digits set bundled with scikit-learn.
 NUM_DIGITS = 1797
-#: Size of the fixed training split; the remaining 450 samples form the test split.
+#: Size of the fixed training split; the remaining 450 samples form the test
+#: split.
 NUM_TRAIN = 1347
 #: Seed of the fixed permutation that defines the split.
 SPLIT_SEED = 0

@@ -118,7 +118,6 @@ def sample_missing_files(paths: Sequence[str],
     return [paths[i] for i in idx if not osp.isfile(paths[i])]
 
 
-
 def missing_images_problems(split: str,
                             paths: Sequence[str],
                             max_checked: Optional[int] = 100) -> List[str]:
@@ -139,6 +138,7 @@ def missing_images_problems(split: str,
         return []
     return [f'split {split!r}: {len(missing)} listed image(s) do not exist, '
             f'e.g. {missing[0]!r}']
+
 
 def read_lines(path: str) -> List[str]:
     """Read the non-empty, stripped lines of a text file.

@@ -216,8 +216,8 @@ def clip_tome_forward(vision_tower: nn.Module,
     """
     tower = clip_tower_parts(vision_tower)
     image_size, patch, num_layers = clip_geometry(vision_tower)
-    if pixel_values.dim() != 4 or pixel_values.shape[-2:] != (image_size,
-                                                               image_size):
+    if (pixel_values.dim() != 4
+            or pixel_values.shape[-2:] != (image_size, image_size)):
         raise ValueError(
             f'pixel_values of shape {tuple(pixel_values.shape)} do not fit '
             f'the vision tower: expected [B, 3, {image_size}, {image_size}] '

@@ -1,3 +1,5 @@
 from . import backbones, batch_augments, classifiers, heads, losses, tome  # noqa: F401
 
-__all__ = ['backbones', 'batch_augments', 'classifiers', 'heads', 'losses', 'tome']
+__all__ = [
+    'backbones', 'batch_augments', 'classifiers', 'heads', 'losses', 'tome'
+]

@@ -241,8 +241,8 @@ def _scan(dirname: str) -> List[Tuple[str, int, str]]:
     for name in os.listdir(dirname):
         m = _CKPT_RE.match(name)
         if m:
-            found.append((m.group(1), int(m.group(2)), osp.join(dirname,
-                                                                 name)))
+            path = osp.join(dirname, name)
+            found.append((m.group(1), int(m.group(2)), path))
     return found
 
 

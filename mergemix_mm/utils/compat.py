@@ -1,18 +1,20 @@
 """Small, idempotent compatibility fixes for mmengine 0.10.7 on current torch.
 
-Every fix here addresses a verified breakage (each tested in ``tests/test_foundation/test_compat.py``):
+Every fix here addresses a verified breakage (each tested in
+``tests/test_foundation/test_compat.py``):
 
 * **Trusted local checkpoints.** torch >= 2.6 defaults ``torch.load`` to
-  ``weights_only=True``; mmengine checkpoints pickle ``HistoryBuffer`` and numpy
-  objects in ``message_hub``, so ``--resume``, ``load_from``,
-  ``init_cfg=dict(type='Pretrained')`` and ``tools/test.py`` fail. We re-register
-  mmengine's local-path scheme with a loader that passes ``weights_only=False``
-  for *local files only*; URL schemes are untouched.
+  ``weights_only=True``; mmengine checkpoints pickle ``HistoryBuffer`` and
+  numpy objects in ``message_hub``, so ``--resume``, ``load_from``,
+  ``init_cfg=dict(type='Pretrained')`` and ``tools/test.py`` fail. We
+  re-register mmengine's local-path scheme with a loader that passes
+  ``weights_only=False`` for *local files only*; URL schemes are untouched.
 * **CPU distributed.** mmengine calls ``torch.cuda.set_device`` unconditionally
-  and hard-codes DDP ``device_ids``. Without CUDA we initialise the process group
-  with ``gloo`` and build DDP with ``device_ids=None``.
-* **persistent_workers.** ``DataLoader`` raises when ``persistent_workers=True``
-  and ``num_workers == 0``; the option is dropped in that case.
+  and hard-codes DDP ``device_ids``. Without CUDA we initialise the process
+  group with ``gloo`` and build DDP with ``device_ids=None``.
+* **persistent_workers.** ``DataLoader`` raises when
+  ``persistent_workers=True`` and ``num_workers == 0``; the option is
+  dropped in that case.
 * **Crash-safe checkpoints** (:mod:`.checkpoint_safety`): atomic checkpoint
   writes, and ``--resume`` that falls back past a truncated checkpoint.
 
@@ -49,7 +51,8 @@ def load_local_checkpoint_trusted(filename: str, map_location=None) -> Any:
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file {filename!r} can not be found.')
+        raise FileNotFoundError(
+            f'checkpoint file {filename!r} can not be found.')
     try:
         return torch.load(
             filename, map_location=map_location, weights_only=False)

@@ -15,8 +15,9 @@ def test_contract_with_bound_model():
 
 
 def _edges(mask):
-    return int((mask[1:] != mask[:-1]).sum() + (mask[:, 1:] !=
-                                                 mask[:, :-1]).sum())
+    rows = (mask[1:] != mask[:-1]).sum()
+    cols = (mask[:, 1:] != mask[:, :-1]).sum()
+    return int(rows + cols)
 
 
 def test_block_masks_are_blocky_and_hit_the_count():

@@ -136,5 +136,5 @@ def test_every_augment_switches_in_and_trains(aug):
     model.train()
     losses = model.train_step(data, optim)
     assert all(torch.isfinite(v).all() for v in losses.values())
-    assert any(not torch.equal(b, p) for b, p in zip(before,
-                                                      model.parameters()))
+    assert any(not torch.equal(b, p)
+               for b, p in zip(before, model.parameters()))

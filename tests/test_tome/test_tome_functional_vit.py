@@ -179,7 +179,6 @@ def test_dispatch_and_geometry(tiny_arch, images):
     assert torch.equal(a.attn, b.attn)
 
 
-
 @pytest.mark.parametrize('backend', ['mmpretrain', 'timm'])
 def test_stop_at_attn_layer(backend, tiny_arch, images):
     """The early-exit mask pass returns the same attention and entering

@@ -32,8 +32,10 @@ def installed_versions() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--check', action='store_true',
-                        help='fail if a pinned package differs from the tested matrix')
+    parser.add_argument(
+        '--check',
+        action='store_true',
+        help='fail if a pinned package differs from the tested matrix')
     args = parser.parse_args(argv)
     versions = installed_versions()
     for name, ver in versions.items():
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
         bad = {k: (versions.get(k), v) for k, v in TESTED.items()
                if not str(versions.get(k, '')).split('+')[0] == v}
         if bad:
-            print(f'version mismatch (installed, tested): {bad}', file=sys.stderr)
+            print(f'version mismatch (installed, tested): {bad}',
+                  file=sys.stderr)
             return 1
     return 0
 

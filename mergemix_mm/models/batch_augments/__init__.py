@@ -1,4 +1,5 @@
-from .mergemix import MergeMix, mergemix_token_scores, rescale_lam, topk_keep_mask
+from .mergemix import (MergeMix, mergemix_token_scores, rescale_lam,
+                       topk_keep_mask)
 from .base import (MixRecord, ModelAwareMixin, bind_model_aware_augments,
                    check_batch, derangement, mix_scores, model_aware_augments)
 

@@ -133,7 +133,8 @@ def derangement(num: int,
                 device: torch.device,
                 max_tries: int = 10,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """A random permutation without fixed points (no sample paired with itself).
+    """A random permutation without fixed points (no sample paired with
+    itself).
 
     Tries ``torch.randperm`` up to ``max_tries`` times; if every try has a
     fixed point, falls back to a random cyclic shift of a random permutation,

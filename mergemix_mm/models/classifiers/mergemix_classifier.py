@@ -209,9 +209,12 @@ class MergeMixClassifier(ImageClassifier):
                 'step; RandomBatchAugment applies one augment per batch.')
         return records[0] if records else None
 
-    def _head_loss(self, feats, data_samples: List[DataSample],
-                   scores: Optional[torch.Tensor] = None,
-                   record: Optional[MixRecord] = None) -> Dict[str, torch.Tensor]:
+    def _head_loss(
+            self,
+            feats,
+            data_samples: List[DataSample],
+            scores: Optional[torch.Tensor] = None,
+            record: Optional[MixRecord] = None) -> Dict[str, torch.Tensor]:
         if scores is not None:
             data_samples = [copy.copy(ds) for ds in data_samples]
             for ds, score in zip(data_samples, scores):

@@ -65,7 +65,8 @@ class MixLabelClsHead(VisionTransformerClsHead):
                 self.loss_module, 'lam_reduction', None) == 'batch':
             device = cls_score.device
             kwargs.update(
-                labels=torch.cat([ds.gt_label for ds in data_samples]).to(device),
+                labels=torch.cat([ds.gt_label
+                                  for ds in data_samples]).to(device),
                 index=torch.tensor([ds.mix_index for ds in data_samples],
                                    device=device),
                 lam=torch.tensor([ds.mix_lam for ds in data_samples],

@@ -27,7 +27,8 @@ def smooth_targets(target: torch.Tensor, num_classes: int,
         target = F.one_hot(target.long(), num_classes)
     target = target.float()
     if label_smooth_val:
-        target = (1 - label_smooth_val) * target + label_smooth_val / num_classes
+        target = ((1 - label_smooth_val) * target
+                  + label_smooth_val / num_classes)
     return target
 
 
@@ -41,7 +42,8 @@ class MixedLabelCrossEntropyLoss(nn.Module):
       ``mean_i CE(p_i, LS(t_i))``, with ``t_i`` the mixed score row.
     * ``lam_reduction='batch'``: OpenMixup's head form. Given the hard labels
       ``y``, the partner index ``pi`` and per-sample ``lam``, it computes
-      ``mean(lam) * CE_mean(p, LS(y)) + (1 - mean(lam)) * CE_mean(p, LS(y[pi]))``,
+      ``mean(lam) * CE_mean(p, LS(y))
+      + (1 - mean(lam)) * CE_mean(p, LS(y[pi]))``,
       i.e. every sample is trained with the batch-mean label weight. Because
       CE and smoothing are linear in the target, this equals the ``'sample'``
       form on scores built with the same batch-mean weight for every row.
@@ -64,7 +66,8 @@ class MixedLabelCrossEntropyLoss(nn.Module):
                 f'label_smooth_val={label_smooth_val!r} must be in [0, 1).')
         if lam_reduction not in ('sample', 'batch'):
             raise ValueError(
-                f"lam_reduction={lam_reduction!r} must be 'sample' or 'batch'.")
+                f'lam_reduction={lam_reduction!r} must be '
+                "'sample' or 'batch'.")
         if isinstance(loss_weight, bool) or not isinstance(
                 loss_weight, Real) or not math.isfinite(loss_weight):
             raise TypeError(f'MixedLabelCrossEntropyLoss: loss_weight='

@@ -193,7 +193,6 @@ def schedule_from_merge_num(num_layers: int,
     return r_list
 
 
-
 def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
     """``r`` per block for a setting name of the ToMe tools.
 
@@ -217,6 +216,7 @@ def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
         return parse_r(num_layers, int(setting[1:]))
     raise ValueError(
         f"setting {setting!r} must be 'none', 'merge<N>' or 'r<N>'")
+
 
 def check_schedule(r_list: Sequence[int],
                    num_tokens: int,

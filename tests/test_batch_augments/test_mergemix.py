@@ -229,6 +229,7 @@ def test_nan_inputs_raise_naming_samples():
     (dict(alpha=float('nan')), 'alpha=nan'),
     (dict(alpha=float('inf')), 'alpha=inf'),
     (dict(lam_margin=float('nan')), 'lam_margin=nan'),
+    (dict(lam_margin=0.1, mode='elem'), "lam_margin=0.1 needs mode='batch'"),
 ])
 def test_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -166,6 +166,48 @@ def test_sequential_backward_equals_summed_loss_gradient():
                                    rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize('augment', ['MergeMix', 'TransMix'])
+@pytest.mark.parametrize('aux_loss', ['clean', 'mixup'])
+def test_aux_loss_uses_its_own_targets_with_batch_reduction(augment,
+                                                            aux_loss):
+    """The auxiliary loss trains on its own targets (clean labels, or its
+    own Mixup draw), never on the main loss's partner / label weight, also
+    when the head's loss reads them (``lam_reduction='batch'``); the
+    caller's data samples are left unchanged."""
+    import numpy as np
+
+    from mergemix_mm.models.batch_augments.base import mix_scores
+    head = dict(
+        HEAD,
+        loss=dict(type='MixedLabelCrossEntropyLoss', lam_reduction='batch'))
+    aug = (dict(type='MergeMix', attn_layer=1, lam_scale=False)
+           if augment == 'MergeMix' else dict(type='TransMix', alpha=1.0))
+    model = build(head=head, aux_loss=aux_loss,
+                  train_cfg=dict(augments=[aug]))
+    torch.manual_seed(2)
+    np.random.seed(2)
+    batch = model.data_preprocessor(data(), True)
+    inputs, samples = batch['inputs'], batch['data_samples']
+    record = model._pop_record()
+    assert record is not None
+    model._main_loss(inputs, samples, record)
+    for ds in samples:
+        assert 'mix_index' not in ds and 'mix_lam' not in ds
+    torch.manual_seed(3)
+    aux = model._aux_loss(record, samples)['aux_loss']
+    torch.manual_seed(3)
+    clean, target = record.clean_inputs, record.clean_scores
+    if aux_loss == 'mixup':
+        lam = float(torch.distributions.Beta(model.aux_alpha,
+                                             model.aux_alpha).sample())
+        index = torch.randperm(clean.size(0))
+        clean = lam * clean + (1 - lam) * clean[index]
+        target = mix_scores(target, index, lam)
+    logits = model.head(model.extract_feat(clean)).float()
+    expected = -(target * logits.log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(aux, expected)
+
+
 def test_aux_mixup_is_separate_loss_and_ema_copies():
     model = build(train_cfg=dict(augments=[dict(type='MergeMix',
                                                 attn_layer=1)]),

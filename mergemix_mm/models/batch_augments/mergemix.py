@@ -144,7 +144,8 @@ class MergeMix(ModelAwareMixin):
             own. Defaults to ``'batch'``.
         lam_margin (float): If ``lam <= lam_margin`` or
             ``lam >= 1 - lam_margin``, linear Mixup with ``lam`` is used
-            instead of the mask. Negative disables it. Defaults to -1.
+            instead of the mask (``mode='batch'`` only). Negative disables
+            it. Defaults to -1.
         mask_leaked (bool): Keep the *least* attended ``N - k`` patches of the
             own image instead. Defaults to False.
         mode (str): ``'batch'`` draws one ``lam`` per batch (as the paper);
@@ -193,6 +194,11 @@ class MergeMix(ModelAwareMixin):
         # Negative disables the margin; -1 is the documented off value.
         lam_margin = check_number(
             'MergeMix', 'lam_margin', lam_margin, high=0.5, high_open=True)
+        if lam_margin >= 0 and mode == 'elem':
+            raise ValueError(
+                f"MergeMix: lam_margin={lam_margin} needs mode='batch' (the "
+                'margin tests the one lam of a batch); set lam_margin=-1 '
+                "with mode='elem'.")
         for name, value in (('lam_scale', lam_scale),
                             ('mask_leaked', mask_leaked),
                             ('attn_eval_mode', attn_eval_mode)):

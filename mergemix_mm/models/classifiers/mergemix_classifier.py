@@ -215,8 +215,13 @@ class MergeMixClassifier(ImageClassifier):
             data_samples: List[DataSample],
             scores: Optional[torch.Tensor] = None,
             record: Optional[MixRecord] = None) -> Dict[str, torch.Tensor]:
+        # The caller's samples are never modified: the auxiliary loss reuses
+        # them and must not see this loss's targets or mix metadata.
+        # ``new()`` gives fresh field sets (``copy.copy`` would share them)
+        # and shares the tensors.
+        if scores is not None or record is not None:
+            data_samples = [ds.new() for ds in data_samples]
         if scores is not None:
-            data_samples = [copy.copy(ds) for ds in data_samples]
             for ds, score in zip(data_samples, scores):
                 ds.set_gt_score(score)
         if record is not None:

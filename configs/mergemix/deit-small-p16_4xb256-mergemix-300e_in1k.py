@@ -4,9 +4,9 @@ _base_ = [
     '../_base_/schedules/imagenet_adamw_300e.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(head=dict(num_classes=1000))
 # MergeMix, official recipe (imagenet/mergemix/.../deit_small_merge49_l9_s0_a1_4x256_ep300 in OpenMixup; ALGORITHM.md §8.2).
 model = dict(
+    head=dict(num_classes=1000),
     backbone=dict(merge_num=49),  # ToMe-49 schedule of the backbone
     # tome_in_mix=True: merging only in the mask pass; training forwards and test un-merged
     tome_in_mix=True,
@@ -20,7 +20,11 @@ model = dict(
 # Everything a result depends on, in this file:
 # 4 GPU(s) x 256 images per GPU, 300 epochs, lr 0.001 (AdamW, wd 0.05).
 train_dataloader = dict(batch_size=256)
-optim_wrapper = dict(optimizer=dict(lr=0.001))
+optim_wrapper = dict(
+    # fp16 as in the official config (GPU only; remove on CPU)
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(lr=0.001))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=5,
          convert_to_iter_based=True),
@@ -30,5 +34,3 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=300)
 auto_scale_lr = dict(base_batch_size=1024)
 randomness = dict(seed=0, deterministic=False)
-# fp16 as in the official config (GPU only; remove on CPU).
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')

@@ -4,13 +4,18 @@ _base_ = [
     '../_base_/schedules/imagenet_adamw_300e.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(head=dict(num_classes=1000))
-model = dict(train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+model = dict(
+    head=dict(num_classes=1000),
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8)]))
 
 # Everything a result depends on, in this file:
 # 4 GPU(s) x 256 images per GPU, 300 epochs, lr 0.001 (AdamW, wd 0.05).
 train_dataloader = dict(batch_size=256)
-optim_wrapper = dict(optimizer=dict(lr=0.001))
+optim_wrapper = dict(
+    # fp16 as in the official config (GPU only; remove on CPU)
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(lr=0.001))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=5,
          convert_to_iter_based=True),
@@ -20,5 +25,3 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=300)
 auto_scale_lr = dict(base_batch_size=1024)
 randomness = dict(seed=0, deterministic=False)
-# fp16 as in the official config (GPU only; remove on CPU).
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')

@@ -4,12 +4,15 @@ _base_ = [
     '../_base_/schedules/finegrained_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(head=dict(num_classes=200))
 # DeiT recipe: Mixup(0.8) or CutMix(1.0), chosen 50/50 per batch.
-model = dict(train_cfg=dict(augments=[
-    dict(type='Mixup', alpha=0.8),
-    dict(type='CutMix', alpha=1.0)
-], probs=None))
+model = dict(
+    head=dict(num_classes=200),
+    train_cfg=dict(
+        augments=[
+            dict(type='Mixup', alpha=0.8),
+            dict(type='CutMix', alpha=1.0)
+        ],
+        probs=None))
 
 # Everything a result depends on, in this file:
 # 1 GPU(s) x 16 images per GPU, 200 epochs, lr 1e-05 (AdamW, wd 0.05).

@@ -19,7 +19,11 @@ model = dict(
 # Everything a result depends on, in this file:
 # 2 GPU(s) x 50 images per GPU, 200 epochs, lr 0.0002 (AdamW, wd 0.05).
 train_dataloader = dict(batch_size=50)
-optim_wrapper = dict(optimizer=dict(lr=0.0002))
+optim_wrapper = dict(
+    # fp16 as in the official config (GPU only; remove on CPU)
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(lr=0.0002))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=20,
          convert_to_iter_based=True),
@@ -29,5 +33,3 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=200)
 auto_scale_lr = dict(base_batch_size=100)
 randomness = dict(seed=0, deterministic=False)
-# fp16 as in the official config (GPU only; remove on CPU).
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')

@@ -10,7 +10,12 @@ model's ``train_step`` for the duration of training:
 * **loss**: every loss handed to ``optim_wrapper.backward`` must be finite
   (this covers mmengine's ``update_params`` path, DDP, AMP and
   :class:`~mergemix_mm.models.classifiers.MergeMixClassifier`'s sequential
-  main/auxiliary backward).
+  main/auxiliary backward);
+* **gradients**: before every optimizer step the gradients must be finite
+  too (a finite loss can still have an infinite gradient, e.g. ``sqrt`` at
+  0, and gradient clipping would then turn every gradient into NaN). Not
+  checked under ``AmpOptimWrapper``, whose loss scaler already skips steps
+  with non-finite (scaled) gradients and lowers its scale.
 
 ``action='raise'`` (default) raises :class:`NonFiniteError` naming the
 iteration, epoch, the loss terms and the dataset indices (``sample_idx``,
@@ -31,6 +36,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper
 from mmengine.runner import IterBasedTrainLoop
 from mmpretrain.registry import HOOKS
 
@@ -113,6 +119,27 @@ def _any_rank(flag: bool) -> bool:
 
 
 @HOOKS.register_module()
+def _non_finite_grads(model: Any, optim_wrapper: Any) -> List[str]:
+    """Names of the parameters (of ``optim_wrapper``'s optimizer) whose
+    gradient holds a NaN/Inf; empty when every gradient is finite."""
+    params = [
+        p for group in optim_wrapper.optimizer.param_groups
+        for p in group['params'] if p.grad is not None
+    ]
+    if not params:
+        return []
+    device = params[0].grad.device
+    flags = torch.stack(
+        [torch.isfinite(p.grad).all().to(device) for p in params])
+    if bool(flags.all()):  # one synchronisation in the common case
+        return []
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [
+        names.get(id(p), '<unnamed>')
+        for p, ok in zip(params, flags.tolist()) if not ok
+    ]
+
+
 class NonFiniteGuardHook(Hook):
     """Guard training against NaN/Inf losses and inputs.
 
@@ -249,12 +276,16 @@ class NonFiniteGuardHook(Hook):
                 self._fail_or_skip(runner, where, f'inputs (NaN/Inf{rows})')
                 return {}
 
-        state: Dict[str, Any] = dict(bad=None)
+        state: Dict[str, Any] = dict(bad=None, grads=None)
         backward, step = optim_wrapper.backward, optim_wrapper.step
+        check_grads = not isinstance(optim_wrapper, AmpOptimWrapper)
 
         def guarded_backward(loss: torch.Tensor, **kwargs):
             if state['bad'] is not None:
-                return None  # an earlier loss of this step was bad
+                # An earlier loss of this step was bad; counted like the
+                # skipped backward below.
+                optim_wrapper._inner_count += 1
+                return None
             finite = bool(torch.isfinite(loss.detach()).all())
             if self.action == 'skip':
                 finite = not _any_rank(not finite)
@@ -270,6 +301,13 @@ class NonFiniteGuardHook(Hook):
             return backward(loss, **kwargs)
 
         def guarded_step(**kwargs):
+            if state['bad'] is None and check_grads:
+                bad = _non_finite_grads(runner.model, optim_wrapper)
+                flag = bool(bad)
+                if self.action == 'skip':
+                    flag = _any_rank(flag)
+                if flag:
+                    state['bad'] = state['grads'] = bad or ['on another rank']
             if state['bad'] is not None:
                 optim_wrapper.zero_grad()
                 return None
@@ -295,7 +333,14 @@ class NonFiniteGuardHook(Hook):
                 k: float(v.detach()) for k, v in (log_vars or {}).items()
                 if isinstance(v, torch.Tensor) and v.numel() == 1
             }
-            self._fail_or_skip(runner, where, f'loss {terms or state["bad"]}')
+            if state['grads'] is not None:
+                names = state['grads']
+                more = f' and {len(names) - 3} more' if len(names) > 3 else ''
+                what = (f'gradients (of {", ".join(names[:3])}{more}; the '
+                        f'loss was finite: {terms})')
+            else:
+                what = f'loss {terms or state["bad"]}'
+            self._fail_or_skip(runner, where, what)
             return {}
         self.consecutive = 0
         return log_vars

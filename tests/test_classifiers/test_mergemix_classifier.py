@@ -208,6 +208,26 @@ def test_aux_loss_uses_its_own_targets_with_batch_reduction(augment,
     torch.testing.assert_close(aux, expected)
 
 
+def test_logged_loss_is_main_plus_auxiliary():
+    import numpy as np
+    model = build(train_cfg=dict(augments=[dict(
+        type='MergeMix', attn_layer=1, lam_scale=False)]),
+        aux_loss='mixup')
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    log = model.train_step(data(), optim)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    batch = model.data_preprocessor(data(), True)
+    record = model._pop_record()
+    main = model._main_loss(batch['inputs'], batch['data_samples'], record)
+    aux = model._aux_loss(record, batch['data_samples'])
+    torch.testing.assert_close(log['aux_loss'], aux['aux_loss'])
+    torch.testing.assert_close(log['loss'],
+                               main['loss'] + aux['aux_loss'])
+
+
 def test_aux_mixup_is_separate_loss_and_ema_copies():
     model = build(train_cfg=dict(augments=[dict(type='MergeMix',
                                                 attn_layer=1)]),

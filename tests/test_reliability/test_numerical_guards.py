@@ -204,17 +204,20 @@ def _batch(n=4):
     return dict(inputs=inputs, data_samples=samples)
 
 
+@pytest.mark.parametrize('poisoned', ['main', 'aux'])
 @pytest.mark.parametrize('action', ['raise', 'skip'])
-def test_nan_in_auxiliary_loss_blocks_the_whole_step(tiny_vit_cfg, action):
+def test_nan_in_either_loss_blocks_the_whole_step(tiny_vit_cfg, action,
+                                                  poisoned):
     model = _classifier(tiny_vit_cfg)
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
     calls = {'n': 0}
+    bad_call = 1 if poisoned == 'main' else 2
 
-    def poison_second_call(module, args, output):
+    def poison(module, args, output):
         calls['n'] += 1
-        return output * float('nan') if calls['n'] == 2 else output
+        return output * float('nan') if calls['n'] == bad_call else output
 
-    model.head.register_forward_hook(poison_second_call)
+    model.head.register_forward_hook(poison)
     before = copy.deepcopy(model.state_dict())
     guard = NonFiniteGuardHook(action=action)
     runner = SimpleNamespace(model=model, iter=41, epoch=2)
@@ -236,6 +239,51 @@ def test_nan_in_auxiliary_loss_blocks_the_whole_step(tiny_vit_cfg, action):
     # the optimizer wrapper is left as it was
     assert 'step' not in optim.__dict__ and 'backward' not in optim.__dict__
     model.train_step(_batch(), optim)  # a clean step works afterwards
+
+
+class _SqrtModel(torch.nn.Module):
+    """Finite loss, infinite gradient: d sqrt(|w|) / dw at w = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.0, 1.0]))
+        self.v = torch.nn.Parameter(torch.tensor([2.0]))
+
+    def train_step(self, data, optim_wrapper):
+        loss = torch.sqrt(self.w.abs()).sum() + self.v.square().sum()
+        optim_wrapper.update_params(loss)
+        return dict(loss=loss.detach())
+
+
+@pytest.mark.parametrize('action', ['raise', 'skip'])
+def test_non_finite_gradient_of_a_finite_loss_is_caught(action):
+    """Before the optimizer step (and before gradient clipping, which would
+    spread the NaN to every gradient) the gradients are checked too."""
+    model = _SqrtModel()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
+                         clip_grad=dict(max_norm=5.0))
+    before = copy.deepcopy(model.state_dict())
+    guard = NonFiniteGuardHook(action=action)
+    runner = SimpleNamespace(model=model, iter=6, epoch=0)
+    guard.before_train(runner)
+    data = dict(inputs=torch.zeros(2))
+    if action == 'raise':
+        with pytest.raises(NonFiniteError) as info:
+            model.train_step(data, optim)
+        msg = str(info.value)
+        assert 'Non-finite gradients (of w;' in msg
+        assert 'iteration 7' in msg and 'the loss was finite' in msg
+    else:
+        assert model.train_step(data, optim) == {}
+        assert guard.num_skipped == 1
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert optim._inner_count == 1
+    # a step with finite gradients goes through
+    with torch.no_grad():
+        model.w.fill_(1.0)
+    model.train_step(data, optim)
+    assert torch.isfinite(model.w).all() and model.v.item() < 2.0
 
 
 # ----------------------------------------------------------------------

@@ -291,8 +291,11 @@ class MergeMixClassifier(ImageClassifier):
                 # Both backward calls belong to one iteration: keep the
                 # wrapper's gradient-accumulation counter at +1 per step.
                 optim_wrapper._inner_count -= 1
+                # ``aux_vars['loss']`` is the auxiliary total; the logged
+                # total is main + auxiliary.
+                total = log_vars['loss'] + aux_vars.pop('loss')
                 log_vars.update(aux_vars)
-                log_vars['loss'] = log_vars['loss'] + aux_vars['loss']
+                log_vars['loss'] = total
         if optim_wrapper.should_update():
             optim_wrapper.step()
             optim_wrapper.zero_grad()

@@ -118,7 +118,6 @@ def _any_rank(flag: bool) -> bool:
     return bool(value.item() > 0)
 
 
-@HOOKS.register_module()
 def _non_finite_grads(model: Any, optim_wrapper: Any) -> List[str]:
     """Names of the parameters (of ``optim_wrapper``'s optimizer) whose
     gradient holds a NaN/Inf; empty when every gradient is finite."""
@@ -140,6 +139,7 @@ def _non_finite_grads(model: Any, optim_wrapper: Any) -> List[str]:
     ]
 
 
+@HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
     """Guard training against NaN/Inf losses and inputs.
 

@@ -331,8 +331,25 @@ def find_resumable_checkpoint(work_dir: str,
     same_kind = sorted((v for v in found.values() if v[0] == kind),
                        key=lambda v: v[1],
                        reverse=True)
-    candidates = [v[2] for v in same_kind]
     rec_abs = osp.abspath(recorded) if recorded else None
+    if rec_match and osp.isfile(recorded):
+        # A higher-numbered checkpoint written *before* the recorded one is
+        # left over from an earlier run in this work_dir, not one this run
+        # saved just before being stopped: never resume from it.
+        rec_step, rec_time = int(rec_match.group(2)), osp.getmtime(recorded)
+        stale = [
+            v for v in same_kind
+            if v[1] > rec_step and osp.getmtime(v[2]) < rec_time
+        ]
+        if stale:
+            print_log(
+                f'Ignoring {len(stale)} checkpoint(s) numbered after the '
+                f'recorded {recorded!r} but written before it (left by an '
+                f'earlier run in this work_dir?), e.g. {stale[0][2]!r}.',
+                logger=logger,
+                level=logging.WARNING)
+            same_kind = [v for v in same_kind if v not in stale]
+    candidates = [v[2] for v in same_kind]
     if rec_abs and rec_abs not in {osp.abspath(c) for c in candidates}:
         # A custom filename template or a missing file: try it first.
         candidates.insert(0, recorded)

@@ -265,6 +265,25 @@ def test_complete_checkpoint_newer_than_record_is_used(tmp_path, logger):
     assert any('newer' in m for m in _warnings(logger))
 
 
+@pytest.mark.parametrize('recorded_ok', [True, False])
+def test_higher_numbered_checkpoint_of_an_earlier_run_is_ignored(
+        tmp_path, logger, recorded_ok):
+    """A reused work_dir: an earlier run left epoch_200, this run saved
+    epoch_1 and epoch_2 (recorded). Resuming continues this run, also when
+    the recorded checkpoint is broken."""
+    _work_dir(tmp_path, epochs=(200, ), record=None)
+    old = osp.getmtime(tmp_path / 'epoch_200.pth') - 100
+    os.utime(tmp_path / 'epoch_200.pth', (old, old))
+    _work_dir(tmp_path, epochs=(1, 2), record=2)
+    if not recorded_ok:
+        _truncate(tmp_path / 'epoch_2.pth', 0.5)
+    expected = 'epoch_2.pth' if recorded_ok else 'epoch_1.pth'
+    assert find_resumable_checkpoint(str(tmp_path), logger) == str(
+        tmp_path / expected)
+    assert any('epoch_200.pth' in m and 'earlier run' in m
+               for m in _warnings(logger))
+
+
 def test_fresh_work_dir_starts_from_scratch(tmp_path, logger):
     assert find_resumable_checkpoint(str(tmp_path), logger) is None
 

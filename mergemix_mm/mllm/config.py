@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from ..utils.checks import check_bool
 
@@ -71,8 +71,10 @@ class MergeMixArguments:
             (paper, Alg. 1/2); ``'once'``: one draw per run (official code).
             Defaults to ``'step'``.
         length_norm (str): ``'tokens'``: ``|y|`` = response tokens per
-            sample; ``'padded'``: padded label length (official code).
-            Defaults to ``'tokens'``.
+            sample; ``'padded'``: the official code's slice length, the
+            padded label length without the visual tokens (the official
+            labels hold one ``<image>`` placeholder, the logits are cut
+            after the visual tokens). Defaults to ``'tokens'``.
         topk_space (str): ``'recovered'``: recover the attention to the
             patch grid, then keep the top ``floor(lam * N)`` patches;
             ``'merged'``: top-k over merged tokens, then expand (official
@@ -80,13 +82,16 @@ class MergeMixArguments:
         partner (str): ``'derangement'`` (no self-pairs) or ``'randperm'``.
             Defaults to ``'derangement'``.
         margin_lam (str): ``'kept'``: margin uses the realised kept
-            fraction; ``'nominal'``: the drawn ``lam``. Defaults to
-            ``'kept'``.
+            fraction; ``'nominal'``: the drawn ``lam`` (MergeMix and Mixup
+            only: for CutMix / ResizeMix the official augmenter also
+            returns the realised fraction, and ResizeMix's ``lam`` sizes
+            the *pasted* box). Defaults to ``'kept'``.
         resizemix_min (float): Lower side ratio of ResizeMix boxes.
             Defaults to 0.1.
         resizemix_max (float): Upper side ratio. Defaults to 0.8.
         compat (str, optional): ``'llava'`` applies :data:`LLAVA_COMPAT`
-            over the fields above. Defaults to None.
+            over the fields above (``margin_lam`` only for ``'mergemix'``),
+            whatever they are set to. Defaults to None.
     """
     method: str = field(
         default='mergemix',
@@ -169,6 +174,13 @@ class MergeMixArguments:
                 self.merge_num, int) or self.merge_num < 0:
             raise ValueError(
                 f'merge_num={self.merge_num!r} must be an int >= 0')
+        if self.margin_lam == 'nominal' and self.method in ('cutmix',
+                                                            'resizemix'):
+            raise ValueError(
+                f"margin_lam='nominal' with method={self.method!r}: the "
+                'drawn lam is not the clean image share of a box mix (for '
+                "ResizeMix it sizes the pasted box); use margin_lam='kept', "
+                'which is what the official augmenter returns too')
         if not 0. < self.resizemix_min <= self.resizemix_max <= 1.:
             raise ValueError(
                 f'resizemix_min={self.resizemix_min}, resizemix_max='
@@ -176,9 +188,17 @@ class MergeMixArguments:
 
     def resolved(self) -> 'MergeMixArguments':
         """A copy with ``compat`` applied (the object itself is unchanged)."""
+        return dataclasses.replace(self, **self._compat_overrides())
+
+    def _compat_overrides(self) -> Dict[str, Any]:
         if self.compat is None:
-            return dataclasses.replace(self)
-        return dataclasses.replace(self, **LLAVA_COMPAT)
+            return {}
+        overrides = dict(LLAVA_COMPAT)
+        if self.method != 'mergemix':
+            # The official augmenter returns the realised kept fraction for
+            # the box mixes (and Mixup's nominal lam is its realised one).
+            overrides.pop('margin_lam')
+        return overrides
 
     @property
     def uses_loser(self) -> bool:

@@ -287,7 +287,7 @@ class MergeMixVLM(nn.Module):
 
         sft = sft_loss_from_logps(logp_w, n_tok)
         lam_margin = losers.lam_kept.to(logp_w.dtype)
-        if args.margin_lam == 'nominal':
+        if args.margin_lam == 'nominal' and args.method == 'mergemix':
             lam_margin = torch.full_like(lam_margin, lam)
         n_pair = n_tok[pair_rows]
         empty = n_pair == 0
@@ -297,7 +297,12 @@ class MergeMixVLM(nn.Module):
                              'labelled token); check the data / max_length')
         length = None
         if args.length_norm == 'padded':
-            length = torch.full_like(n_pair, labels.shape[1] - 1)
+            # The official slice length: logits cut after the visual tokens
+            # against labels that hold one <image> placeholder instead of
+            # them, i.e. the padded length without the visual tokens.
+            n_visual = (input_ids[pair_rows] == self.adapter.image_token_id
+                        ).sum(1).to(n_pair.dtype)
+            length = labels.shape[1] - n_visual
         simpo = mixed_simpo_loss(
             logp_w[pair_rows], logp_l, n_pair, lam_margin, beta=args.beta,
             length=length)

@@ -37,7 +37,11 @@ class MergeMixTrainer(Trainer):
     Args:
         *args: Positional arguments of ``transformers.Trainer``.
         lam_seed (int, optional): Seed of the ``lam`` generator. Defaults to
-            None, i.e. ``args.seed`` plus the process index.
+            None: ``args.seed`` plus the process index for
+            ``lam_schedule='step'`` (every process mixes with its own
+            ``lam``), ``args.seed`` for ``'once'`` (one ``lam`` for the whole
+            run on every process, as the official code draws it after
+            seeding every rank alike).
         **kwargs: Keyword arguments of ``transformers.Trainer``.
     """
     loss_is_scaled_for_ga = False
@@ -49,11 +53,13 @@ class MergeMixTrainer(Trainer):
             raise TypeError('MergeMixTrainer trains a MergeMixVLM, got '
                             f'{type(model).__name__}')
         self.mm_args = model.mm_args
+        once_seed = int(self.args.seed if lam_seed is None else lam_seed)
         if lam_seed is None:
             lam_seed = int(self.args.seed) + int(self.args.process_index)
         self._lam_seed = int(lam_seed)
         self._lam_once = float(
-            torch.rand((), generator=torch.Generator().manual_seed(lam_seed)))
+            torch.rand((),
+                       generator=torch.Generator().manual_seed(once_seed)))
         self._lam_step = None
         self._lam_value = None
         self._stats: Dict[str, float] = {}

@@ -66,6 +66,51 @@ def test_loss_composition(tiny_llava, make_samples, make_llava_batch):
     assert out.simpo_loss is None and torch.equal(out.loss, out.sft_loss)
 
 
+def test_compat_length_is_the_official_slice_length(tiny_llava,
+                                                    make_samples,
+                                                    make_llava_batch):
+    """``length_norm='padded'`` divides by the official slice length: the
+    padded label length without the visual tokens (the official labels keep
+    one <image> placeholder), not the expanded label length."""
+    from mergemix_mm.mllm.loss import mixed_simpo_loss
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=16,
+                                                   compat='llava')).train()
+    batch = make_llava_batch(wrapper, processor, tok, make_samples(4))
+    out = wrapper(**batch, lam=0.3)
+    n_visual = (batch['input_ids'] == model.config.image_token_id).sum(1)
+    assert n_visual.tolist() == [wrapper.num_visual_tokens()] * 4 == [48] * 4
+    rows = out.pair_rows
+    length = batch['labels'].shape[1] - n_visual[rows]
+    expected = mixed_simpo_loss(
+        out.logp_winner[rows], out.logp_loser, out.num_tokens[rows],
+        torch.full((len(rows), ), 0.3), beta=1.0, length=length)
+    torch.testing.assert_close(out.simpo_loss, expected)
+    assert (length < batch['labels'].shape[1] - 40).all()
+
+
+@pytest.mark.parametrize('method', ['cutmix', 'resizemix'])
+def test_box_mixes_margin_is_the_realised_share_also_in_compat(
+        tiny_llava, make_samples, make_llava_batch, method):
+    """The official augmenter returns the realised kept fraction for the
+    box mixes, so compat keeps ``margin_lam='kept'`` for them (ResizeMix's
+    drawn lam sizes the pasted box: 1 - lam would invert the margin)."""
+    resolved = MergeMixArguments(method=method, compat='llava').resolved()
+    assert resolved.margin_lam == 'kept' and resolved.lam_schedule == 'once'
+    assert MergeMixArguments(compat='llava').resolved().margin_lam == \
+        'nominal'
+    with pytest.raises(ValueError, match="margin_lam='nominal' with method"):
+        MergeMixArguments(method=method, margin_lam='nominal')
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(method=method,
+                                                   compat='llava')).train()
+    batch = make_llava_batch(wrapper, processor, tok, make_samples(4))
+    torch.manual_seed(0)
+    out = wrapper(**batch, lam=0.9)
+    assert torch.equal(out.lam, out.lam_kept)  # the margin's share
+    assert not torch.allclose(out.lam, torch.full_like(out.lam, 0.9))
+
+
 def test_text_only_rows_form_no_pair(tiny_llava, make_samples,
                                      make_llava_batch):
     model, processor, tok = tiny_llava

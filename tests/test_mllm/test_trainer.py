@@ -69,6 +69,22 @@ def test_lambda_once_per_run_in_compat(tmp_path, tiny_llava, make_samples):
     assert len(cb.per_step) == 3 and len(set(cb.per_step)) == 1
 
 
+@pytest.mark.parametrize('compat', [None, 'llava'])
+def test_lambda_across_processes(tmp_path, tiny_llava, make_samples,
+                                 monkeypatch, compat):
+    """'once' (compat): one lam on every process, as the official code
+    draws it after seeding every rank alike; 'step': each process draws its
+    own."""
+    lams = []
+    for rank in (0, 3):
+        monkeypatch.setattr(TrainingArguments, 'process_index',
+                            property(lambda self, rank=rank: rank))
+        trainer = _trainer(tmp_path, tiny_llava, make_samples(8),
+                           MergeMixArguments(merge_num=16, compat=compat))
+        lams.append(trainer.current_lambda())
+    assert (lams[0] == lams[1]) == (compat == 'llava')
+
+
 def test_checkpoint_is_a_plain_hf_model(tmp_path, tiny_llava, make_samples):
     from transformers import LlavaForConditionalGeneration
     trainer = _trainer(tmp_path, tiny_llava, make_samples(8),

@@ -3,6 +3,7 @@ its model (datasets are checked for a registered type and a buildable
 pipeline; they are not loaded)."""
 import ast
 import glob
+import math
 import os.path as osp
 import re
 
@@ -111,3 +112,64 @@ def test_stated_recipe_matches_resolved_config(path):
     scale = cfg.get('auto_scale_lr', {})
     if scale.get('base_batch_size'):
         assert scale.base_batch_size == int(gpus) * int(batch)
+
+
+def _mmcv_cosine_lr(t, total, warmup, base, eta_min, ratio):
+    """lr at iteration ``t`` of mmcv's ``CosineAnnealing`` lr_config with a
+    linear warm-up (OpenMixup's recipes): the cosine spans the whole run and
+    the warm-up scales it."""
+    lr = eta_min + 0.5 * (base - eta_min) * (1 + math.cos(math.pi * t / total))
+    if t < warmup:
+        # mmengine's LinearLR reaches the full lr one iteration before the
+        # end of the warm-up (mmcv at its end): 1/(iterations) apart.
+        lr *= 1 - (1 - t / (warmup - 1)) * (1 - ratio)
+    return lr
+
+
+def _openmixup_schedules():
+    schedules = {}
+    for path in CONFIGS:
+        if osp.sep + 'digits' in path or 'digits-' in osp.basename(path):
+            continue  # the CPU demo's own short recipe
+        cfg = Config.fromfile(path)
+        kinds = [s['type'] for s in cfg.param_scheduler]
+        assert kinds == ['LinearLR', 'CosineAnnealingLR'], path
+        warm, cos = cfg.param_scheduler
+        key = (warm['start_factor'], warm['begin'], warm['end'], cos['begin'],
+               cos['end'], cos['eta_min'], cfg.train_cfg.max_epochs,
+               cfg.optim_wrapper.optimizer.lr)
+        schedules.setdefault(key, osp.relpath(path, ROOT))
+    return schedules
+
+
+def test_schedules_follow_mmcv_cosine_with_warmup():
+    """Every OpenMixup recipe's lr, per iteration, is mmcv's
+    CosineAnnealing-with-linear-warm-up lr (ALGORITHM.md §8.2), not a
+    cosine restarted after the warm-up."""
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+    schedules = _openmixup_schedules()
+    assert len(schedules) >= 4
+    epoch_len = 5
+    for key, path in schedules.items():
+        ratio, w_begin, w_end, c_begin, c_end, eta_min, epochs, base = key
+        assert (w_begin, c_begin, c_end) == (0, 0, epochs), path
+        param = torch.nn.Parameter(torch.zeros(1))
+        optim = torch.optim.SGD([param], lr=base)
+        scheds = [
+            LinearLR(optim, start_factor=ratio, begin=0,
+                     end=w_end * epoch_len),
+            CosineAnnealingLR(optim, eta_min=eta_min, begin=0,
+                              end=epochs * epoch_len)
+        ]
+        total = epochs * epoch_len
+        for t in range(total):
+            want = _mmcv_cosine_lr(t, total, w_end * epoch_len, base,
+                                   eta_min, ratio)
+            got = optim.param_groups[0]['lr']
+            # The chained cosine moves eta_min in before the warm-up ends:
+            # up to 1.2 % apart there when eta_min is half the lr
+            # (aircraft), 0.002 % for the CIFAR / ImageNet recipes.
+            assert got == pytest.approx(want, rel=0.02), (path, t)
+            optim.step()
+            for sched in scheds:
+                sched.step()

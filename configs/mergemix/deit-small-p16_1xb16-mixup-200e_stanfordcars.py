@@ -15,7 +15,7 @@ optim_wrapper = dict(optimizer=dict(lr=1e-05))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=20,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-06, by_epoch=True, begin=20,
+    dict(type='CosineAnnealingLR', eta_min=1e-06, by_epoch=True, begin=0,
          end=200, convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=200)

@@ -19,7 +19,7 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=5,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-05, by_epoch=True, begin=5,
+    dict(type='CosineAnnealingLR', eta_min=1e-05, by_epoch=True, begin=0,
          end=300, convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300)

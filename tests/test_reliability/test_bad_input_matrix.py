@@ -183,6 +183,10 @@ BAD_INPUTS = {
     'class_indices_not_scores': (lambda: (torch.randn(4, 3, 32, 32),
                                           torch.arange(4)), ['(4,)']),
     'nan_inputs': (_nan_batch, ['NaN', 'samples [2]']),
+    # a soft mask cast to an integer type is 0 (FMix, SmoothMix)
+    'integer_inputs': (lambda: (torch.randint(
+        0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.eye(10)[:4]),
+                       ['floating-point', 'torch.uint8']),
 }
 PATCH_BASED = ('MergeMix', 'AttentiveCutMix', 'SMMix', 'TdAttenMix',
                'TokenMix')

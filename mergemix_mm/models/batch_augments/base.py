@@ -194,8 +194,15 @@ def check_batch(name: str, inputs: torch.Tensor,
     warning is emitted once per augment type.
 
     Raises:
+        TypeError: If the inputs are not floating point (a soft mask or a
+            weighted sum cast to an integer type would not match ``lam``).
         ValueError: If shapes do not fit or the inputs contain NaN/Inf.
     """
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f'{name}: inputs must be a floating-point tensor, got '
+            f'{inputs.dtype}; mix the normalised images (mmpretrain\'s data '
+            'preprocessor gives float32) or call inputs.float() first.')
     if inputs.ndim != 4:
         raise ValueError(
             f'{name}: inputs must be (N, C, H, W), got shape '

@@ -130,3 +130,24 @@ def test_dist_train_two_cpu_processes(tmp_path):
 def torch_cuda():
     import torch
     return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize('script, head', [
+    ('slurm_train.sh', ['part', 'job', 'cfg.py', 'work']),
+    ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth']),
+])
+def test_slurm_scripts_pass_arguments_whole(tmp_path, script, head):
+    """Extra arguments reach the Python tool unsplit (a --cfg-options value
+    with a space used to be split into two arguments)."""
+    fake = tmp_path / 'srun'
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{tmp_path}{os.pathsep}{os.environ["PATH"]}')
+    value = "model.backbone.arch='deit-small'  work_dir=a b"
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', script), *head, '--cfg-options',
+         value], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.splitlines()
+    assert args[-2:] == ['--cfg-options', value]
+    assert '--launcher=slurm' in args

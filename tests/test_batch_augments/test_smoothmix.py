@@ -43,6 +43,21 @@ def test_label_is_the_own_area_not_the_partners():
     assert abs(plan['lam'][0] - (1 - own)) > 1e-3
 
 
+def test_openmixup_compat_labels_with_the_partners_area():
+    """compat='openmixup' reproduces OpenMixup's label (own label weight =
+    partner area); the images are mixed the same way."""
+    x, _ = make_batch(2, size=32)
+    seed_all(3)
+    plan = SmoothMix().build_mix(x)
+    seed_all(3)
+    compat = SmoothMix(compat='openmixup').build_mix(x)
+    torch.testing.assert_close(compat['mask'], plan['mask'])
+    assert torch.equal(compat['index'], plan['index'])
+    torch.testing.assert_close(compat['lam'], 1 - plan['lam'])
+    with pytest.raises(ValueError, match="compat='official'"):
+        SmoothMix(compat='official')
+
+
 @pytest.mark.parametrize('value, err', [((0, 0.5), ValueError),
                                         ((0.5, 0.25), ValueError),
                                         ('wide', TypeError)])

@@ -1,5 +1,7 @@
 # DeiT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs (OpenMixup recipe).
-# SmoothMix (Gaussian mask, sigma in [0.25, 0.5] x side).
+# SmoothMix (Gaussian mask, sigma in [0.25, 0.5] x side), own label weight =
+# own visible area. OpenMixup gives the own label the partner's area; add
+# compat='openmixup' to reproduce its numbers.
 _base_ = [
     '../../_base_/models/deit-small-p16_mergemix.py',
     '../../_base_/datasets/cifar100_bs100_224px.py',

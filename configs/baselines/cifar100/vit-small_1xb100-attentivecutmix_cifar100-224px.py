@@ -1,9 +1,10 @@
 # ViT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs.
 # Attentive-CutMix+ (top-k from Beta(2, 2), OpenMixup CIFAR config) with the
-# model's own backbone as the extractor. For the paper's frozen ResNet-50 add
+# model's own backbone as the extractor. OpenMixup's config uses a frozen
+# torchvision ResNet-50 (7x7 map at 224 px) with the same top_k=None: add
 # extractor=dict(type='ResNet', depth=50, out_indices=(3, ), init_cfg=dict(
-#     type='Pretrained', checkpoint='torchvision://resnet50')) and top_k=6
-# (its 7x7 map at 224 px).
+#     type='Pretrained', checkpoint='torchvision://resnet50')).
+# The Attentive CutMix paper itself uses that extractor with top_k=6.
 _base_ = [
     '../../_base_/models/vit-small-p16_mergemix.py',
     '../../_base_/datasets/cifar100_bs100_224px.py',
@@ -14,3 +15,5 @@ model = dict(
     train_cfg=dict(augments=[
         dict(type='AttentiveCutMix', alpha=2.0, top_k=None),
     ]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

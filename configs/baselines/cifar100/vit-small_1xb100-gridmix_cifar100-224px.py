@@ -15,3 +15,5 @@ model = dict(train_cfg=dict(augments=[
             cut_area_ratio=(0.5, 1.0),
             cut_aspect_ratio=(0.5, 2.0)),
     ]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

@@ -10,3 +10,5 @@ model = dict(
     train_cfg=dict(augments=[
         dict(type='ResizeMix', alpha=1.0, lam_min=0.1, lam_max=0.8),
     ]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

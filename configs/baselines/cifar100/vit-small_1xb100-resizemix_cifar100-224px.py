@@ -15,3 +15,5 @@ model = dict(train_cfg=dict(augments=[
             alpha=1.0,
             interpolation='bilinear'),
     ]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

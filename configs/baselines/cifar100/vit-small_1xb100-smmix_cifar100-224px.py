@@ -12,3 +12,5 @@ model = dict(train_cfg=dict(
         dict(type='Mixup', alpha=1.0),
     ],
     probs=[0.8, 0.2]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

@@ -1,5 +1,7 @@
 # ViT-S/16, CIFAR-100 at 224 px, batch 100, 200 epochs.
-# SmoothMix (Gaussian mask, sigma in [0.25, 0.5] x side).
+# SmoothMix (Gaussian mask, sigma in [0.25, 0.5] x side), own label weight =
+# own visible area. OpenMixup gives the own label the partner's area; add
+# compat='openmixup' to reproduce its numbers.
 _base_ = [
     '../../_base_/models/vit-small-p16_mergemix.py',
     '../../_base_/datasets/cifar100_bs100_224px.py',
@@ -10,3 +12,5 @@ model = dict(
     train_cfg=dict(augments=[
         dict(type='SmoothMix', sigma_range=(0.25, 0.5)),
     ]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

@@ -18,3 +18,5 @@ model = dict(
             dict(type='TransMix', alpha=1.0, ratio=0.5),
         ],
         probs=[0.2, 0.8]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

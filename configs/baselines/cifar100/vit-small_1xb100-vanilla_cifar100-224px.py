@@ -7,3 +7,5 @@ _base_ = [
     '../../_base_/default_runtime.py',
 ]
 model = dict(train_cfg=dict(augments=[]))
+# lr 5e-4 as OpenMixup's ViT-S recipe (the ViT-S MergeMix / Mixup configs).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))

@@ -38,18 +38,29 @@ class SmoothMix(PlannedMix):
 
     Implemented from the paper's Gaussian ("smooth circle") mask with the
     reference σ law :math:`U(0.25, 0.5)`. Not implemented: the paper's
-    square mask variant. Note: OpenMixup's ``smoothmix`` labels the own image
-    with the *partner's* area (its ``lam = sum(G) / HW`` is used as the own
-    label weight); this class uses the own image's area.
+    square mask variant. OpenMixup's ``smoothmix`` labels the own image with
+    the *partner's* area (its ``lam = sum(G) / HW`` is used as the own label
+    weight); this class uses the own image's area, and ``compat='openmixup'``
+    reproduces OpenMixup's label (for comparisons with its published
+    numbers).
 
     Args:
         sigma_range (float | tuple[float, float]): σ as a fraction of the
             image side. Defaults to (0.25, 0.5).
+        compat (str, optional): ``'openmixup'``: the own label weight is the
+            partner's area, ``mean(G)``, as OpenMixup computes it. Defaults
+            to None (the own area, ``mean(1 - G)``).
     """
 
-    def __init__(self, sigma_range: Tuple[float, float] = (0.25, 0.5)):
+    def __init__(self,
+                 sigma_range: Tuple[float, float] = (0.25, 0.5),
+                 compat: Optional[str] = None):
         self.sigma_range = check_range_pair(
             'SmoothMix', 'sigma_range', sigma_range, low=0, low_open=True)
+        if compat not in (None, 'openmixup'):
+            raise ValueError(f"SmoothMix: compat={compat!r} must be None or "
+                             "'openmixup'.")
+        self.compat = compat
 
     def build_mix(self,
                   inputs: torch.Tensor,
@@ -66,12 +77,15 @@ class SmoothMix(PlannedMix):
         s = uniform_from(self.sigma_range)
         sigma = (s * H, s * W)
         mask = 1 - gaussian_blob(H, W, center, sigma, device)
+        own_area = mask.mean()
+        lam = 1 - own_area if self.compat == 'openmixup' else own_area
         return dict(
             mask=mask[None, None].expand(B, 1, H, W),
             index=derangement(B, device),
-            lam=mask.mean().expand(B).clone(),
+            lam=lam.expand(B).clone(),
             center=center,
             sigma=sigma)
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(sigma_range={self.sigma_range})'
+        return (f'{type(self).__name__}(sigma_range={self.sigma_range}, '
+                f'compat={self.compat!r})')

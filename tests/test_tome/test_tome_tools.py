@@ -140,3 +140,45 @@ def test_benchmark_config_errors(tmp_path):
     cfg = _write_config(tmp_path, dict(type='ResNet', depth=18))
     with pytest.raises(ValueError, match='ResNet'):
         tool.main([cfg])
+
+
+@pytest.mark.parametrize('backbone', [
+    dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
+         arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                   feedforward_channels=64)),
+    dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224', img_size=32,
+         patch_size=4, embed_dim=32, depth=2, num_heads=2),
+])
+def test_flops_of_a_config_at_its_own_image_size(tmp_path, backbone):
+    """A config's FLOPs are counted at its backbone's image size (a 32 px
+    model used to be counted at 224 px, 3137 tokens)."""
+    tool = _load('get_flops')
+    cfg = _write_config(tmp_path, backbone)
+    rows = tool.main([cfg, '--settings', 'none', 'r4'])
+    assert rows[0]['tokens'] == [65] * 3
+    assert rows[1]['tokens'] == [65, 61, 57]
+    if backbone['type'] == 'ToMeVisionTransformer':  # resized pos-embed
+        assert tool.main([cfg, '--img-size', '64',
+                          '--settings', 'none'])[0]['tokens'][0] == 257
+
+
+def test_vit_img_size_of_every_supported_backbone():
+    import timm
+    from mmpretrain.models.backbones import VisionTransformer
+
+    from mergemix_mm.models.tome import vit_img_size
+    arch = dict(embed_dims=32, num_layers=1, num_heads=2,
+                feedforward_channels=64)
+    assert vit_img_size(VisionTransformer(
+        arch=arch, img_size=(32, 48), patch_size=8)) == (32, 48)
+    assert vit_img_size(MODELS.build(dict(
+        type='ToMeVisionTransformer', arch=arch, img_size=40,
+        patch_size=8))) == (40, 40)
+    kw = dict(img_size=48, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    assert vit_img_size(timm.create_model('vit_tiny_patch16_224',
+                                          **kw)) == (48, 48)
+    assert vit_img_size(MODELS.build(dict(
+        type='ToMeTimmViT', model_name='vit_tiny_patch16_224',
+        **kw))) == (48, 48)
+    with pytest.raises(ValueError, match='ResNet'):
+        vit_img_size(MODELS.build(dict(type='ResNet', depth=18)))

@@ -72,12 +72,17 @@ def build_from_config(config: str) -> torch.nn.Module:
 
 def config_img_size(model: torch.nn.Module) -> int:
     """Square input size a backbone was configured for (its position
-    embedding's grid times the patch size)."""
-    from mergemix_mm.models.tome import vit_geometry
-    from mergemix_mm.models.tome.timm_vit import is_timm_vit
-    if is_timm_vit(model):
-        return int(model.patch_embed.img_size[0])
-    return int(model.patch_resolution[0] * vit_geometry(model).patch_size[0])
+    embedding's grid times the patch size).
+
+    Raises:
+        ValueError: For a non-square configured size (pass ``--img-size``).
+    """
+    from mergemix_mm.models.tome import vit_img_size
+    h, w = vit_img_size(model)
+    if h != w:
+        raise ValueError(f'the config sets a non-square img_size {(h, w)}; '
+                         'pass --img-size')
+    return h
 
 
 def build_model(arch: str = 'deit-small',

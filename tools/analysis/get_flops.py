@@ -131,16 +131,32 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--arch',
         default='deit-small',
         help='ViT arch when no config is given')
-    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        default=None,
+        help='square input size (default: the config backbone\'s img_size, '
+        '224 without a config)')
     parser.add_argument('--settings', nargs='+', default=['none', 'merge49'])
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
-    from mergemix_mm.models.tome import schedule_from_setting, vit_geometry
-    model = build_from_args(args.config, args.arch, args.img_size)
-    num_layers = vit_geometry(getattr(model, 'backbone', model)).num_layers
+    from mergemix_mm.models.tome import (schedule_from_setting, vit_geometry,
+                                         vit_img_size)
+    model = build_from_args(args.config, args.arch, args.img_size or 224)
+    backbone = getattr(model, 'backbone', model)
+    num_layers = vit_geometry(backbone).num_layers
+    if args.img_size is None:
+        if args.config:
+            h, w = vit_img_size(backbone)
+            if h != w:
+                raise ValueError(f'{args.config} sets a non-square img_size '
+                                 f'{(h, w)}; pass --img-size')
+            args.img_size = h
+        else:
+            args.img_size = 224
     name = args.config or args.arch
     print(f'{name}, {args.img_size} px, per image (1 MAC = 1 FLOP)')
     print('| setting | tokens out | GFLOPs (Linear/Conv) | '

@@ -1,7 +1,7 @@
 """Functional token merging (ToMe) core: matching, merging, source tracking,
 r schedules and ToMe forwards over stock mmpretrain and timm ViTs."""
 from .functional import (ToMeOutput, ViTGeometry, check_cls_token,
-                         forward_with_attention, vit_geometry)
+                         forward_with_attention, vit_geometry, vit_img_size)
 from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
                     init_source, merge_source, merge_wavg, recover,
                     recover_patch_grid, source_to_sizes)
@@ -18,5 +18,5 @@ __all__ = [
     'schedule_from_merge_num', 'schedule_from_setting', 'check_schedule',
     'resolve_schedule',
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
-    'tome_vit_forward', 'tome_timm_forward', 'check_cls_token'
+    'tome_vit_forward', 'tome_timm_forward', 'check_cls_token', 'vit_img_size'
 ]

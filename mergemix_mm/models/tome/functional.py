@@ -25,7 +25,7 @@ __all__ = [
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
     'check_image_size', 'weighted_patch_mean', 'BlockPass', 'run_blocks',
-    'pack_output', 'check_cls_token', 'size_log_bias'
+    'pack_output', 'check_cls_token', 'size_log_bias', 'vit_img_size'
 ]
 
 
@@ -386,6 +386,33 @@ def vit_geometry(backbone: nn.Module) -> ViTGeometry:
     if kind == 'timm_backbone':
         backbone = backbone.timm_model
     return timm_vit_geometry(backbone)
+
+
+def vit_img_size(backbone: nn.Module) -> Tuple[int, int]:
+    """Input size ``(H, W)`` a ViT was configured for: the size its
+    position embedding was built for (what a config's ``img_size`` sets).
+
+    Args:
+        backbone (nn.Module): A supported ViT (see
+            :func:`forward_with_attention`), including ``ToMeTimmViT``.
+
+    Returns:
+        tuple[int, int]: ``(H, W)`` in pixels.
+
+    Raises:
+        ValueError: For a non-ViT backbone.
+    """
+    from .timm_vit import is_timm_vit
+    kind = _backbone_kind(backbone)
+    inner = getattr(backbone, 'timm_model' if kind == 'timm_backbone' else
+                    'model', None)
+    timm_model = backbone if kind == 'timm' else inner
+    if is_timm_vit(timm_model):
+        h, w = timm_model.patch_embed.img_size
+        return int(h), int(w)
+    (ph, pw), _, _ = vit_geometry(backbone)
+    gh, gw = backbone.patch_resolution
+    return int(gh * ph), int(gw * pw)
 
 
 def forward_with_attention(backbone: nn.Module,

@@ -228,9 +228,15 @@ def main(argv=None):
         if saved['epochs'] != args.epochs:
             raise SystemExit(f'{partial} holds {saved["epochs"]}-epoch runs, '
                              f'not {args.epochs}')
+        wanted = {str(s) for s in args.seeds}
         for m, by_seed in saved['runs'].items():
-            if m in runs:
-                runs[m].update(by_seed)
+            if m in runs:  # only the seeds asked for enter the summary
+                runs[m].update(
+                    {s: r for s, r in by_seed.items() if s in wanted})
+                other = sorted(set(by_seed) - wanted, key=int)
+                if other:
+                    print(f'{partial}: ignoring {m} seeds {other} '
+                          '(not in --seeds)')
     jobs = [(s, m, args.epochs) for s in args.seeds for m in methods
             if str(s) not in runs[m]]
     print(f'{len(jobs)} runs to do')

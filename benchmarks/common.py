@@ -238,6 +238,11 @@ def environment(threads: Optional[int] = None) -> dict:
         if torch.cuda.is_available() else None,
     )
     try:
+        import timm
+        env['timm'] = timm.__version__
+    except ImportError:  # pragma: no cover - timm is a requirement
+        pass
+    try:
         env['load_average_at_start'] = os.getloadavg()
     except OSError:
         pass
@@ -247,7 +252,7 @@ def environment(threads: Optional[int] = None) -> dict:
 def env_markdown(env: dict) -> str:
     """Markdown block describing the run."""
     keys = ['command', 'date', 'git_commit', 'python', 'torch', 'mmengine',
-            'mmpretrain', 'numpy', 'platform', 'cpu', 'cpu_capability',
+            'mmpretrain', 'timm', 'numpy', 'platform', 'cpu', 'cpu_capability',
             'cpu_count', 'torch_threads', 'cuda', 'load_average_at_start']
     lines = ['| | |', '| --- | --- |']
     for k in keys:

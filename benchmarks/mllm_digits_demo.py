@@ -124,7 +124,8 @@ def main():
             extra=extra)
         metrics = run_digits_demo(cfg, work, train, test,
                                   init_state=init_state)
-        metrics.update(method=method, seed=seed)
+        # the settings this run was built with (rebuilds it exactly)
+        metrics.update(method=method, seed=seed, demo_config=vars(cfg))
         runs.append(metrics)
         tqdm.write(f'seed {seed} {method}: exact {metrics["exact_match"]:.4f}'
                    f' choice {metrics["choice_acc"]:.4f} '
@@ -175,7 +176,7 @@ def main():
     md += [f'Total wall time: {wall / 60:.1f} min.', '', env_markdown(env),
            f'| transformers | {env["transformers"]} |']
     payload = dict(
-        config=dict(vars(args), demo=vars(DigitsDemoConfig())),
+        config=dict(vars(args)),
         env=env,
         runs=runs,
         summary=summary,

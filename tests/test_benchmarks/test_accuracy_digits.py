@@ -40,3 +40,22 @@ def test_one_epoch_run_writes_tables(tmp_path, monkeypatch):
     assert 'MergeMix, compat=openmixup' in md
     assert 'vit-tiny_1xb64-mergemix-openmixup-noscale_digits-32px.py' in md
     assert not (tmp_path / 'acc.partial.json').exists()
+
+
+def test_resume_summarises_only_the_requested_seeds(tmp_path, monkeypatch):
+    """A partial file from an earlier, larger run: the summary covers the
+    seeds asked for, as the page says, not every stored run."""
+    monkeypatch.setattr(acc.common, 'plot_accuracy_vs_cost',
+                        lambda *a, **k: None)
+    run = dict(train_time_s=1.0, step_time_s=0.1, steps=22)
+    stored = {str(s): dict(run, accuracy=a)
+              for s, a in ((0, 80.0), (1, 82.0), (2, 20.0))}
+    (tmp_path / 'acc.partial.json').write_text(
+        json.dumps(dict(epochs=1, runs=dict(mixup=stored))))
+    acc.main(['--seeds', '0', '1', '--epochs', '1', '--methods', 'mixup',
+              '--workers', '1', '--out', str(tmp_path), '--name', 'acc',
+              '--resume', '--no-ablation'])
+    with open(tmp_path / 'acc.json') as f:
+        res = json.load(f)
+    assert sorted(res['runs']['mixup']) == ['0', '1']
+    assert res['summary']['mixup']['mean'] == pytest.approx(81.0)

@@ -76,6 +76,10 @@ class MixPro(ModelAwareMixin, PlannedMix):
     exact visible pixel area (the official code uses the cell count, which
     differs when ``H`` is not a multiple of ``mask_patch_size``), the
     similarity is detached, and label smoothing is left to the head's loss.
+    OpenMixup's port differs: its classifier (commit 37e1372) takes the
+    attention from a no-grad forward on the *clean* batch, before mixing,
+    and compares the prediction with a smoothed target; its published MixPro
+    numbers come from that variant, which is not reproduced here.
     OpenMixup's recipe pairs it with Mixup:
     ``augments=[MixPro(1.0), Mixup(1.0)], probs=[0.8, 0.2]``.
 

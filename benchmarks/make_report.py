@@ -271,7 +271,11 @@ def build(results: str = common.RESULTS) -> str:
     return '\n'.join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+    argparse.ArgumentParser(
+        description='Rebuild benchmarks/README.md from results/*.json.'
+    ).parse_args(argv)
     text = build()
     path = osp.join(HERE, 'README.md')
     with open(path, 'w') as f:

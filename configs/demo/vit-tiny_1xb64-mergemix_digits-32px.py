@@ -1,4 +1,4 @@
-# README command 1: MergeMix on the embedded digits (tiny ViT, 32 px, CPU).
+# README command 2: MergeMix on the embedded digits (tiny ViT, 32 px, CPU).
 # The mask comes from block 2 (of 4) of the model being trained, after a
 # no-grad ToMe pass that merges 32 of the 64 patch tokens. Labels use the kept
 # pixel fraction (lam_scale=False, as OpenMixup's ImageNet recipe); see

@@ -173,3 +173,76 @@ def test_schedules_follow_mmcv_cosine_with_warmup():
             optim.step()
             for sched in scheds:
                 sched.step()
+
+
+# MergeMix's official recipes, transcribed from ALGORITHM.md §8.2 (OpenMixup
+# configs): config -> (arch, merge_num, 0-based attn block, lam_scale,
+# tome_in_mix, lam_margin, lr, min_lr, warm-up epochs, epochs, fp16).
+OFFICIAL_RECIPES = {
+    'deit-small-p16_1xb100-mergemix-200e_cifar100-224px.py':
+    ('deit-small', 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
+    'timm-deit-small-p16_1xb100-mergemix-200e_cifar100-224px.py':
+    (None, 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
+    'deit-tiny-p16_1xb100-mergemix-200e_cifar100-224px.py':
+    ('deit-tiny', 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
+    'vit-base-p16_4xb25-mergemix-200e_cifar100-224px.py':
+    ('b', 98, 8, True, True, -1, 5e-4, 1e-6, 20, 200, False),
+    'vit-small-p16_1xb100-mergemix-200e_cifar100-224px.py':
+    ('s', 98, 5, True, False, -1, 5e-4, 1e-6, 20, 200, False),
+    'vit-large-p16_2xb50-mergemix-200e_cifar100-224px.py':
+    ('l', 98, 17, True, True, 0.03, 2e-4, 1e-6, 20, 200, True),
+    'deit-small-p16_4xb256-mergemix-300e_in1k.py':
+    ('deit-small', 49, 11, False, True, -1, 1e-3, 1e-5, 5, 300, True),
+    'deit-small-p16_1xb16-mergemix-200e_cub.py':
+    ('deit-small', 147, 8, False, True, -1, 1e-5, 1e-7, 20, 200, False),
+    'vit-base-p16_1xb16-mergemix-200e_cub.py':
+    ('b', 98, 8, True, True, -1, 1e-5, 1e-6, 20, 200, False),
+    'deit-small-p16_1xb16-mergemix-200e_stanfordcars.py':
+    ('deit-small', 98, 11, False, True, -1, 1e-5, 1e-6, 20, 200, False),
+    'vit-base-p16_1xb16-mergemix-200e_stanfordcars.py':
+    ('b', 98, 11, False, True, -1, 1e-5, 1e-6, 20, 200, False),
+    'deit-small-p16_1xb16-mergemix-200e_aircraft.py':
+    ('deit-small', 98, 11, False, True, -1, 1e-5, 5e-6, 20, 200, False),
+    'vit-base-p16_1xb16-mergemix-200e_aircraft.py':
+    ('b', 98, 11, True, True, -1, 1e-5, 1e-6, 20, 200, False),
+}
+
+
+def test_every_mergemix_recipe_config_is_in_the_table():
+    found = {
+        osp.basename(p)
+        for p in glob.glob(osp.join(ROOT, 'configs', 'mergemix', '*.py'))
+        if '-mergemix-' in osp.basename(p)
+    }
+    assert found == set(OFFICIAL_RECIPES)
+
+
+@pytest.mark.parametrize('name', sorted(OFFICIAL_RECIPES))
+def test_mergemix_config_follows_the_official_recipe(name):
+    (arch, merge_num, attn_layer, lam_scale, tome_in_mix, lam_margin, lr,
+     min_lr, warmup, epochs, fp16) = OFFICIAL_RECIPES[name]
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mergemix', name))
+    model = cfg.model
+    if arch is not None:
+        assert model.backbone.arch == arch
+    assert model.backbone.merge_num == merge_num
+    assert model.backbone.drop_path_rate == 0.1
+    (augment, ) = model.train_cfg.augments
+    assert augment.type == 'MergeMix' and augment.alpha == 1.0
+    assert augment.merge_num == merge_num
+    assert augment.attn_layer == attn_layer
+    assert augment.lam_scale is lam_scale
+    assert augment.lam_margin == lam_margin
+    assert augment.get('mask_leaked', False) is False
+    assert model.tome_in_mix is tome_in_mix
+    # the classifier's hidden base loss: Mixup(0.8) on a second copy
+    assert model.aux_loss == 'mixup' and model.aux_alpha == 0.8
+    assert model.head.loss.label_smooth_val == 0.1
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(lr)
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
+    warm, cosine = cfg.param_scheduler
+    assert (warm.start_factor, warm.end) == (1e-5, warmup)
+    assert cosine.eta_min == pytest.approx(min_lr)
+    assert cfg.train_cfg.max_epochs == epochs
+    assert (cfg.optim_wrapper.get('type') == 'AmpOptimWrapper') is fp16

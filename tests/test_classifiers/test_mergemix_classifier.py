@@ -132,6 +132,71 @@ def test_train_and_val_step_with_timm_backbone(tome_in_mix):
     assert out[0].pred_score.shape == (5, )
 
 
+TOME_BACKBONE = dict(
+    type='ToMeVisionTransformer',
+    arch=dict(embed_dims=32, num_layers=3, num_heads=2,
+              feedforward_channels=64),
+    img_size=32, patch_size=8, out_type='cls_token', merge_num=6)
+
+
+@pytest.mark.parametrize('backbone', [TOME_BACKBONE, TIMM_BACKBONE])
+@pytest.mark.parametrize('tome_in_mix', [True, False])
+def test_tome_in_mix_decides_whether_classifying_forwards_merge(
+        backbone, tome_in_mix):
+    """``tome_in_mix=True``: only the mask pass merges; the training and
+    test forwards see every token. ``False``: they merge with the
+    backbone's schedule too (ALGORITHM.md §4.6)."""
+    model = build(backbone=copy.deepcopy(backbone), tome_in_mix=tome_in_mix,
+                  train_cfg=dict(augments=[dict(
+                      type='MergeMix', attn_layer=1, merge_num=4)]))
+    # the last block's first norm: called by the stock and the merged
+    # forwards alike, on the tokens entering the block
+    norm = (model.backbone.model.blocks[-1].norm1
+            if backbone['type'] == 'ToMeTimmViT' else
+            model.backbone.layers[-1].ln1)
+    seen = []
+    norm.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].shape[1]))
+    full = 17  # 16 patches + CLS
+    merged = full - sum(model.backbone.current_r_list[:-1])
+    assert merged < full
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    model.train_step(data(), optim)  # the mask pass stops at block 1
+    assert seen == [full if tome_in_mix else merged]
+    seen.clear()
+    model.eval()
+    model.val_step(data())
+    assert seen == [full if tome_in_mix else merged]
+
+
+def test_main_loss_uses_each_samples_label_weight_with_batch_head():
+    """With a batch-reduction head the main loss is
+    mean(lam) CE(y) + (1 - mean(lam)) CE(y[pi]) over the record's own
+    per-sample label weights (here MergeMix's per-sample draws)."""
+    import numpy as np
+    head = dict(
+        HEAD,
+        loss=dict(type='MixedLabelCrossEntropyLoss', lam_reduction='batch'))
+    model = build(head=head, train_cfg=dict(augments=[dict(
+        type='MergeMix', attn_layer=1, lam_scale=False, mode='elem',
+        lam_reduction='sample')]))
+    torch.manual_seed(2)
+    np.random.seed(2)
+    batch = model.data_preprocessor(data(), True)
+    inputs, samples = batch['inputs'], batch['data_samples']
+    record = model._pop_record()
+    loss = model._main_loss(inputs, samples, record)['loss']
+    lam = record.lam.float()
+    assert lam.max() - lam.min() > 0.2  # per-sample weights
+    logits = model.head(model.extract_feat(inputs)).float()
+    logp = logits.log_softmax(-1)
+    y = torch.cat([ds.gt_label for ds in samples])
+    ce = -logp.gather(1, y[:, None]).mean()
+    ce_partner = -logp.gather(1, y[record.index][:, None]).mean()
+    expected = lam.mean() * ce + (1 - lam.mean()) * ce_partner
+    torch.testing.assert_close(loss, expected)
+
+
 class KeepGradWrapper(OptimWrapper):
     """Optimizer wrapper that keeps gradients (no step, no zero_grad)."""
 
@@ -228,7 +293,7 @@ def test_logged_loss_is_main_plus_auxiliary():
                                main['loss'] + aux['aux_loss'])
 
 
-def test_aux_mixup_is_separate_loss_and_ema_copies():
+def test_ema_copy_binds_its_augment_to_the_copy():
     model = build(train_cfg=dict(augments=[dict(type='MergeMix',
                                                 attn_layer=1)]),
                   aux_loss='mixup')

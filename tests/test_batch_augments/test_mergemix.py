@@ -64,8 +64,19 @@ def test_label_weight_equals_kept_fraction_without_rescaling(compat, mode):
     if compat != 'llava':  # exactly k = floor(lam * N) patches kept
         k = torch.floor(mix['lam_draw'] * 64)
         torch.testing.assert_close(kept * 64, k)
-    # The mixed image really holds those pixels of the own image.
+    # The mixed image really holds those pixels of the own image (and the
+    # partner's elsewhere): replay the same draws through ``__call__``.
+    np.random.seed(5)
+    torch.manual_seed(5)
+    mix = aug.build_mix(x)
+    np.random.seed(5)
+    torch.manual_seed(5)
     mixed, _ = aug.__class__.__call__(aug, x, torch.eye(10)[:8])
+    own = mix['mask'].bool().expand_as(x)
+    assert own.any() and not own.all()
+    torch.testing.assert_close(mixed[own], x[own], rtol=0, atol=0)
+    partner = x[mix['index']]
+    torch.testing.assert_close(mixed[~own], partner[~own], rtol=0, atol=0)
 
 
 def test_mask_is_constant_on_each_patch_and_binary():
@@ -338,3 +349,111 @@ def test_mask_pass_stops_after_attn_layer(compat, blocks):
         top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
         ref = torch.zeros(8, 64).scatter_(1, top, 1.0).reshape(8, 8, 8)
         assert torch.equal(mix['patch_mask'], ref)
+
+
+def test_mode_elem_draws_one_lam_per_sample():
+    """``mode='elem'`` draws a lambda per sample, ``'batch'`` one in all."""
+    x, _ = batch()
+    draws = {}
+    for mode in ('batch', 'elem'):
+        aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                       lam_scale=False, mode=mode)))
+        np.random.seed(0)
+        draws[mode] = aug.build_mix(x)['lam_draw']
+        assert draws[mode].shape == (8, )
+    assert draws['batch'].unique().numel() == 1
+    assert draws['elem'].unique().numel() == 8
+    np.random.seed(0)
+    ref = torch.as_tensor(np.random.beta(1.0, 1.0, size=8),
+                          dtype=torch.float32)
+    torch.testing.assert_close(draws['elem'], ref)
+
+
+@pytest.mark.parametrize('attn_eval_mode', [True, False])
+def test_attn_eval_mode_turns_off_drop_path_in_mask_pass(attn_eval_mode):
+    """With ``attn_eval_mode`` the mask pass ignores dropout / drop-path, so
+    the mask does not depend on the torch seed; by default (train mode) it
+    does. The model is left in training mode either way."""
+    backbone = dict(BACKBONE, drop_rate=0.5, drop_path_rate=0.5)
+    model = build_model(dict(type='MergeMix', attn_layer=3, lam_scale=False,
+                             attn_eval_mode=attn_eval_mode),
+                        backbone=backbone)
+    aug = get_aug(model)
+    x, _ = batch()
+    masks = []
+    with patch('numpy.random.beta', return_value=np.array([0.5])):
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            masks.append(aug.build_mix(x)['patch_mask'])
+            assert model.training and model.backbone.training
+    assert masks[0].sum() == masks[1].sum() == 8 * 32
+    assert torch.equal(masks[0], masks[1]) == attn_eval_mode
+    if attn_eval_mode:  # the same mask as a pass of the model in eval mode
+        model.eval()
+        with patch('numpy.random.beta', return_value=np.array([0.5])):
+            ref = aug.build_mix(x)['patch_mask']
+        assert torch.equal(masks[0], ref)
+
+
+def test_lam_margin_mixes_image_with_drawn_lam_when_rescaling():
+    """The linear branch mixes the pixels with the drawn lambda while the
+    label uses the re-scaled weight (ALGORITHM.md A13)."""
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   lam_margin=0.3, lam_scale=True)))
+    x, y = batch()
+    torch.manual_seed(0)
+    with patch('numpy.random.beta', return_value=np.array([0.1])):
+        mixed, scores = aug(x, y)
+    rec = aug.pop_record()
+    assert rec.mask is None
+    torch.testing.assert_close(mixed, 0.1 * x + 0.9 * x[rec.index])
+    # the label weight is the re-scaled one, not the drawn 0.1
+    assert not torch.allclose(rec.lam, torch.full((8, ), 0.1))
+    torch.testing.assert_close(rec.lam, rec.lam[:1].expand(8))
+    lam = rec.lam[:, None]
+    torch.testing.assert_close(scores, lam * y + (1 - lam) * y[rec.index])
+
+
+def test_lam_margin_upper_bound_uses_linear_mixup():
+    """``lam >= 1 - lam_margin`` also takes the linear Mixup branch."""
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   lam_margin=0.3, lam_scale=False)))
+    x, y = batch()
+    with patch('numpy.random.beta', return_value=np.array([0.9])):
+        mix = aug.build_mix(x)
+        mixed, _ = aug(x, y)
+    assert mix['linear'] and mix['mask'] is None
+    torch.testing.assert_close(mix['lam'], torch.full((8, ), 0.9))
+    rec = aug.pop_record()
+    torch.testing.assert_close(mixed, 0.9 * x + 0.1 * x[rec.index])
+    # inside the margin the mask is used
+    with patch('numpy.random.beta', return_value=np.array([0.6])):
+        assert not aug.build_mix(x)['linear']
+
+
+def test_default_merge_num_is_half_the_patch_tokens():
+    """``merge_num=None`` merges half of the patch tokens in the mask pass
+    (the paper's 98 of 196)."""
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2)))
+    assert aug.merge_num is None
+    x, y = batch()
+    aug(x, y)  # the schedule of the 8x8 grid of the 32x32 inputs is cached
+    assert list(aug._schedules) == [(4, 64, 1)]
+    assert sum(aug._schedules[(4, 64, 1)]) == 32
+    assert sum(aug._schedule(4, 16, 1)) == 8
+
+
+def test_mask_leaked_llava_keeps_complement():
+    """Under ``compat='llava'`` ``mask_leaked`` also inverts the expanded
+    merged-space mask: the two patch masks are complementary."""
+    x, _ = batch()
+    cfg = dict(type='MergeMix', attn_layer=2, lam_scale=False,
+               compat='llava')
+    a = get_aug(build_model(cfg))
+    b = get_aug(build_model(dict(cfg, mask_leaked=True)))
+    with patch('numpy.random.beta', return_value=np.array([0.25])):
+        ma, mb = a.build_mix(x), b.build_mix(x)
+    assert 0 < ma['patch_mask'].sum() < ma['patch_mask'].numel()
+    torch.testing.assert_close(ma['patch_mask'] + mb['patch_mask'],
+                               torch.ones_like(ma['patch_mask']))
+    torch.testing.assert_close(mb['lam_mask'], 1 - ma['lam_mask'])

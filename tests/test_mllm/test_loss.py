@@ -97,3 +97,31 @@ def test_empty_response_is_an_error():
     with pytest.raises(ValueError, match='response token'):
         mixed_simpo_loss(torch.zeros(2), torch.zeros(2), torch.tensor([3, 0]),
                          0.5)
+
+
+def test_sft_loss_is_the_token_mean_over_unequal_responses():
+    """Responses of unequal length: the SFT loss is the mean over all
+    response tokens of the batch (HF ``ForCausalLMLoss``), not the mean of
+    the per-sequence means."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+    torch.manual_seed(2)
+    logits = torch.randn(3, 9, 17)
+    labels = torch.randint(0, 17, (3, 9))
+    labels[:, :4] = -100
+    labels[1, 6:] = -100
+    logp, n = sequence_logps(logits, labels)
+    assert n.tolist() == [5, 2, 5]
+    loss = sft_loss_from_logps(logp, n)
+    hf = ForCausalLMLoss(logits, labels, vocab_size=17)
+    torch.testing.assert_close(loss, hf, atol=1e-6, rtol=1e-6)
+    # by hand: -(sum of the 12 token log-probs) / 12
+    logp_sum = torch.tensor([-10.0, -1.0, -4.0])
+    n_tok = torch.tensor([5, 2, 5])
+    got = sft_loss_from_logps(logp_sum, n_tok)
+    assert got.item() == pytest.approx(15.0 / 12, abs=1e-6)
+    assert got.item() != pytest.approx(
+        (10.0 / 5 + 1.0 / 2 + 4.0 / 5) / 3, abs=1e-3)
+    # no labelled token: zero, still with a graph
+    w = torch.zeros(2, requires_grad=True)
+    zero = sft_loss_from_logps(w, torch.zeros(2, dtype=torch.long))
+    assert zero.item() == 0.0 and zero.requires_grad

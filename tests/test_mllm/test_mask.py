@@ -93,3 +93,27 @@ def test_bad_lambda_and_shapes():
     with pytest.raises(ValueError, match='saliency grid'):
         build_losers(torch.rand(2, 3, 16, 16), torch.tensor([1, 0]), 0.5,
                      'mergemix', Saliency(torch.rand(2, 4), (2, 2), 4))
+
+
+@pytest.mark.parametrize('n', [2, 3, 5])
+def test_derangement_fallback_has_no_fixed_point(monkeypatch, n):
+    """Every ``randperm`` draw is the identity, so the cyclic-shift
+    fallback runs; its shift must never be 0."""
+    calls = []
+
+    def identity(size, *args, **kwargs):
+        calls.append(size)
+        return torch.arange(size)
+
+    monkeypatch.setattr(torch, 'randperm', identity)
+    seen = set()
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        p = derangement(n, generator=g)
+        assert sorted(p.tolist()) == list(range(n))
+        assert not (p == torch.arange(n)).any()
+        seen.add(tuple(p.tolist()))
+    assert calls and set(calls) == {n}
+    # the fallback is a cyclic shift and every non-zero shift occurs
+    assert seen == {tuple(((torch.arange(n) + s) % n).tolist())
+                    for s in range(1, n)}

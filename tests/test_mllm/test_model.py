@@ -175,3 +175,60 @@ def test_eval_mode_is_sft_and_generate_runs(tiny_llava, make_samples):
                            batch['pixel_values'], max_new_tokens=3,
                            do_sample=False)
     assert gen.shape[0] == 3 and 1 <= gen.shape[1] <= 3
+
+
+def test_loser_rows_align_with_pair_rows(tiny_llava, make_samples,
+                                         make_llava_batch, monkeypatch):
+    """Default path (loser grad): with a text-only row in the batch, each
+    loser log-prob is that of its own row's response given its own mixed
+    image, recomputed row by row with the stock HF LLaVA forward."""
+    from mergemix_mm.mllm.loss import mixed_simpo_loss, sequence_logps
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=0)).train()
+    assert wrapper.mm_args.loser_grad and wrapper.mm_args.compat is None
+    samples = make_samples(3, with_text_only=True)  # text-only row is 1
+    batch = make_llava_batch(wrapper, processor, tok, samples)
+    captured = []
+    build = wrapper.adapter.build_losers
+
+    def spy(*args, **kwargs):
+        losers = build(*args, **kwargs)
+        captured.append(losers)
+        return losers
+
+    monkeypatch.setattr(wrapper.adapter, 'build_losers', spy)
+    out = wrapper(**batch, lam=0.5,
+                  generator=torch.Generator().manual_seed(0))
+    losers, = captured
+    assert out.pair_rows.tolist() == [0, 2, 3]
+    assert losers.image_index.tolist() == [0, 1, 2]
+    assert not torch.allclose(losers.pixel_values, batch['pixel_values'])
+    # the responses differ per row, so a misaligned row cannot match
+    labels = batch['labels']
+    assert out.num_tokens.tolist() == (labels[:, 1:] != -100).sum(1).tolist()
+    ref_w, ref_l = [], []
+    with torch.no_grad():
+        for row in range(4):
+            sl = slice(row, row + 1)
+            img = batch['has_image'][row]
+            idx = int(batch['has_image'][:row].sum())
+            pics = [batch['pixel_values'][idx:idx + 1]] if img else [None]
+            if img:
+                pics.append(losers.pixel_values[idx:idx + 1])
+            for pix, dst in zip(pics, (ref_w, ref_l)):
+                logits = model(input_ids=batch['input_ids'][sl],
+                               attention_mask=batch['attention_mask'][sl],
+                               pixel_values=pix).logits
+                dst.append(sequence_logps(logits, labels[sl])[0])
+    ref_w, ref_l = torch.cat(ref_w), torch.cat(ref_l)
+    torch.testing.assert_close(out.logp_winner.detach(), ref_w, atol=1e-4,
+                               rtol=1e-4)
+    torch.testing.assert_close(out.logp_loser.detach(), ref_l, atol=1e-4,
+                               rtol=1e-4)
+    assert not torch.allclose(ref_l, ref_l.flip(0), atol=1e-3)
+    rows = out.pair_rows
+    torch.testing.assert_close(out.lam, torch.full((3, ), 0.5))
+    expected = mixed_simpo_loss(ref_w[rows], ref_l, out.num_tokens[rows],
+                                out.lam)
+    torch.testing.assert_close(out.simpo_loss.detach(), expected,
+                               atol=1e-5, rtol=1e-5)

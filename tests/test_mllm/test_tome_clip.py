@@ -60,3 +60,70 @@ def test_merge_is_per_sample(tower):
     assert torch.equal(full.source[2:3], single.source)
     assert torch.allclose(full.hidden_states[2:3], single.hidden_states,
                           atol=1e-5)
+
+
+def _cls_attention(layer, x, head=None):
+    """CLS-row attention of a CLIP layer built from its q/k projections:
+    softmax over the keys, mean over the heads (or one ``head``)."""
+    attn = layer.self_attn
+    B, T, _ = x.shape
+    heads, dim = attn.num_heads, attn.head_dim
+    h = layer.layer_norm1(x)
+    q = attn.q_proj(h[:, :1]).view(B, 1, heads, dim).transpose(1, 2)
+    k = attn.k_proj(h).view(B, T, heads, dim).transpose(1, 2)
+    probs = ((q @ k.transpose(-2, -1)) * dim**-0.5).softmax(-1)
+    if head is not None:
+        return probs[:, head, 0]
+    return probs[:, :, 0].mean(1)
+
+
+@pytest.mark.parametrize('attn_layer', [0, 1])
+def test_cls_attn_is_the_head_mean_cls_row_without_merging(
+        tower, attn_layer):
+    x = torch.randn(2, 3, 32, 32)
+    layers = tower.vision_model.encoder.layers if hasattr(
+        tower, 'vision_model') else tower.encoder.layers
+    with torch.no_grad():
+        hs = tower(x, output_hidden_states=True).hidden_states
+        ref = _cls_attention(layers[attn_layer], hs[attn_layer])
+        out = clip_tome_forward(tower, x, 0, attn_layer=attn_layer,
+                                need_attn=True)
+    assert out.cls_attn.shape == ref.shape == (2, 65)
+    torch.testing.assert_close(out.cls_attn, ref, atol=1e-6, rtol=1e-5)
+    # the heads really differ, so the mean is not any single head
+    assert not torch.allclose(_cls_attention(layers[attn_layer],
+                                             hs[attn_layer], head=0), ref)
+    assert torch.equal(out.attn_source, torch.arange(65).expand(2, 65))
+    torch.testing.assert_close(out.patch_scores, ref[:, 1:], atol=1e-6,
+                               rtol=1e-5)
+
+
+def test_cls_attn_and_source_are_those_entering_attn_layer(tower):
+    """With merging before and inside ``attn_layer``, the CLS attention and
+    the source map describe the tokens *entering* that block (the output
+    of the blocks before it), not the tokens after its merge."""
+    x = torch.randn(2, 3, 32, 32)
+    layers = tower.vision_model.encoder.layers if hasattr(
+        tower, 'vision_model') else tower.encoder.layers
+    with torch.no_grad():
+        out = clip_tome_forward(tower, x, r_list=[10, 12], attn_layer=1,
+                                need_attn=True)
+        first = clip_tome_forward(tower, x, feature_layer=1, r_list=[10])
+        ref = _cls_attention(layers[1], first.hidden_states)
+    assert out.token_counts == [65, 55, 43]
+    # source map after block 0 (= entering block 1), onto all 55 tokens
+    assert torch.equal(out.attn_source, first.source)
+    assert out.attn_source.max() == 54
+    for row in out.attn_source:
+        assert row.unique().tolist() == list(range(55))
+    assert not torch.equal(out.attn_source, out.source)
+    torch.testing.assert_close(out.cls_attn, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.patch_scores,
+                               ref.gather(1, first.source[:, 1:]),
+                               atol=1e-6, rtol=1e-5)
+    # attention of block 0: the unmerged grid, source is the identity
+    with torch.no_grad():
+        out0 = clip_tome_forward(tower, x, r_list=[10, 12], attn_layer=0,
+                                 need_attn=True)
+    assert torch.equal(out0.attn_source, torch.arange(65).expand(2, 65))
+    assert out0.cls_attn.shape == (2, 65)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from baseline_utils import build_bound, check_contract, make_batch, seed_all
@@ -92,3 +93,13 @@ def test_errors():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         AttentiveCutMix(**kwargs)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_top_k_is_int_of_lambda_cells(seed):
+    aug = _Stub(alpha=2.0)
+    x = torch.zeros(3, 3, 32, 32)
+    seed_all(seed)
+    lam = np.random.beta(2.0, 2.0)
+    seed_all(seed)
+    assert aug.build_mix(x)['k'] == min(max(1, int(64 * lam)), 64)

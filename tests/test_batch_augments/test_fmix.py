@@ -84,3 +84,12 @@ def test_reformulate_shifts_lambda_up():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         FMix(**kwargs)
+
+
+def test_softening_is_limited_by_the_smaller_area():
+    """The ramp is at most 2 * min(max_soft, lam, 1 - lam) * n pixels, so a
+    small lam keeps its mean under a large max_soft."""
+    img = torch.rand(10, 10)
+    mask = binarise_mask(img, 0.1, max_soft=0.5)
+    assert (mask > 0).sum().item() <= 20
+    assert mask.mean().item() == pytest.approx(0.1, abs=1e-6)

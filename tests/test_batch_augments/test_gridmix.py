@@ -1,9 +1,13 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 from baseline_utils import check_contract, make_batch, seed_all
 from mmpretrain.registry import BATCH_AUGMENTS
 
 from mergemix_mm.models.batch_augments import GridMix
+from mergemix_mm.models.batch_augments.base import derangement
 
 
 def test_contract_and_registry():
@@ -86,3 +90,34 @@ def test_too_many_holes_for_the_image_is_an_error():
     x, y = make_batch(2, size=32)
     with pytest.raises(ValueError, match=r'n_holes=\(40, 40\) is too many'):
         GridMix(n_holes=40)(x, y)
+
+
+@pytest.mark.parametrize('alpha, seed', [(1.0, 0), (1.0, 1), (1.0, 2),
+                                         (0.02, 2), (0.02, 5), (0.02, 7)])
+def test_grid_geometry_follows_the_laws(alpha, seed):
+    """cell_h = cell_w x hole_aspect, hole side = int(cell sqrt(1 - lam))
+    clipped to [1, cell - 1] (alpha=0.02 draws lam = 1 at seed 2 and
+    lam < 1e-30 at seeds 5, 7)."""
+    x, _ = make_batch(2, size=64)
+    seed_all(seed)
+    lam = np.random.beta(alpha, alpha)
+    seed_all(seed)
+    plan = GridMix(alpha=alpha, n_holes=4, hole_aspect_ratio=0.5,
+                   cut_area_ratio=1.0, cut_aspect_ratio=1.0).build_mix(x)
+    (cell_h, cell_w), (hole_h, hole_w) = plan['grid']['cell'], \
+        plan['grid']['hole']
+    assert cell_h == max(int(cell_w * 0.5), 2)
+    ratio = math.sqrt(1 - lam)
+    assert hole_w == min(max(int(cell_w * ratio), 1), cell_w - 1)
+    assert hole_h == min(max(int(cell_h * ratio), 1), cell_h - 1)
+    assert 1 <= hole_w < cell_w and 1 <= hole_h < cell_h
+
+
+@pytest.mark.parametrize('num', [2, 3, 7])
+def test_derangement_fallback_has_no_fixed_points(num):
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        perm = derangement(num, torch.device('cpu'), max_tries=0,
+                           generator=g)
+        assert sorted(perm.tolist()) == list(range(num))
+        assert not bool((perm == torch.arange(num)).any())

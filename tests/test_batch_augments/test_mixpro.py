@@ -1,6 +1,7 @@
 import math
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 import torch
 from baseline_utils import build_bound, check_contract, make_batch, seed_all
@@ -119,3 +120,29 @@ def test_cell_size_must_fit_the_patches_and_image():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         MixPro(**kwargs)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_own_cell_count_is_the_ceil_of_lambda_cells(seed):
+    _, aug = build_bound(dict(type='MixPro', mask_patch_size=8))
+    x, _ = make_batch(3)
+    seed_all(seed)
+    lam = np.random.beta(1.0, 1.0)
+    seed_all(seed)
+    plan = aug.build_mix(x)
+    counts = plan['cells'].flatten(1).sum(1)
+    torch.testing.assert_close(
+        counts, torch.full((3, ), float(math.ceil(lam * 16))))
+
+
+def test_similarity_factor_is_detached_from_the_logits():
+    model, aug = build_bound(dict(type='MixPro', mask_patch_size=8))
+    x, y = make_batch(4)
+    seed_all(0)
+    mixed, _ = aug(x, y)
+    record = aug.pop_record()
+    with torch.no_grad():
+        out = forward_with_attention(model.backbone, mixed, attn_layer=-1)
+    logits = torch.randn(4, 10, requires_grad=True)
+    lam = aug.attention_lam(out, logits, record)
+    assert not lam.requires_grad

@@ -3,6 +3,8 @@ import torch
 from baseline_utils import build_bound, check_contract, make_batch, seed_all
 
 from mergemix_mm.models.batch_augments import TdAttenMix
+from mergemix_mm.models.batch_augments.attention_utils import \
+    normalize_map
 from mergemix_mm.models.batch_augments.smmix import region_swap_plan
 from mergemix_mm.models.batch_augments.tdattenmix import (
     label_relevance, region_attention_lam, top_down_map)
@@ -99,3 +101,19 @@ def test_class_count_mismatch_is_a_clear_error():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         TdAttenMix(**kwargs)
+
+
+def test_build_mix_weights_area_by_ratio():
+    _, aug = build_bound(dict(type='TdAttenMix', ratio=0.2))
+    x, y = make_batch(4)
+    seed_all(0)
+    plan = aug.build_mix(x, y.float())
+    assert not torch.allclose(plan['lam_area'], plan['lam_attn'])
+    torch.testing.assert_close(
+        plan['lam'], 0.2 * plan['lam_area'] + 0.8 * plan['lam_attn'])
+
+
+def test_normalize_map_drops_negative_cells():
+    sal = torch.tensor([[[-1.0, 1.0], [1.0, 2.0]]])
+    torch.testing.assert_close(
+        normalize_map(sal), torch.tensor([[[0.0, 0.25], [0.25, 0.5]]]))

@@ -94,3 +94,39 @@ def test_unbound_without_teacher_is_a_clear_error():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         TokenMix(**kwargs)
+
+
+def test_partner_score_uses_the_partner_activation_map():
+    class Stub(TokenMix):
+        def activation_map(self, inputs):
+            g = torch.Generator().manual_seed(3)
+            act = torch.rand(inputs.shape[0], 8, 8, generator=g)
+            return act / act.flatten(1).sum(1)[:, None, None]
+
+    model, _ = build_bound(dict(type='TokenMix'))
+    aug = Stub(mask_type='random')
+    aug.bind(model)
+    x, _ = make_batch(4)
+    seed_all(0)
+    plan = aug.build_mix(x)
+    act, masked = plan['activation'], plan['token_mask']
+    index = plan['index']
+    for i in range(4):
+        s_own = act[i][~masked].sum()
+        s_partner = act[index[i]][masked].sum()
+        assert plan['lam'][i].item() == pytest.approx(
+            (s_own / (s_own + s_partner)).item(), abs=1e-6)
+
+
+def test_token_count_is_capped_at_the_grid():
+    _, aug = build_bound(dict(type='TokenMix', mask_ratio=1.0))
+    assert aug.num_masked((8, 8)) == 64
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_alpha_draws_the_ratio_as_one_minus_beta(seed):
+    _, aug = build_bound(dict(type='TokenMix', alpha=0.5, minimum_tokens=0))
+    seed_all(seed)
+    beta = np.random.beta(0.5, 0.5)
+    seed_all(seed)
+    assert aug.num_masked((8, 8)) == int((1 - beta) * 64)

@@ -123,3 +123,24 @@ def test_attn_layer_out_of_range_is_reported_by_the_forward():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         TransMix(**kwargs)
+
+
+def test_cls_attention_grid_is_the_head_mean_cls_row():
+    model, _ = build_bound(dict(type='TransMix'))
+    x, _ = make_batch(2)
+    with torch.no_grad():
+        out = forward_with_attention(model.backbone, x, attn_layer=-1)
+    expected = out.attn[:, :, 0, 1:].float().mean(1).reshape(2, 8, 8)
+    torch.testing.assert_close(cls_attention_grid(out), expected)
+
+
+def test_cls_attention_grid_shares_merged_tokens_attention():
+    model, _ = build_bound(dict(type='TransMix'))
+    x, _ = make_batch(2)
+    with torch.no_grad():
+        out = forward_with_attention(model.backbone, x, attn_layer=1,
+                                     r_list=[16, 0])
+    assert out.attn.shape[-1] == 65 - 16
+    total = out.attn[:, :, 0, 1:].float().mean(1).sum(1)
+    torch.testing.assert_close(
+        cls_attention_grid(out).flatten(1).sum(1), total)

@@ -103,3 +103,23 @@ def test_cal_acc_rejected():
     with pytest.raises(ValueError, match='cal_acc'):
         MODELS.build(dict(type='MixLabelClsHead', num_classes=5,
                           in_channels=5, cal_acc=True))
+
+
+def test_batch_reduction_without_mix_fields_is_soft_ce():
+    """An unmixed batch (no mix_index) under lam_reduction='batch' falls
+    back to the soft-target loss on gt_score."""
+    logits, labels, index, lam = make_batch(5)
+    scores = mix_scores(F.one_hot(labels, 5).float(), index, lam)
+    loss = head('batch')._get_loss(logits, samples(labels, scores))['loss']
+    target = scores * 0.9 + 0.1 / 5
+    expected = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_loss_weight_scales_the_loss():
+    logits, labels, _, _ = make_batch()
+    plain = MODELS.build(dict(type='MixedLabelCrossEntropyLoss'))
+    heavy = MODELS.build(dict(type='MixedLabelCrossEntropyLoss',
+                              loss_weight=2.5))
+    torch.testing.assert_close(heavy(logits, labels),
+                               2.5 * plain(logits, labels))

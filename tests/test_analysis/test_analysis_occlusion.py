@@ -96,3 +96,74 @@ def test_zero_occlusion_equals_plain_accuracy(tiny_config, tiny_checkpoint):
                             max_batches=1,
                             progress=False)
     assert again['top1'] == curve['top1']
+
+
+@pytest.mark.parametrize('grid, fraction, expected', [((3, 3), 0.5, 5),
+                                                      ((1, 5), 0.5, 3),
+                                                      ((1, 2), 0.25, 1)])
+def test_mask_count_rounds_half_up(grid, fraction, expected):
+    # round(f * N) rounds halves up (4.5 -> 5, 2.5 -> 3, 0.5 -> 1), not to
+    # the even neighbour as Python's round() would
+    mask = random_patch_mask(4, grid, fraction,
+                             torch.Generator().manual_seed(0))
+    assert mask.flatten(1).sum(1).tolist() == [expected] * 4
+
+
+def test_non_square_patches_tile_rows_by_height():
+    x = torch.randn(2, 3, 8, 16) + 5
+    out = occlude_patches(x, 0.5, (2, 8), torch.Generator().manual_seed(0))
+    # 4 x 2 cells of 2 x 8 pixels
+    cells = out.reshape(2, 3, 4, 2, 2, 8)
+    filled = (cells == 0).all(dim=(1, 3, 5))
+    kept = (cells == x.reshape(2, 3, 4, 2, 2, 8)).all(dim=(1, 3, 5))
+    assert bool((filled ^ kept).all())
+    assert filled.flatten(1).sum(1).tolist() == [4, 4]
+
+
+def _spy_occlusions(monkeypatch):
+    import importlib
+    occ = importlib.import_module('mergemix_mm.analysis.occlusion')
+    seen = []
+    original = occ.occlude_patches
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out.clone())
+        return out
+
+    monkeypatch.setattr(occ, 'occlude_patches', spy)
+    return seen
+
+
+def test_occlusion_curve_masks_follow_the_seed(tiny_config, tiny_checkpoint,
+                                               monkeypatch):
+    cfg = load_config(tiny_config)
+    model = build_model(cfg, tiny_checkpoint)
+    loader = build_loader(cfg, 'test', batch_size=8)
+    runs = {}
+    for seed in (0, 1, 0):
+        seen = _spy_occlusions(monkeypatch)
+        occlusion_curve(model,
+                        loader, [0.5],
+                        seed=seed,
+                        max_batches=1,
+                        progress=False)
+        assert len(seen) == 1
+        runs.setdefault(seed, []).append(seen[0])
+    torch.testing.assert_close(runs[0][0], runs[0][1])
+    assert not torch.equal(runs[0][0], runs[1][0])
+
+
+def test_occlusion_curve_counts_every_batch(tiny_config, tiny_checkpoint):
+    cfg = load_config(tiny_config)
+    model = build_model(cfg, tiny_checkpoint)
+    one = occlusion_curve(model,
+                          build_loader(cfg, 'test', batch_size=60), [0.0],
+                          max_batches=1,
+                          progress=False)
+    two = occlusion_curve(model,
+                          build_loader(cfg, 'test', batch_size=30), [0.0],
+                          max_batches=2,
+                          progress=False)
+    assert one['num_samples'] == two['num_samples'] == 60
+    assert two['top1'] == pytest.approx(one['top1'], abs=1e-9)

@@ -177,3 +177,34 @@ def test_fine_grained_configs(tmp_path, name, cls_name, root_key, cub_tgz,
         dcfg['data_root'] = out
         ds = DATASETS.build(dcfg)
         assert tuple(ds[0]['inputs'].shape) == (3, 224, 224)
+
+
+def _skips_bad(ds):
+    from mergemix_mm.datasets import SafeLoadImageFromFile
+    return [t.skip_bad for t in ds.pipeline.transforms
+            if isinstance(t, SafeLoadImageFromFile)]
+
+
+def test_skip_bad_samples_only_on_training_splits(tmp_path, cub_tgz,
+                                                  cars_files, aircraft_tgz):
+    cub = str(tmp_path / 'cub')
+    load_tool('prepare_cub').prepare_cub(cub, archive=cub_tgz()[0])
+    cars = str(tmp_path / 'cars')
+    files = cars_files()['files']
+    load_tool('prepare_stanford_cars').prepare_stanford_cars(
+        cars, [files['car_ims.tgz'], files['cars_annos.mat']])
+    air = str(tmp_path / 'air')
+    load_tool('prepare_aircraft').prepare_aircraft(
+        air, archive=aircraft_tgz()[0])
+    cases = [('CUBLocal', cub, 'train', True),
+             ('CUBLocal', cub, 'test', False),
+             ('StanfordCarsLocal', cars, 'train', True),
+             ('StanfordCarsLocal', cars, 'test', False),
+             ('FGVCAircraftLocal', air, 'train', True),
+             ('FGVCAircraftLocal', air, 'trainval', True),
+             ('FGVCAircraftLocal', air, 'val', False),
+             ('FGVCAircraftLocal', air, 'test', False)]
+    for cls_name, root, split, skips in cases:
+        ds = DATASETS.build(dict(type=cls_name, data_root=root, split=split,
+                                 pipeline=PIPE, skip_bad_samples=True))
+        assert _skips_bad(ds) == [skips], (cls_name, split)

@@ -185,3 +185,12 @@ def test_truncated_jpeg_rejected_with_pillow_backend(tmp_path):
     (tmp_path / 'full.jpg').write_bytes(data)
     assert t(dict(img_path=str(tmp_path / 'full.jpg')))['img'].shape == \
         (64, 64, 3)
+
+
+def test_skip_is_not_applied_to_test_mode_datasets(folder_with_bad_images,
+                                                   warnings_log):
+    root, bad = folder_with_bad_images
+    ds = _build(root, 'train', skip_bad_samples=True, test_mode=True)
+    assert any('ignored for evaluation data' in m for m in warnings_log)
+    with pytest.raises(ImageLoadError, match='n01_9_garbage'):
+        ds[_index_of(ds, bad[0])]

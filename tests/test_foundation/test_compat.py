@@ -65,3 +65,25 @@ def test_persistent_workers_dropped_without_workers():
     loader = Runner.build_dataloader(cfg)
     assert len(loader) == 225
     assert cfg['persistent_workers'] is True  # caller's dict untouched
+
+
+def test_persistent_workers_kept_with_workers():
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    init_default_scope('mmpretrain')
+    cfg = dict(
+        batch_size=2, num_workers=1, persistent_workers=True,
+        dataset=dict(type='DigitsDataset', split='test',
+                     pipeline=[dict(type='PackInputs')]),
+        sampler=dict(type='DefaultSampler', shuffle=False))
+    loader = Runner.build_dataloader(cfg)
+    assert loader.persistent_workers is True
+
+
+@pytest.mark.parametrize('content', [b'', b'\x80\x02'], ids=['empty', 'cut'])
+def test_empty_or_cut_checkpoint_is_reported_as_corrupt(tmp_path, content):
+    from mergemix_mm.utils.checkpoint_safety import CheckpointCorruptError
+    path = tmp_path / 'bad.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointCorruptError, match='bad.pth'):
+        compat.load_local_checkpoint_trusted(str(path))

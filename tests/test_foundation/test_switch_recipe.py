@@ -138,3 +138,14 @@ def test_every_augment_switches_in_and_trains(aug):
     assert all(torch.isfinite(v).all() for v in losses.values())
     assert any(not torch.equal(b, p)
                for b, p in zip(before, model.parameters()))
+
+
+def test_patching_twice_wraps_the_hook_once():
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+
+    from mergemix_mm.engine.switch_recipe import patch_switch_recipe_hook
+    patched = SwitchRecipeHook._switch_batch_augments
+    assert patched._binds_augments is True
+    patch_switch_recipe_hook()
+    patch_switch_recipe_hook()
+    assert SwitchRecipeHook._switch_batch_augments is patched

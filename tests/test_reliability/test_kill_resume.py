@@ -146,3 +146,22 @@ def test_sigkill_and_resume_tools_train(tmp_path, kind):
         assert (t['epoch'], t['iter']) == (ref['meta']['epoch'],
                                            ref['meta']['iter']), t
         assert t['identical'], t
+
+
+def test_set_rng_state_restores_python_numpy_and_torch():
+    import random
+
+    import numpy as np
+
+    from mergemix_mm.engine import get_rng_state, set_rng_state
+
+    def draw():
+        return (random.random(), np.random.rand(), torch.rand(1).item())
+
+    state = get_rng_state()
+    first = draw()
+    assert draw() != first
+    set_rng_state(state)
+    assert draw() == first
+    with pytest.raises(TypeError, match='get_rng_state'):
+        set_rng_state(dict(python=random.getstate()))

@@ -20,7 +20,8 @@ from torch import nn
 __all__ = [
     'resolve_device', 'load_config', 'build_model', 'build_loader',
     'check_checkpoint', 'quiet_logger', 'preprocessed_batches',
-    'predict_batches', 'batch_labels', 'num_classes_of', 'class_names_of'
+    'predict_batches', 'batch_labels', 'num_classes_of', 'class_names_of',
+    'config_img_size'
 ]
 
 _SPLITS = ('train', 'val', 'test')
@@ -74,6 +75,23 @@ def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     quiet_logger()
     return cfg
+
+
+def config_img_size(backbone: nn.Module) -> int:
+    """Square input size a config's ViT backbone was built for (its
+    position embedding's grid times the patch size), the default image size
+    of the ToMe tools.
+
+    Raises:
+        ValueError: For a non-ViT backbone, or a non-square configured size
+            (the tools then need ``--img-size``).
+    """
+    from ..models.tome import vit_img_size
+    h, w = vit_img_size(backbone)
+    if h != w:
+        raise ValueError(f"the config's backbone is built for a non-square "
+                         f'img_size {(h, w)}; pass --img-size')
+    return h
 
 
 def quiet_logger(level: str = 'WARNING') -> None:

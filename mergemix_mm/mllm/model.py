@@ -287,7 +287,7 @@ class MergeMixVLM(nn.Module):
 
         sft = sft_loss_from_logps(logp_w, n_tok)
         lam_margin = losers.lam_kept.to(logp_w.dtype)
-        if args.margin_lam == 'nominal' and args.method == 'mergemix':
+        if args.margin_lam == 'nominal':
             lam_margin = torch.full_like(lam_margin, lam)
         n_pair = n_tok[pair_rows]
         empty = n_pair == 0

@@ -182,3 +182,17 @@ def test_vit_img_size_of_every_supported_backbone():
         **kw))) == (48, 48)
     with pytest.raises(ValueError, match='ResNet'):
         vit_img_size(MODELS.build(dict(type='ResNet', depth=18)))
+
+
+def test_tools_need_img_size_for_a_non_square_config(tmp_path):
+    cfg = _write_config(
+        tmp_path,
+        dict(type='ToMeVisionTransformer', img_size=(32, 48), patch_size=8,
+             arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                       feedforward_channels=64)))
+    for name in ('get_flops', 'benchmark_speed'):
+        with pytest.raises(ValueError, match=r'\(32, 48\); pass --img-size'):
+            _load(name).main([cfg, '--settings', 'none'])
+    rows = _load('get_flops').main([cfg, '--img-size', '32', '--settings',
+                                    'none'])
+    assert rows[0]['tokens'][0] == 17

@@ -37,8 +37,8 @@ import torch
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 __all__ = [
-    'parse_setting', 'build_model', 'build_from_config', 'config_img_size',
-    'forward_fn', 'run_benchmark',
+    'parse_setting', 'build_model', 'build_from_config', 'forward_fn',
+    'run_benchmark',
     'measure_merge_overhead', 'environment_info', 'format_markdown', 'main'
 ]
 
@@ -68,21 +68,6 @@ def build_from_config(config: str) -> torch.nn.Module:
         backbone = backbone.model  # ToMeTimmViT
     vit_geometry(backbone)  # names the type of a non-ViT backbone
     return backbone.eval()
-
-
-def config_img_size(model: torch.nn.Module) -> int:
-    """Square input size a backbone was configured for (its position
-    embedding's grid times the patch size).
-
-    Raises:
-        ValueError: For a non-square configured size (pass ``--img-size``).
-    """
-    from mergemix_mm.models.tome import vit_img_size
-    h, w = vit_img_size(model)
-    if h != w:
-        raise ValueError(f'the config sets a non-square img_size {(h, w)}; '
-                         'pass --img-size')
-    return h
 
 
 def build_model(arch: str = 'deit-small',
@@ -409,6 +394,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.config:
+        from mergemix_mm.analysis import config_img_size
         model = build_from_config(args.config)
         args.arch, args.backend = args.config, (
             'mmpretrain' if hasattr(model, 'layers') else 'timm')

@@ -109,9 +109,9 @@ def count_flops(model: nn.Module,
 
 
 def build_from_args(config: Optional[str], arch: str,
-                    img_size: int) -> nn.Module:
+                    img_size: Optional[int]) -> nn.Module:
     """An mmpretrain model from a config, or a bare ViT backbone for
-    ``arch``."""
+    ``arch`` at ``img_size`` (unused with a config)."""
     import mergemix_mm  # noqa: F401
     from mmpretrain.registry import MODELS
     if config:
@@ -143,20 +143,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
-    from mergemix_mm.models.tome import (schedule_from_setting, vit_geometry,
-                                         vit_img_size)
-    model = build_from_args(args.config, args.arch, args.img_size or 224)
+    from mergemix_mm.analysis import config_img_size
+    from mergemix_mm.models.tome import schedule_from_setting, vit_geometry
+    if args.img_size is None and not args.config:
+        args.img_size = 224
+    model = build_from_args(args.config, args.arch, args.img_size)
     backbone = getattr(model, 'backbone', model)
     num_layers = vit_geometry(backbone).num_layers
-    if args.img_size is None:
-        if args.config:
-            h, w = vit_img_size(backbone)
-            if h != w:
-                raise ValueError(f'{args.config} sets a non-square img_size '
-                                 f'{(h, w)}; pass --img-size')
-            args.img_size = h
-        else:
-            args.img_size = 224
+    if args.img_size is None:  # a config's own size
+        args.img_size = config_img_size(backbone)
     name = args.config or args.arch
     print(f'{name}, {args.img_size} px, per image (1 MAC = 1 FLOP)')
     print('| setting | tokens out | GFLOPs (Linear/Conv) | '

@@ -43,8 +43,11 @@ def count_flops(model: nn.Module,
             :func:`mergemix_mm.models.tome.forward_with_attention`, or an
             mmpretrain classifier whose ``backbone`` is one (its ``neck`` and
             ``head`` are counted too).
-        r_list (Sequence[int], optional): ``r`` per block; None means no
-            merging.
+        r_list (Sequence[int], optional): ``r`` per block. None counts
+            the backbone's own evaluation schedule: a ToMe backbone's
+            test-time merging, no merging for a stock ViT. Pass
+            ``[0] * num_layers`` to count a ToMe backbone unmerged.
+            Defaults to None.
         img_size (int): Square input size. Defaults to 224.
         in_channels (int): Input channels. Defaults to 3.
 

@@ -3,6 +3,10 @@
 # Runs NUM_PROCS processes with torchrun. On GPUs each process takes one GPU
 # (nccl); without CUDA the processes train on CPU with gloo.
 set -euo pipefail
+if [ "$#" -lt 2 ]; then
+    echo "usage: bash tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]" >&2
+    exit 2
+fi
 CONFIG=$1
 NPROC=$2
 NNODES=${NNODES:-1}

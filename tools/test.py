@@ -12,11 +12,12 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mergemix_mm  # noqa: E402,F401
+from mergemix_mm.utils.cli import CfgOptionsAction  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,7 +30,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override config settings, e.g. test_dataloader.batch_size=8')
     parser.add_argument(
         '--launcher',
@@ -38,9 +39,36 @@ def parse_args(argv=None):
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out {args.out}: the predictions are a pickle; '
+                     'give a .pkl or .pickle file name')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def missing_weights(model, checkpoint: str) -> list:
+    """Weights of ``model`` that ``checkpoint`` does not hold.
+
+    mmengine loads ``load_from`` non-strictly (a warning, buried in the
+    log), so a checkpoint of another architecture would be evaluated with
+    randomly initialised weights; test.py refuses that instead.
+    """
+    import re
+    import zipfile
+
+    import torch
+    from mmengine.model import is_model_wrapper
+
+    from mergemix_mm.utils.checkpoint_safety import check_checkpoint
+    check_checkpoint(checkpoint, kind='weights')  # names a corrupt file
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False,
+                      mmap=zipfile.is_zipfile(checkpoint))
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    keys = {re.sub(r'^module\.', '', k) for k in state}
+    if is_model_wrapper(model):
+        model = model.module
+    return [k for k in model.state_dict() if k not in keys]
 
 
 def main(argv=None):
@@ -70,6 +98,15 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    missing = missing_weights(runner.model, args.checkpoint)
+    if missing:
+        total = len(runner.model.state_dict())
+        raise SystemExit(
+            f'checkpoint {args.checkpoint!r} does not fit the model of '
+            f'{args.config!r}: {len(missing)} of its {total} weights are '
+            f'not in the checkpoint (e.g. {missing[:3]}), so they would be '
+            'evaluated randomly initialised. Use the config the checkpoint '
+            'was trained with.')
     metrics = runner.test()
     return metrics
 

@@ -15,11 +15,12 @@ from copy import deepcopy
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import torch  # noqa: E402
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mergemix_mm  # noqa: E402,F401  (applies compat fixes, registers modules)
+from mergemix_mm.utils.cli import CfgOptionsAction  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override config settings, e.g. train_cfg.max_epochs=2')
     parser.add_argument(
         '--launcher',

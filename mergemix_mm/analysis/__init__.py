@@ -7,7 +7,7 @@ from .loading import (batch_labels, build_loader, build_model,
                       check_checkpoint, class_names_of, config_img_size,
                       load_config,
                       num_classes_of, predict_batches, preprocessed_batches,
-                      quiet_logger, resolve_device)
+                      quiet_logger, resolve_device, settings_schedules)
 from .mix_vis import (MixView, augment_repr, denormalize, describe_mix,
                       estimate_partners, label_weights_text, pair_weights_text,
                       plot_mix_grid)
@@ -22,7 +22,7 @@ __all__ = [
     'check_checkpoint', 'class_names_of', 'config_img_size', 'load_config',
     'num_classes_of',
     'predict_batches', 'preprocessed_batches', 'quiet_logger',
-    'resolve_device', 'MixView',
+    'resolve_device', 'settings_schedules', 'MixView',
     'augment_repr', 'denormalize', 'describe_mix', 'estimate_partners',
     'label_weights_text', 'pair_weights_text', 'plot_mix_grid',
     'DEFAULT_FRACTIONS', 'occlude_patches', 'occlusion_curve',

@@ -8,7 +8,7 @@ trusted checkpoints load on torch >= 2.6) and
 """
 import copy
 import os.path as osp
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -92,6 +92,38 @@ def config_img_size(backbone: nn.Module) -> int:
         raise ValueError(f"the config's backbone is built for a non-square "
                          f'img_size {(h, w)}; pass --img-size')
     return h
+
+
+def settings_schedules(settings: Sequence[str], backbone: nn.Module,
+                       img_size: int) -> Dict[str, List[int]]:
+    """``r`` per block of every ``--settings`` entry of the ToMe tools,
+    checked against the tokens a ``img_size`` px image gives ``backbone``
+    before anything runs.
+
+    Raises:
+        ValueError: Naming ``--img-size`` (not a positive multiple of the
+            patch size) or the ``--settings`` entry (unknown name, or more
+            merging than the model's tokens allow).
+    """
+    from ..models.tome import (check_schedule, schedule_from_setting,
+                               vit_geometry)
+    geo = vit_geometry(backbone)
+    ph, pw = geo.patch_size
+    if img_size < 1 or img_size % ph or img_size % pw:
+        raise ValueError(f'--img-size {img_size} must be a positive multiple '
+                         f"of the model's patch size {ph}x{pw}")
+    num_tokens = (img_size // ph) * (img_size // pw) + geo.num_extra_tokens
+    schedules = {}
+    for setting in settings:
+        try:
+            r_list = schedule_from_setting(setting, geo.num_layers)
+        except ValueError as err:
+            raise ValueError(f'--settings {setting}: {err}') from err
+        check_schedule(r_list, num_tokens, geo.num_extra_tokens,
+                       setting=f'--settings {setting} ({img_size} px, '
+                       f'{num_tokens} tokens)')
+        schedules[setting] = r_list
+    return schedules
 
 
 def quiet_logger(level: str = 'WARNING') -> None:

@@ -48,6 +48,8 @@ def require_file(path: str, what: str) -> str:
         FileNotFoundError: Naming ``what`` and ``path``; the converters never
             download anything.
     """
+    if osp.isdir(path):
+        raise FileNotFoundError(f'{what}: {path!r} is a folder, not a file.')
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'{what}: {path!r} does not exist. The converters only read '

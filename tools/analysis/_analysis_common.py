@@ -14,8 +14,26 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 __all__ = [
     'add_label_args', 'add_loader_args', 'check_per_checkpoint',
     'default_labels', 'check_inputs', 'iter_checkpoint_models',
-    'command_line', 'run_cli'
+    'command_line', 'run_cli', 'cfg_options_action', 'check_loader_args'
 ]
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+
+
+def cfg_options_action():
+    """``mergemix_mm.utils.cli.CfgOptionsAction`` (``--cfg-options`` entries
+    it cannot parse are usage errors), loaded from its file when the package
+    is not imported yet: parsing the command line stays free of the heavy
+    imports."""
+    module = sys.modules.get('mergemix_mm.utils.cli')
+    if module is None:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            '_mergemix_mm_cli', osp.join(ROOT, 'mergemix_mm', 'utils',
+                                         'cli.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.CfgOptionsAction
 
 
 def add_label_args(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +52,6 @@ def add_label_args(parser: argparse.ArgumentParser) -> None:
 def add_loader_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--split``, ``--batch-size``, ``--max-batches``, ``--device`` and
     ``--cfg-options``."""
-    from mmengine.config import DictAction
     parser.add_argument('--split',
                         default='test',
                         choices=['train', 'val', 'test'],
@@ -53,7 +70,7 @@ def add_loader_args(parser: argparse.ArgumentParser) -> None:
                         'available)')
     parser.add_argument('--cfg-options',
                         nargs='+',
-                        action=DictAction,
+                        action=cfg_options_action(),
                         help='override config settings')
 
 
@@ -66,6 +83,16 @@ def check_per_checkpoint(parser: argparse.ArgumentParser,
         if values is not None and len(values) != len(args.checkpoints):
             parser.error(f'--{option} has {len(values)} entries for '
                          f'{len(args.checkpoints)} checkpoint(s)')
+
+
+def check_loader_args(parser: argparse.ArgumentParser,
+                      args: argparse.Namespace) -> None:
+    """Fail (``parser.error``) on a ``--batch-size`` or ``--max-batches``
+    below 1, before anything is built or written."""
+    for option in ('batch_size', 'max_batches'):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} {value} must be >= 1")
 
 
 def default_labels(paths: Sequence[str]) -> List[str]:
@@ -128,3 +155,10 @@ def run_cli(main) -> None:
         main()
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'error: {err}')
+    except RuntimeError as err:
+        # a truncated / corrupt checkpoint: the message names the file
+        safety = sys.modules.get('mergemix_mm.utils.checkpoint_safety')
+        if safety is not None and isinstance(err,
+                                             safety.CheckpointCorruptError):
+            raise SystemExit(f'error: {err}')
+        raise

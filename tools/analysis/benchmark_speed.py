@@ -67,7 +67,10 @@ def build_from_config(config: str) -> torch.nn.Module:
     if is_timm_vit(getattr(backbone, 'model', None)):
         backbone = backbone.model  # ToMeTimmViT
     vit_geometry(backbone)  # names the type of a non-ViT backbone
-    return backbone.eval()
+    # not ``return backbone.eval()``: mmpretrain's BaseBackbone.train (so
+    # VisionTransformer.eval) returns None
+    backbone.eval()
+    return backbone
 
 
 def build_model(arch: str = 'deit-small',
@@ -86,7 +89,10 @@ def build_model(arch: str = 'deit-small',
     import mergemix_mm  # noqa: F401
     if backend == 'mmpretrain':
         from mergemix_mm.models.backbones import ToMeVisionTransformer
-        model = ToMeVisionTransformer(arch=arch, img_size=img_size)
+        try:
+            model = ToMeVisionTransformer(arch=arch, img_size=img_size)
+        except AssertionError as err:  # mmpretrain's unknown-arch assert
+            raise ValueError(f'--arch {arch!r}: {err}') from err
     elif backend == 'timm':
         import timm
         name = {
@@ -386,7 +392,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out-json', default=None)
     parser.add_argument('--out-md', default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'threads', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} "
+                         'must be >= 1')
+    if args.warmup < 0:
+        parser.error(f'--warmup {args.warmup} must be >= 0')
+    if args.img_size is not None and args.img_size < 1:
+        parser.error(f'--img-size {args.img_size} must be >= 1')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -411,7 +426,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if args.img_size is None:
             args.img_size = 224
         model = build_model(args.arch, args.img_size, args.backend)
+    from mergemix_mm.analysis import settings_schedules
     from mergemix_mm.models.tome import vit_geometry
+    # every setting checked before the (long) timing loop starts
+    settings_schedules(args.settings, model, args.img_size)
     geo = vit_geometry(model)
     grid = (args.img_size // geo.patch_size[0]) * (
         args.img_size // geo.patch_size[1])
@@ -446,4 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}')

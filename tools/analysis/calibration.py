@@ -28,7 +28,8 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
-                              check_inputs, check_per_checkpoint,
+                              check_inputs, check_loader_args,
+                              check_per_checkpoint,
                               command_line, default_labels,
                               iter_checkpoint_models, run_cli)
 
@@ -49,6 +50,7 @@ def parse_args(argv=None):
     add_loader_args(parser)
     args = parser.parse_args(argv)
     check_per_checkpoint(parser, args)
+    check_loader_args(parser, args)
     if args.num_bins < 1:
         parser.error(f'--num-bins {args.num_bins} must be >= 1')
     return args
@@ -80,7 +82,6 @@ def main(argv=None):
 
     labels = args.labels or default_labels(args.checkpoints)
     device = resolve_device(args.device)
-    os.makedirs(args.out, exist_ok=True)
     rows, records = [], []
     for label, config, ckpt, model, loader in iter_checkpoint_models(
             args, labels, configs, device):
@@ -102,6 +103,7 @@ def main(argv=None):
         print(f'{label}: top-1 {100 * result.accuracy:.2f}%  '
               f'ECE {100 * result.ece:.2f}%  MCE {100 * result.mce:.2f}%  '
               f'({result.num_samples} samples)')
+    os.makedirs(args.out, exist_ok=True)  # only now: nothing on failure
     png = osp.join(args.out, 'reliability.png')
     plot_reliability(rows, png)
     table = format_table(rows)

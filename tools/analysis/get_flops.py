@@ -121,8 +121,12 @@ def build_from_args(config: Optional[str], arch: str,
         from mergemix_mm.analysis import load_config
         model = MODELS.build(load_config(config).model)
     else:
-        model = MODELS.build(
-            dict(type='ToMeVisionTransformer', arch=arch, img_size=img_size))
+        try:
+            model = MODELS.build(
+                dict(type='ToMeVisionTransformer', arch=arch,
+                     img_size=img_size))
+        except AssertionError as err:  # mmpretrain's unknown-arch assert
+            raise ValueError(f'--arch {arch!r}: {err}') from err
     return model
 
 
@@ -146,15 +150,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
-    from mergemix_mm.analysis import config_img_size
-    from mergemix_mm.models.tome import schedule_from_setting, vit_geometry
+    from mergemix_mm.analysis import config_img_size, settings_schedules
     if args.img_size is None and not args.config:
         args.img_size = 224
+    if args.img_size is not None and args.img_size < 1:
+        raise ValueError(f'--img-size {args.img_size} must be >= 1')
     model = build_from_args(args.config, args.arch, args.img_size)
     backbone = getattr(model, 'backbone', model)
-    num_layers = vit_geometry(backbone).num_layers
     if args.img_size is None:  # a config's own size
         args.img_size = config_img_size(backbone)
+    # every setting checked before the table starts
+    schedules = settings_schedules(args.settings, backbone, args.img_size)
     name = args.config or args.arch
     print(f'{name}, {args.img_size} px, per image (1 MAC = 1 FLOP)')
     print('| setting | tokens out | GFLOPs (Linear/Conv) | '
@@ -162,8 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     print('| --- | --- | --- | --- | --- |')
     rows = []
     for setting in args.settings:
-        r_list = schedule_from_setting(setting, num_layers)
-        res = count_flops(model, r_list, args.img_size)
+        res = count_flops(model, schedules[setting], args.img_size)
         res['setting'] = setting
         rows.append(res)
         print(f"| {setting} | {res['tokens'][-1]} | "
@@ -173,4 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}')

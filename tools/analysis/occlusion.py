@@ -22,6 +22,7 @@ Writes ``DIR/occlusion.png``, ``DIR/occlusion.md`` and
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import sys
@@ -30,7 +31,8 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
-                              check_inputs, check_per_checkpoint,
+                              check_inputs, check_loader_args,
+                              check_per_checkpoint,
                               command_line, default_labels,
                               iter_checkpoint_models, run_cli)
 
@@ -78,9 +80,12 @@ def parse_args(argv=None):
         parser.error('give at least one checkpoint (positional or '
                      '--checkpoints)')
     check_per_checkpoint(parser, args)
+    check_loader_args(parser, args)
     bad = [f for f in args.fractions if not 0 <= f <= 1]
     if bad:
         parser.error(f'--fractions {bad} must lie in [0, 1]')
+    if not math.isfinite(args.fill):
+        parser.error(f'--fill {args.fill} must be a finite number')
     if args.patch_size is not None and args.patch_size < 1:
         parser.error(f'--patch-size {args.patch_size} must be >= 1')
     return args
@@ -111,7 +116,6 @@ def main(argv=None):
     if len(set(labels)) != len(labels):
         raise ValueError(f'--labels {labels} must be distinct.')
     device = resolve_device(args.device)
-    os.makedirs(args.out, exist_ok=True)
     curves, records = {}, []
     for label, config, ckpt, model, loader in iter_checkpoint_models(
             args, labels, configs, device):
@@ -129,6 +133,7 @@ def main(argv=None):
         pairs = ', '.join(f'{100 * f:.0f}%: {a:.1f}'
                           for f, a in zip(curve['fractions'], curve['top1']))
         print(f'{label} (top-1 %, patch {curve["patch_size"]}): {pairs}')
+    os.makedirs(args.out, exist_ok=True)  # only now: nothing on failure
     png = osp.join(args.out, 'occlusion.png')
     patch = records[0]['patch_size']
     plot_occlusion(

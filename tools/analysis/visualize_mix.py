@@ -29,12 +29,14 @@ import sys
 import textwrap
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _analysis_common import cfg_options_action, run_cli  # noqa: E402
 
 __all__ = ['parse_args', 'main']
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Visualise the batch augments of a config')
     parser.add_argument('config', help='config file')
@@ -70,7 +72,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=cfg_options_action(),
         help='override config settings, e.g. model.train_cfg.augments.0.'
         'alpha=2.0')
     args = parser.parse_args(argv)
@@ -184,7 +186,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    run_cli(main)

@@ -49,6 +49,10 @@ def source_folder(archive: Optional[str], src_dir: Optional[str],
     if archive is not None:
         require_file(archive, archive_what)
         return None
+    if osp.isfile(src_dir):
+        raise FileNotFoundError(
+            f'--src-dir: {src_dir!r} is a file, not a folder (an archive goes '
+            'to --archive).')
     if not osp.isdir(src_dir):
         raise FileNotFoundError(f'--src-dir: {src_dir!r} does not exist.')
     if osp.isdir(osp.join(src_dir, top)):
@@ -111,16 +115,27 @@ def extract_or_place(out: str,
     """
     folder = source_folder(archive, src_dir, archive_what, top)
     route = route or (lambda rel: rel)
+    count = 0
     if folder is None:
         for name, f in iter_archive_files(archive, desc=desc):
             dest = route(strip_top_folder(name, top))
             if dest is not None:
                 write_fileobj(f, osp.join(out, dest))
+                count += 1
+        if not count:
+            raise ValueError(f'{archive_what}: {archive!r} holds no files of '
+                             'the dataset; nothing was written.')
         return
     for src, rel in iter_folder_files(folder, progress):
         dest = route(rel)
         if dest is not None:
             place_file(src, osp.join(out, dest), mode)
+            count += 1
+    if not count:
+        raise ValueError(
+            f'--src-dir: {src_dir!r} holds no files of the dataset (expected '
+            f'the extracted {top!r} folder, or the folder that contains it); '
+            'nothing was written.')
 
 
 def add_check_arg(group) -> None:

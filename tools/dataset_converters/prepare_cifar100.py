@@ -68,6 +68,12 @@ def prepare_cifar100(out: str,
                 place_file(osp.join(folder, base), osp.join(dest, base), mode)
                 written.add(base)
     missing = [k for k in KEEP if k not in written]
+    if not written:
+        source = (f'--archive: {archive!r}' if folder is None else
+                  f'--src-dir: {src_dir!r}')
+        raise ValueError(
+            f'{source} holds none of the files {", ".join(KEEP)} of '
+            f'{CIFAR100_FOLDER}/; nothing was written.')
     if missing:
         print(f'warning: the input has no {", ".join(missing)} file(s) of '
               'cifar-100-python/', file=sys.stderr)

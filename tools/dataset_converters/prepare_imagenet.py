@@ -295,6 +295,13 @@ def prepare_imagenet(out: str,
                     f'--train-dir: {train_dir!r} does not exist.')
             n = _place_class_folders(train_dir, out_train, mode, 'train')
         print(f'train: placed {n} images', file=sys.stderr)
+        if not n and not osp.isdir(out_train):
+            source = (f'--train-tar: {train_tar!r}' if train_tar else
+                      f'--train-dir: {train_dir!r}')
+            raise ValueError(
+                f'{source} holds no training images (expected <wnid>/ '
+                'class folders of images, or the per-class tars of '
+                'ILSVRC2012_img_train.tar); nothing was written.')
         classes = sorted(d for d in os.listdir(out_train)
                          if osp.isdir(osp.join(out_train, d)))
         if not classes:
@@ -349,6 +356,11 @@ def prepare_imagenet(out: str,
                     f'{len(unlabelled)} validation image(s) have no label in '
                     f'the label source, e.g. {unlabelled[0]!r}.')
         print(f'val: placed {n} images', file=sys.stderr)
+        if not n and not osp.isdir(out_val):
+            source = (f'--val-tar: {val_tar!r}' if val_tar else
+                      f'--val-dir: {val_dir!r}')
+            raise ValueError(f'{source} holds no validation images; nothing '
+                             'was written.')
         if classes is None:
             classes = sorted(d for d in os.listdir(out_val)
                              if osp.isdir(osp.join(out_val, d)))

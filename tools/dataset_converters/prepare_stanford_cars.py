@@ -80,10 +80,15 @@ def prepare_stanford_cars(out: str,
     for path in inputs:
         if osp.isdir(path):
             base = osp.basename(osp.normpath(path))
+            count = 0
             for src, rel in iter_folder_files(path):
                 if base in TOP_FOLDERS:
                     rel = f'{base}/{rel}'
                 place_file(src, osp.join(out, _output_name(rel)), mode)
+                count += 1
+            if not count:
+                raise ValueError(f'--archives: folder {path!r} holds no '
+                                 'files.')
         elif path.lower().endswith('.mat'):
             require_file(path, '--archives (.mat annotation file)')
             place_file(path, osp.join(out, _output_name(osp.basename(path))),

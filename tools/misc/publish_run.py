@@ -27,11 +27,15 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from mergemix_mm.utils.jsonl import read_jsonl
+# like the other tools: the clone's package, also without `pip install -e .`
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+from mergemix_mm.utils.jsonl import read_jsonl  # noqa: E402
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEFAULT_OUT = osp.join(ROOT, 'benchmarks', 'results', 'runs')
@@ -92,6 +96,73 @@ def latest_run(work_dir: str) -> str:
     return runs[-1]
 
 
+_RESUMED = re.compile(r'resumed epoch: (\d+), iter: (\d+)')
+
+
+def _text_log(run: str) -> str:
+    path = osp.join(run, osp.basename(run) + '.log')
+    if not osp.isfile(path):
+        return ''
+    with open(path, errors='replace') as f:
+        return f.read()
+
+
+def run_segments(work_dir: str) -> List[Tuple[str, Optional[tuple]]]:
+    """The runs of ``work_dir`` that make up its latest training, oldest
+    first: the latest run and, when it was resumed (``--resume``), the run
+    that saved the checkpoint it resumed from, and so on back.
+
+    Returns:
+        list[tuple]: ``(run folder, cut)``; ``cut`` is None for the latest
+        run, else ``(by_epoch, epoch, iter)`` of the checkpoint the next
+        segment resumed from (records after it were redone there).
+    """
+    runs = sorted(
+        d for d in glob.glob(osp.join(work_dir, '*'))
+        if osp.isfile(osp.join(d, 'vis_data',
+                               osp.basename(d) + '.json')))
+    if not runs:
+        raise FileNotFoundError(
+            f'work_dir={work_dir!r} holds no mmengine run with a json log '
+            '(expected <timestamp>/vis_data/<timestamp>.json)')
+    segments = [(runs[-1], None)]
+    index = len(runs) - 1
+    while True:
+        found = _RESUMED.search(_text_log(runs[index]))
+        if not found:
+            break
+        epoch, it = int(found.group(1)), int(found.group(2))
+        saved = re.compile(rf'Saving checkpoint at (?:({epoch}) epochs|'
+                           rf'{it} iterations)\b')
+        for prev in range(index - 1, -1, -1):
+            match = saved.search(_text_log(runs[prev]))
+            if match:
+                segments.insert(0, (runs[prev],
+                                    (match.group(1) is not None, epoch, it)))
+                index = prev
+                break
+        else:  # resumed from a checkpoint of another work dir
+            break
+    return segments
+
+
+def _cut_records(records: List[dict], cut: tuple) -> List[dict]:
+    """The records of a segment up to the checkpoint the next one resumed
+    from (training steps up to its iteration; validations up to its epoch,
+    or iteration for iteration-based runs)."""
+    by_epoch, epoch, it = cut
+    last_val = epoch if by_epoch else it
+    kept = []
+    for r in records:
+        if 'iter' in r:
+            keep = r['iter'] <= it
+        else:
+            keep = r.get('step', 0) <= last_val
+        if keep:
+            kept.append(r)
+    return kept
+
+
 def read_json_log(path: str) -> List[dict]:
     """Records of an mmengine json log (one object per line)."""
     return read_jsonl(path, name='json log')
@@ -143,10 +214,18 @@ def publish(work_dir: str,
     """
     if not osp.isfile(config):
         raise FileNotFoundError(f'config={config!r} does not exist')
-    run = latest_run(work_dir)
+    segments = run_segments(work_dir)
+    run = segments[-1][0]
     stamp = osp.basename(run)
     json_log = osp.join(run, 'vis_data', stamp + '.json')
-    records = read_json_log(json_log)
+    records, walls = [], []
+    for seg, cut in segments:  # a resumed run: every segment, in order
+        seg_records = read_json_log(
+            osp.join(seg, 'vis_data', osp.basename(seg) + '.json'))
+        records += seg_records if cut is None else _cut_records(
+            seg_records, cut)
+        walls.append(
+            wall_time_s(osp.join(seg, osp.basename(seg) + '.log')))
     vals = [r for r in records if 'accuracy/top1' in r]
     if not vals:
         raise ValueError(f'{json_log} has no accuracy/top1 record; did the '
@@ -156,7 +235,11 @@ def publish(work_dir: str,
     name = name or osp.splitext(osp.basename(config))[0]
     os.makedirs(out, exist_ok=True)
     log_copy = osp.join(out, f'{name}.log.json')
-    shutil.copyfile(json_log, log_copy)
+    if len(segments) == 1:
+        shutil.copyfile(json_log, log_copy)
+    else:
+        with open(log_copy, 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in records)
     record = dict(
         name=name,
         config=osp.relpath(osp.abspath(config), ROOT),
@@ -166,12 +249,15 @@ def publish(work_dir: str,
         top1_by_val=[v['accuracy/top1'] for v in vals],
         epochs=trains[-1].get('epoch') if trains else None,
         iterations=trains[-1].get('iter') if trains else None,
-        wall_time_s=wall_time_s(osp.join(run, stamp + '.log')),
+        wall_time_s=(None if any(w is None for w in walls) else
+                     sum(walls)),
         log=osp.basename(log_copy),
         checkpoint=osp.basename(ckpt),
         checkpoint_bytes=osp.getsize(ckpt),
         checkpoint_sha256=sha256sum(ckpt),
         weights_sha256=weights_sha256(ckpt))
+    if len(segments) > 1:  # resumed: the runs the log and times cover
+        record['runs'] = [osp.basename(seg) for seg, _ in segments]
     tmp = osp.join(out, f'.{name}.json.tmp')
     with open(tmp, 'w') as f:
         json.dump(record, f, indent=1)

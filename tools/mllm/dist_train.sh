@@ -4,6 +4,10 @@
 # (LAUNCHER=accelerate; ACCELERATE_CONFIG=path optional). DeepSpeed: pass
 # --deepspeed ds_config.json to train.py (HF Trainer pass-through).
 set -euo pipefail
+if [ "$#" -lt 1 ]; then
+    echo "usage: bash tools/mllm/dist_train.sh NUM_PROCS [tools/mllm/train.py args...]" >&2
+    exit 2
+fi
 NPROC=$1
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}

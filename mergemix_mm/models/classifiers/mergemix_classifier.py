@@ -37,6 +37,15 @@ def normalize_batch_augments(cfg) -> Optional[dict]:
     """
     if cfg is None:
         return None
+    if isinstance(cfg, dict) and 'type' in cfg and (
+            'augments' in cfg or 'probs' in cfg):
+        raise TypeError(
+            f'batch augments {dict(cfg)!r} mix the single-augment shorthand '
+            '(`type`) with `augments`/`probs`: a child config\'s '
+            "train_cfg=dict(type=...) is merged into its base's `augments` "
+            'list (mmengine merges dicts). Replace the list instead: '
+            "model = dict(train_cfg=dict(augments=[dict(type='Mixup', "
+            "alpha=0.8)])) (docs/configs.md).")
     if isinstance(cfg, (list, tuple)):
         cfg = dict(augments=list(cfg))
     elif isinstance(cfg, dict) and 'type' in cfg:
@@ -52,8 +61,14 @@ def normalize_batch_augments(cfg) -> Optional[dict]:
             f'Unknown batch-augment setting(s) {sorted(unknown)}: '
             'model.train_cfg only takes `augments` and `probs`; MergeMix '
             'options go inside the augment dict, classifier options '
-            '(tome_in_mix, aux_loss) are MergeMixClassifier arguments.')
+            '(tome_in_mix, aux_loss) are MergeMixClassifier arguments. To '
+            "swap the augment: model = dict(train_cfg=dict(augments=[dict("
+            "type='Mixup', alpha=0.8)])) (docs/configs.md).")
     augments = cfg.get('augments')
+    if isinstance(augments, str):
+        raise TypeError(
+            f'batch augments: augments={augments!r} must be a list of '
+            "augment dicts, e.g. [dict(type='Mixup', alpha=0.8)].")
     if isinstance(augments, dict):
         augments = cfg['augments'] = [augments]
     if augments is None or len(augments) == 0:
@@ -102,7 +117,8 @@ class MergeMixClassifier(ImageClassifier):
     It behaves exactly like mmpretrain's :class:`ImageClassifier` (EMA,
     ``predict``, checkpoints, ``extract_feat``) and adds:
 
-    * **Shorthand configs.** ``batch_augments=dict(type='MergeMix')``,
+    * **Shorthand configs.** ``data_preprocessor=dict(batch_augments=
+      dict(type='MergeMix'), ...)``,
       ``train_cfg=dict(augments=dict(type='MergeMix'))``, lists of augments
       and an empty ``augments=[]`` (no mixing) are all accepted.
     * **Binding.** Every augment that derives from

@@ -221,6 +221,11 @@ class Qwen25VLAdapter:
     the mask comes from a separate no-grad pass that stops after the chosen
     full-attention block (:func:`.tome_qwen.qwen_vision_saliency`).
 
+    The tower never merges tokens (``merge_num`` must be 0), so each of its
+    tokens is one unit: the top-k over "merged" tokens expanded to units is
+    the top-k over units itself, and ``topk_space='merged'`` (also set by
+    ``compat='llava'``) selects exactly what ``'recovered'`` selects.
+
     Args:
         vlm (nn.Module): The Qwen2.5-VL model.
         args (MergeMixArguments): Resolved settings (``merge_num`` must be 0).
@@ -229,10 +234,6 @@ class Qwen25VLAdapter:
 
     def __init__(self, vlm: nn.Module, args: MergeMixArguments):
         check_qwen_merge_num(args.merge_num)
-        if args.topk_space == 'merged':
-            raise ValueError("topk_space='merged' needs a ToMe CLIP tower; "
-                             'Qwen2.5-VL supports only '
-                             "topk_space='recovered'")
         base = _unwrap(vlm)
         self.vlm = vlm
         self.args = args
@@ -300,7 +301,7 @@ class Qwen25VLAdapter:
                 lam,
                 method=self.args.method,
                 saliency=sal,
-                topk_space='recovered',
+                topk_space='recovered',  # = 'merged' without merging
                 resizemix_scope=(self.args.resizemix_min,
                                  self.args.resizemix_max),
                 generator=generator)

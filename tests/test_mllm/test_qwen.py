@@ -116,3 +116,31 @@ def test_qwen_pairs_same_size_and_keep_k_units(tiny_qwen):
         assert (own | other).all()
     assert torch.allclose(out.lam, torch.full((2, ), 0.5))
     assert model.model.visual.patch_embed.proj.weight.grad is not None
+
+
+def test_qwen_accepts_compat_llava(tiny_qwen):
+    """``compat='llava'`` sets ``topk_space='merged'``; the Qwen tower never
+    merges, so that space is its units and the official-code settings (here
+    the no-grad loser) apply on Qwen too."""
+    model, processor, tok = tiny_qwen
+    wrapper = MergeMixVLM(model, MergeMixArguments(compat='llava')).train()
+    assert wrapper.mm_args.topk_space == 'merged'
+    batch = _batch(processor, tok, _samples([(32, 32), (32, 32)]))
+    out = wrapper(**batch, lam=0.5)
+    assert out.pair_rows.numel() == 2
+    assert not out.logp_loser.requires_grad  # compat: loser under no_grad
+    assert torch.isfinite(out.loss)
+
+
+def test_merged_topk_without_merging_is_the_plain_topk():
+    """With an identity source map (nothing merged) the official
+    merged-token top-k keeps exactly the plain top-k patches: what lets the
+    Qwen adapter serve ``topk_space='merged'`` with the unit top-k."""
+    from mergemix_mm.mllm.mask import merged_topk_keep_mask, topk_keep_mask
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(3, 17, generator=g)  # CLS + 16 patches
+    source = torch.arange(17).expand(3, -1)
+    for lam in (0., 0.3, 0.5, 1.):
+        assert torch.equal(
+            merged_topk_keep_mask(scores, source, lam),
+            topk_keep_mask(scores[:, 1:], lam))

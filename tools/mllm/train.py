@@ -45,7 +45,9 @@ class ModelArguments:
                       'with a tokenizer trained on the data (smoke tests)'))
     freeze_vision_tower: bool = field(
         default=False,
-        metadata=dict(help='freeze the vision tower (the paper unfreezes it)'))
+        metadata=dict(help='freeze the vision encoder (the paper unfreezes '
+                      "it); the projector (LLaVA's multi_modal_projector, "
+                      "Qwen2.5-VL's patch merger) stays trainable"))
     torch_dtype: Optional[str] = field(
         default=None, metadata=dict(help='e.g. bfloat16'))
     attn_implementation: Optional[str] = field(
@@ -155,6 +157,10 @@ def main(argv=None):
         tower = model.model.vision_tower if wrapper.kind == 'llava' else \
             model.model.visual
         tower.requires_grad_(False)
+        if wrapper.kind != 'llava':
+            # Qwen's merger is its projector into the LLM (LLaVA keeps its
+            # multi_modal_projector outside the tower, trainable)
+            tower.merger.requires_grad_(True)
     template = data_args.template
     if template == 'auto':
         template = 'vicuna_v1' if wrapper.kind == 'llava' else 'qwen2_5_vl'

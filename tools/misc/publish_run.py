@@ -77,9 +77,9 @@ def weights_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def latest_run(work_dir: str) -> str:
-    """Timestamp folder of the newest run in ``work_dir`` that has a json
-    log.
+def runs_with_log(work_dir: str) -> List[str]:
+    """Timestamp folders of the runs in ``work_dir`` that have a json log,
+    oldest first.
 
     Raises:
         FileNotFoundError: If no ``<timestamp>/vis_data/<timestamp>.json``
@@ -93,7 +93,7 @@ def latest_run(work_dir: str) -> str:
         raise FileNotFoundError(
             f'work_dir={work_dir!r} holds no mmengine run with a json log '
             '(expected <timestamp>/vis_data/<timestamp>.json)')
-    return runs[-1]
+    return runs
 
 
 _RESUMED = re.compile(r'resumed epoch: (\d+), iter: (\d+)')
@@ -117,14 +117,7 @@ def run_segments(work_dir: str) -> List[Tuple[str, Optional[tuple]]]:
         run, else ``(by_epoch, epoch, iter)`` of the checkpoint the next
         segment resumed from (records after it were redone there).
     """
-    runs = sorted(
-        d for d in glob.glob(osp.join(work_dir, '*'))
-        if osp.isfile(osp.join(d, 'vis_data',
-                               osp.basename(d) + '.json')))
-    if not runs:
-        raise FileNotFoundError(
-            f'work_dir={work_dir!r} holds no mmengine run with a json log '
-            '(expected <timestamp>/vis_data/<timestamp>.json)')
+    runs = runs_with_log(work_dir)
     segments = [(runs[-1], None)]
     index = len(runs) - 1
     while True:

@@ -88,6 +88,12 @@ def test_visualize_mix_errors(tools, tmp_path):
              str(tmp_path / 'o')])
     with pytest.raises(SystemExit):  # argparse: --batch-size must be >= 2
         tools['visualize_mix'].main([plain, '--out', 'o', '--batch-size', '1'])
+    with pytest.raises(SystemExit):  # more rows than the mixed batch holds
+        tools['visualize_mix'].parse_args(
+            [plain, '--out', 'o', '--batch-size', '2', '--num-samples', '4'])
+    args = tools['visualize_mix'].parse_args(
+        [plain, '--out', 'o', '--num-samples', '4'])
+    assert args.batch_size == 4
 
 
 def test_calibration_and_occlusion_agree(tools, tiny_config, tiny_checkpoint,
@@ -142,6 +148,11 @@ def test_calibration_and_occlusion_errors(tools, tiny_config, tiny_checkpoint,
         tools['occlusion'].main([
             tiny_config, tiny_checkpoint, '--out',
             str(tmp_path), '--fractions', '1.5'
+        ])
+    with pytest.raises(SystemExit):  # one curve point given twice
+        tools['occlusion'].parse_args([
+            tiny_config, tiny_checkpoint, '--out',
+            str(tmp_path), '--fractions', '0.5', '0.5'
         ])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match='CUDA is not available'):

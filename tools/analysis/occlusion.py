@@ -84,6 +84,9 @@ def parse_args(argv=None):
     bad = [f for f in args.fractions if not 0 <= f <= 1]
     if bad:
         parser.error(f'--fractions {bad} must lie in [0, 1]')
+    if len(set(args.fractions)) != len(args.fractions):
+        parser.error(f'--fractions {args.fractions} must be distinct (each '
+                     'is one point of the curve)')
     if not math.isfinite(args.fill):
         parser.error(f'--fill {args.fill} must be a finite number')
     if args.patch_size is not None and args.patch_size < 1:

@@ -83,6 +83,10 @@ def parse_args(argv=None):
     if args.batch_size < 2:
         parser.error(f'--batch-size {args.batch_size} must be >= 2 (one '
                      'image cannot be mixed)')
+    if args.num_samples > args.batch_size:
+        parser.error(f'--num-samples {args.num_samples} is more than '
+                     f'--batch-size {args.batch_size}: the rows come from '
+                     'one mixed batch')
     return args
 
 

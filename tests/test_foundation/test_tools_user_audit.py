@@ -17,6 +17,14 @@ DEMO = osp.join(ROOT, 'configs', 'demo',
                 'vit-tiny_1xb64-mergemix_digits-32px.py')
 
 
+@pytest.fixture(autouse=True)
+def _restore_local_rank(monkeypatch):
+    """tools/train.py and tools/test.py set LOCAL_RANK like mmpretrain's;
+    keep it out of the other tests' environment (the HF Trainer would see a
+    distributed launch)."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
+
+
 def _tool(*parts):
     path = osp.join(ROOT, 'tools', *parts)
     name = 'audit_' + '_'.join(parts).replace('.py', '')

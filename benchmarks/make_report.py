@@ -32,6 +32,9 @@ TOME_EXTRA = [
     ('tome_speed_compiled',
      'Compiled: torch.compile (inductor, weight freezing) on both sides, '
      'tuned allocator, 4 processes x 10 rounds'),
+    ('tome_speed_avx512',
+     'AVX-512 host (2026-12-07, quiet machine): tuned allocator, '
+     '4 processes x 8 rounds'),
 ]
 
 

@@ -1,9 +1,11 @@
-"""Command-line pieces shared by ``calibration.py`` and ``occlusion.py``.
+"""Command-line pieces shared by the analysis tools.
 
-Both tools evaluate one or more checkpoints (each with its own config, or one
-config for all) on a config's dataloader: the same options, the same input
-checks (done before the heavy imports, so a typo fails fast) and the same
-per-checkpoint loading. The library side (loading, prediction, plots) is
+``calibration.py`` and ``occlusion.py`` evaluate one or more checkpoints
+(each with its own config, or one config for all) on a config's dataloader:
+the same options, the same input checks (done before the heavy imports, so
+a typo fails fast) and the same per-checkpoint loading. ``visualize_mix.py``,
+``get_flops.py`` and ``benchmark_speed.py`` share :func:`run_cli` and the
+option helpers. The library side (loading, prediction, plots) is
 :mod:`mergemix_mm.analysis`.
 """
 import argparse
@@ -14,7 +16,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 __all__ = [
     'add_label_args', 'add_loader_args', 'check_per_checkpoint',
     'default_labels', 'check_inputs', 'iter_checkpoint_models',
-    'command_line', 'run_cli', 'cfg_options_action', 'check_loader_args'
+    'command_line', 'run_cli', 'cfg_options_action', 'check_loader_args',
+    'check_at_least_one'
 ]
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -85,14 +88,22 @@ def check_per_checkpoint(parser: argparse.ArgumentParser,
                          f'{len(args.checkpoints)} checkpoint(s)')
 
 
+def check_at_least_one(parser: argparse.ArgumentParser,
+                       args: argparse.Namespace,
+                       options: Sequence[str]) -> None:
+    """Fail (``parser.error``, naming the option) on any of ``options``
+    (``args`` attribute names) that is set and below 1."""
+    for option in options:
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} {value} must be >= 1")
+
+
 def check_loader_args(parser: argparse.ArgumentParser,
                       args: argparse.Namespace) -> None:
     """Fail (``parser.error``) on a ``--batch-size`` or ``--max-batches``
     below 1, before anything is built or written."""
-    for option in ('batch_size', 'max_batches'):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            parser.error(f"--{option.replace('_', '-')} {value} must be >= 1")
+    check_at_least_one(parser, args, ('batch_size', 'max_batches'))
 
 
 def default_labels(paths: Sequence[str]) -> List[str]:

@@ -35,6 +35,9 @@ from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
 import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _analysis_common import check_at_least_one, run_cli  # noqa: E402
 
 __all__ = [
     'parse_setting', 'build_model', 'build_from_config', 'forward_fn',
@@ -393,14 +396,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out-json', default=None)
     parser.add_argument('--out-md', default=None)
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'threads', 'repeats'):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} "
-                         'must be >= 1')
+    check_at_least_one(parser, args,
+                       ('batch_size', 'threads', 'repeats', 'img_size'))
     if args.warmup < 0:
         parser.error(f'--warmup {args.warmup} must be >= 0')
-    if args.img_size is not None and args.img_size < 1:
-        parser.error(f'--img-size {args.img_size} must be >= 1')
     return args
 
 
@@ -464,7 +463,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    run_cli(main)

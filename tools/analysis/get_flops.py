@@ -28,6 +28,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from _analysis_common import run_cli  # noqa: E402
 
 __all__ = ['count_flops', 'build_from_args', 'main']
 
@@ -178,7 +181,4 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    run_cli(main)

@@ -239,6 +239,10 @@ class Qwen25VLAdapter:
         self.args = args
         self.base = base
         self.visual = base.visual
+        # The tower includes its patch merger, which is the projector into
+        # the LLM (LLaVA's multi_modal_projector sits outside its tower).
+        self.tower = base.visual
+        self.projector = base.visual.merger
         (self.patch_size, self.temporal, self.merge,
          self.channels) = qwen_vision_geometry(self.visual)
         self.image_token_id = int(vlm.config.image_token_id)

@@ -23,7 +23,7 @@ DDP / DeepSpeed / accelerate semantics intact (one wrapped call per step).
 """
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -116,6 +116,26 @@ class MergeMixVLM(nn.Module):
                              'for Qwen2.5-VL (see the collator)')
         return self.adapter.num_visual_tokens(
             self.merge_num if merge_num is None else merge_num)
+
+    def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
+        """The model's parameters by part, each exactly once.
+
+        Returns:
+            dict: ``'vision_tower'`` (the vision encoder without the
+            projector), ``'projector'`` (LLaVA's ``multi_modal_projector``,
+            Qwen2.5-VL's patch merger) and ``'language_model'`` (everything
+            else: the LLM, its embeddings and head), frozen parameters
+            included.
+        """
+        projector = list(self.adapter.projector.parameters())
+        seen = {id(p) for p in projector}
+        tower = [
+            p for p in self.adapter.tower.parameters() if id(p) not in seen
+        ]
+        seen.update(id(p) for p in tower)
+        rest = [p for p in self.parameters() if id(p) not in seen]
+        return dict(vision_tower=tower, projector=projector,
+                    language_model=rest)
 
     def set_merge_num(self, merge_num: int) -> None:
         """Change the visual-token budget (e.g. 432 for inference)."""

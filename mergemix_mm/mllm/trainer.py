@@ -11,6 +11,9 @@ from the training loop:
   accuracy (fraction of pairs whose clean image scores higher);
 * loss scaling for gradient accumulation (``loss_is_scaled_for_ga = False``:
   the loss is a per-micro-batch mean, divided by the accumulation steps);
+* optional learning rates of their own for the vision tower and the
+  projector (the paper's Qwen2.5-VL recipe: 2e-6 / 1e-5 with 1e-5 for the
+  LLM); every other parameter uses ``args.learning_rate``;
 * checkpoints that hold the plain Hugging Face model (``save_pretrained`` of
   the wrapped MLLM), loadable with ``from_pretrained``; resuming loads them
   back into the wrapper.
@@ -20,11 +23,13 @@ collator shares the image between chosen and rejected (see
 ``MLLM_NOTES.md`` §1); MergeMix pairs share the text and differ in the image.
 DeepSpeed / accelerate / torchrun work as for any ``Trainer``.
 """
+import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from transformers import Trainer
+from transformers import trainer as hf_trainer
 
 from .model import MergeMixVLM
 
@@ -42,12 +47,47 @@ class MergeMixTrainer(Trainer):
             ``lam``), ``args.seed`` for ``'once'`` (one ``lam`` for the whole
             run on every process, as the official code draws it after
             seeding every rank alike).
+        vision_tower_lr (float, optional): Learning rate of the vision
+            encoder (without the projector). Defaults to None:
+            ``args.learning_rate``.
+        mm_projector_lr (float, optional): Learning rate of the projector
+            (LLaVA's ``multi_modal_projector``, Qwen2.5-VL's patch merger).
+            Defaults to None: ``args.learning_rate``.
         **kwargs: Keyword arguments of ``transformers.Trainer``.
+
+    The two learning rates follow the warm-up and decay of
+    ``args.lr_scheduler_type`` like the main one. They need the Trainer to
+    build the optimizer, so an optimizer passed in, a DeepSpeed config with
+    its own ``optimizer`` section, or an ``optim`` that builds its own
+    parameter groups is refused.
     """
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, lam_seed: Optional[int] = None, **kwargs):
+    def __init__(self, *args, lam_seed: Optional[int] = None,
+                 vision_tower_lr: Optional[float] = None,
+                 mm_projector_lr: Optional[float] = None, **kwargs):
+        for name, value in (('vision_tower_lr', vision_tower_lr),
+                            ('mm_projector_lr', mm_projector_lr)):
+            if value is not None and (isinstance(value, bool) or not (
+                    isinstance(value, (int, float)) and math.isfinite(value)
+                    and value > 0)):
+                raise ValueError(f'{name} must be a finite number > 0, '
+                                 f'got {value!r}')
+        self.part_lrs = dict(vision_tower=vision_tower_lr,
+                             projector=mm_projector_lr)
         super().__init__(*args, **kwargs)
+        if self._has_part_lrs():
+            if self.optimizer is not None:
+                raise ValueError('vision_tower_lr / mm_projector_lr cannot '
+                                 'be used with an optimizer passed to the '
+                                 'Trainer')
+            ds = getattr(self.args, 'hf_deepspeed_config', None)
+            if 'optimizer' in (getattr(ds, 'config', None) or {}):
+                raise ValueError(
+                    'vision_tower_lr / mm_projector_lr need the Trainer to '
+                    'build the optimizer: remove the "optimizer" section of '
+                    'the DeepSpeed config (DeepSpeed would build its own '
+                    'with one learning rate)')
         model = self.accelerator.unwrap_model(self.model)
         if not isinstance(model, MergeMixVLM):
             raise TypeError('MergeMixTrainer trains a MergeMixVLM, got '
@@ -92,6 +132,64 @@ class MergeMixTrainer(Trainer):
             self._record(outputs)
         loss = outputs.loss
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with the parts' own learning rates.
+
+        Without ``vision_tower_lr`` / ``mm_projector_lr`` this is
+        ``Trainer.create_optimizer``. With them, the parameter groups are
+        the Trainer's (weight decay except on biases and norms) split by
+        part; the language model's groups come first, so the logged
+        ``learning_rate`` is ``args.learning_rate``.
+        """
+        if self.optimizer is not None or not self._has_part_lrs():
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        wrapper = self.accelerator.unwrap_model(opt_model)
+        groups = self._part_param_groups(opt_model, wrapper)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+            self.args, opt_model)
+        if (hf_trainer.is_optimizer_factory(optimizer_cls) or any(
+                k in optimizer_kwargs
+                for k in ('params', 'model', 'optimizer_dict'))):
+            optim = getattr(self.args.optim, 'value', self.args.optim)
+            raise ValueError(
+                f'optim={optim!r} builds its own parameter groups; '
+                'vision_tower_lr / mm_projector_lr need a standard optimizer '
+                '(e.g. adamw_torch)')
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _has_part_lrs(self) -> bool:
+        return any(v is not None for v in self.part_lrs.values())
+
+    def _part_param_groups(self, opt_model,
+                           wrapper: MergeMixVLM) -> List[Dict[str, Any]]:
+        decay = set(self.get_decay_parameter_names(opt_model))
+        decay_ids = {
+            id(p) for n, p in opt_model.named_parameters() if n in decay
+        }
+        parts = wrapper.parameter_groups()
+        groups = []
+        for part in ('language_model', 'vision_tower', 'projector'):
+            params = [p for p in parts[part] if p.requires_grad]
+            lr = self.part_lrs.get(part)
+            if lr is not None and not params:
+                setting = ('vision_tower_lr' if part == 'vision_tower' else
+                           'mm_projector_lr')
+                raise ValueError(f'{setting}={lr} is set but the {part} has '
+                                 'no trainable parameters (frozen)')
+            for wd in (True, False):
+                chosen = [p for p in params if (id(p) in decay_ids) == wd]
+                if not chosen:
+                    continue
+                group = dict(params=chosen,
+                             weight_decay=self.args.weight_decay if wd else
+                             0.0)
+                if lr is not None:
+                    group['lr'] = float(lr)
+                groups.append(group)
+        return groups
 
     def _record(self, outputs) -> None:
         stats = {'sft_loss': float(outputs.sft_loss.detach())}

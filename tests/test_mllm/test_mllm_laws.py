@@ -610,7 +610,7 @@ def test_cli_json_config_freeze_and_pixel_budget(tmp_path, make_samples):
                   max_steps=1, per_device_train_batch_size=4, use_cpu=True,
                   report_to='none', save_strategy='no', disable_tqdm=True,
                   freeze_vision_tower=True, min_pixels=20 * 20,
-                  max_pixels=40 * 40)
+                  max_pixels=40 * 40, mm_projector_lr=5e-4)
     path = tmp_path / 'config.json'
     path.write_text(json.dumps(config))
     trainer = tool.main([str(path)])
@@ -623,6 +623,13 @@ def test_cli_json_config_freeze_and_pixel_budget(tmp_path, make_samples):
     # the merger is Qwen's projector: trainable, like LLaVA's projector
     assert all(p.requires_grad
                for p in vlm.model.visual.merger.parameters())
+    # --mm_projector_lr reaches the optimizer: the merger's own lr
+    by_lr = {}
+    for g in trainer.optimizer.param_groups:
+        by_lr.setdefault(g['initial_lr'], set()).update(
+            id(p) for p in g['params'])
+    assert by_lr.keys() == {5e-4, trainer.args.learning_rate}
+    assert by_lr[5e-4] == {id(p) for p in vlm.model.visual.merger.parameters()}
     saved = json.loads((tmp_path / 'out' /
                         'preprocessor_config.json').read_text())
     assert saved['size'] == {'shortest_edge': 400, 'longest_edge': 1600}

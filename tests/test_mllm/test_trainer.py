@@ -1,4 +1,6 @@
-"""MergeMixTrainer: lambda schedule, logging, checkpoints."""
+"""MergeMixTrainer: lambda schedule, logging, checkpoints, part lrs."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
@@ -104,3 +106,147 @@ def test_trainer_needs_the_wrapper(tmp_path, tiny_llava):
                              use_cpu=True)
     with pytest.raises(TypeError, match='MergeMixVLM'):
         MergeMixTrainer(model=tiny_llava[0], args=args)
+
+
+# --------------------------------------------------------------------- #
+# Learning rates of the vision tower and the projector
+# --------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize('kind', ['llava', 'qwen'])
+def test_parameter_groups_partition_the_model(kind, tiny_llava, tiny_qwen):
+    model = (tiny_llava if kind == 'llava' else tiny_qwen)[0]
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    parts = wrapper.parameter_groups()
+    ids = {k: [id(p) for p in v] for k, v in parts.items()}
+    flat = [i for v in ids.values() for i in v]
+    assert len(flat) == len(set(flat))
+    assert set(flat) == {id(p) for p in wrapper.parameters()}
+    if kind == 'llava':
+        tower, proj = model.model.vision_tower, \
+            model.model.multi_modal_projector
+    else:
+        tower, proj = model.model.visual, model.model.visual.merger
+    assert ids['projector'] == [id(p) for p in proj.parameters()]
+    assert set(ids['vision_tower']) == (
+        {id(p) for p in tower.parameters()} - set(ids['projector']))
+    assert ids['vision_tower'] and ids['language_model']
+
+
+def _sgd_trainer(tmp_path, model_bundle, samples, **lrs):
+    model, processor, tok = model_bundle
+    wrapper = MergeMixVLM(model, MergeMixArguments(merge_num=16))
+    collator = ConversationCollator(
+        tok, processor, num_image_tokens=wrapper.num_visual_tokens(),
+        image_size=32, system_prompt='')
+    args = TrainingArguments(
+        output_dir=str(tmp_path / 'out'), per_device_train_batch_size=4,
+        max_steps=1, learning_rate=1e-2, optim='sgd', weight_decay=0.1,
+        lr_scheduler_type='constant', save_strategy='no', report_to=[],
+        use_cpu=True, remove_unused_columns=False, disable_tqdm=True,
+        seed=0)
+    return MergeMixTrainer(model=wrapper, args=args, train_dataset=samples,
+                           data_collator=collator, processing_class=tok,
+                           **lrs)
+
+
+def test_part_learning_rates_reach_the_update(tmp_path, tiny_llava,
+                                              make_samples):
+    """Plain SGD: every parameter moves by its part's lr times
+    (grad + decay), with the Trainer's decay split kept."""
+    trainer = _sgd_trainer(tmp_path, tiny_llava, make_samples(4),
+                           vision_tower_lr=1e-3, mm_projector_lr=1e-1)
+    wrapper = trainer.model
+    parts = wrapper.parameter_groups()
+    lr_of = {id(p): lr for part, lr in (('language_model', 1e-2),
+                                        ('vision_tower', 1e-3),
+                                        ('projector', 1e-1))
+             for p in parts[part]}
+    decay = set(trainer.get_decay_parameter_names(wrapper))
+    decays = {id(p) for n, p in wrapper.named_parameters() if n in decay}
+    before = {id(p): p.detach().clone() for p in wrapper.parameters()}
+    grads = {}
+    opt = trainer.create_optimizer()
+    assert opt.param_groups[0]['lr'] == 1e-2  # logged lr: the LLM's
+
+    def grab(optimizer, args, kwargs):
+        for g in optimizer.param_groups:
+            for p in g['params']:
+                grads[id(p)] = (torch.zeros_like(p) if p.grad is None
+                                else p.grad.detach().clone())
+
+    opt.register_step_pre_hook(grab)
+    trainer.train()
+    checked = 0
+    for p in wrapper.parameters():
+        wd = 0.1 if id(p) in decays else 0.0
+        if not grads[id(p)].any():
+            wd = 0.0  # SGD skips a parameter without a gradient
+        step = lr_of[id(p)] * (grads[id(p)] + wd * before[id(p)])
+        torch.testing.assert_close(before[id(p)] - p.detach(), step,
+                                   rtol=1e-4, atol=1e-7)
+        checked += 1
+    assert checked == len(before)
+
+
+def test_part_learning_rates_follow_the_schedule(tmp_path, tiny_llava,
+                                                 make_samples):
+    trainer = _trainer(tmp_path, tiny_llava, make_samples(4),
+                       MergeMixArguments(merge_num=16), steps=4)
+    trainer.part_lrs = dict(vision_tower=1e-4, projector=None)
+    trainer.args.warmup_steps = 2
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    lrs = [g['initial_lr'] for g in trainer.optimizer.param_groups]
+    assert sorted(set(lrs)) == [1e-4, 1e-3]
+    for _ in range(3):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        now = trainer.lr_scheduler.get_last_lr()
+        assert now[0] > 0
+        assert [n / now[0] for n in now] == pytest.approx(
+            [lr / lrs[0] for lr in lrs])
+
+
+@pytest.mark.parametrize('value', [0, -1e-5, float('nan'), float('inf'),
+                                   True, '1e-5'])
+def test_part_learning_rate_must_be_positive(tmp_path, tiny_llava,
+                                             make_samples, value):
+    with pytest.raises(ValueError, match='mm_projector_lr must be'):
+        _sgd_trainer(tmp_path, tiny_llava, make_samples(4),
+                     mm_projector_lr=value)
+
+
+def test_part_learning_rate_of_a_frozen_part(tmp_path, tiny_llava,
+                                             make_samples):
+    trainer = _sgd_trainer(tmp_path, tiny_llava, make_samples(4),
+                           vision_tower_lr=1e-5)
+    trainer.model.adapter.tower.requires_grad_(False)
+    with pytest.raises(ValueError, match='vision_tower_lr=1e-05 is set'):
+        trainer.create_optimizer()
+
+
+def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
+                                                         tiny_llava,
+                                                         make_samples):
+    model, processor, tok = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    opt = torch.optim.SGD(wrapper.parameters(), lr=0.1)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[])
+    with pytest.raises(ValueError, match='optimizer passed'):
+        MergeMixTrainer(model=wrapper, args=args, optimizers=(opt, None),
+                        vision_tower_lr=1e-5)
+    ds_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                report_to=[])
+    ds_args.hf_deepspeed_config = SimpleNamespace(
+        config=dict(optimizer=dict(type='AdamW')))
+    with pytest.raises(ValueError, match='"optimizer" section'):
+        MergeMixTrainer(model=wrapper, args=ds_args, vision_tower_lr=1e-5)
+    # GaLore / LOMO-like optimizers return their own parameter groups
+    # (their packages are not installed here, so their answer is stood in)
+    trainer = MergeMixTrainer(model=wrapper, args=args,
+                              vision_tower_lr=1e-5)
+    trainer.get_optimizer_cls_and_kwargs = lambda *a: (
+        torch.optim.SGD, dict(lr=0.1, params=list(wrapper.parameters())))
+    with pytest.raises(ValueError, match="optim='adamw_torch"):
+        trainer.create_optimizer()

@@ -48,6 +48,15 @@ class ModelArguments:
         metadata=dict(help='freeze the vision encoder (the paper unfreezes '
                       "it); the projector (LLaVA's multi_modal_projector, "
                       "Qwen2.5-VL's patch merger) stays trainable"))
+    vision_tower_lr: Optional[float] = field(
+        default=None,
+        metadata=dict(help='learning rate of the vision encoder (default: '
+                      '--learning_rate; the paper uses 2e-6 on Qwen2.5-VL)'))
+    mm_projector_lr: Optional[float] = field(
+        default=None,
+        metadata=dict(help='learning rate of the projector (LLaVA '
+                      "multi_modal_projector, Qwen2.5-VL patch merger; "
+                      'default: --learning_rate)'))
     torch_dtype: Optional[str] = field(
         default=None, metadata=dict(help='e.g. bfloat16'))
     attn_implementation: Optional[str] = field(
@@ -154,13 +163,11 @@ def main(argv=None):
                                                     train_set)
     wrapper = MergeMixVLM(model, mm_args)
     if model_args.freeze_vision_tower:
-        tower = model.model.vision_tower if wrapper.kind == 'llava' else \
-            model.model.visual
-        tower.requires_grad_(False)
-        if wrapper.kind != 'llava':
-            # Qwen's merger is its projector into the LLM (LLaVA keeps its
-            # multi_modal_projector outside the tower, trainable)
-            tower.merger.requires_grad_(True)
+        # Qwen's tower holds its merger, which is its projector into the LLM
+        # (LLaVA keeps its multi_modal_projector outside the tower); the
+        # projector stays trainable either way.
+        wrapper.adapter.tower.requires_grad_(False)
+        wrapper.adapter.projector.requires_grad_(True)
     template = data_args.template
     if template == 'auto':
         template = 'vicuna_v1' if wrapper.kind == 'llava' else 'qwen2_5_vl'
@@ -192,7 +199,9 @@ def main(argv=None):
     trainer = MergeMixTrainer(
         model=wrapper, args=train_args, train_dataset=train_set,
         eval_dataset=eval_set, data_collator=collator,
-        processing_class=tokenizer)
+        processing_class=tokenizer,
+        vision_tower_lr=model_args.vision_tower_lr,
+        mm_projector_lr=model_args.mm_projector_lr)
     trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     trainer.save_model()
     if trainer.is_world_process_zero():

@@ -28,8 +28,9 @@ from .mask import grouped_partner
 from .pairs import Saliency, build_losers
 from .tome_clip import (clip_feature_depth, clip_geometry,
                         clip_merge_schedule, clip_tome_forward)
-from .tome_qwen import (check_qwen_merge_num, qwen_patchify, qwen_unpatchify,
-                        qwen_vision_geometry, qwen_vision_saliency)
+from .tome_qwen import (check_qwen_merge_num, check_qwen_saliency_block,
+                        qwen_patchify, qwen_unpatchify, qwen_vision_geometry,
+                        qwen_vision_saliency)
 
 __all__ = ['LoserInputs', 'LlavaAdapter', 'Qwen25VLAdapter', 'build_adapter']
 
@@ -98,6 +99,11 @@ class LlavaAdapter:
         self.num_patches = self.grid[0] * self.grid[1]
         self.depth = clip_feature_depth(num_layers, self.feature_layer)
         self.check_merge_num(args.merge_num)
+        if args.qwen_saliency_block is not None:
+            raise ValueError(
+                f'qwen_saliency_block={args.qwen_saliency_block} applies to '
+                "Qwen2.5-VL only; LLaVA's mask attention is set by "
+                'attn_layer')
         if args.attn_layer is not None and not (
                 0 <= args.attn_layer < self.depth):
             raise ValueError(
@@ -234,6 +240,11 @@ class Qwen25VLAdapter:
 
     def __init__(self, vlm: nn.Module, args: MergeMixArguments):
         check_qwen_merge_num(args.merge_num)
+        if args.attn_layer is not None:
+            raise ValueError(
+                f'attn_layer={args.attn_layer} applies to the LLaVA CLIP '
+                "tower only; Qwen2.5-VL's mask attention is set by "
+                'qwen_saliency_block')
         base = _unwrap(vlm)
         self.vlm = vlm
         self.args = args
@@ -245,6 +256,8 @@ class Qwen25VLAdapter:
         self.projector = base.visual.merger
         (self.patch_size, self.temporal, self.merge,
          self.channels) = qwen_vision_geometry(self.visual)
+        if args.method == 'mergemix':
+            check_qwen_saliency_block(self.visual, args.qwen_saliency_block)
         self.image_token_id = int(vlm.config.image_token_id)
         self._accepts_tt = 'mm_token_type_ids' in inspect.signature(
             base.forward).parameters

@@ -55,11 +55,13 @@ class MergeMixArguments:
             (LLaVA only; the LLM receives ``N - merge_num`` visual tokens,
             e.g. 576 - 288). ``0`` disables ToMe. Defaults to 0.
         attn_layer (int, optional): 0-based CLIP block whose CLS-row
-            attention builds the mask. Defaults to None: the feature layer.
+            attention builds the mask (LLaVA only). Defaults to None: the
+            feature layer.
         prop_attn (bool): Proportional attention in the ToMe tower.
             Defaults to False.
         qwen_saliency_block (int, optional): Full-attention block of the
-            Qwen2.5-VL tower used for the mask. Defaults to None: the last.
+            Qwen2.5-VL tower used for the mask (Qwen2.5-VL only). Defaults
+            to None: the last.
         beta (float): SimPO reward scale, > 0. Defaults to 1.0.
         loss_combine (str): ``'mean'``: ``0.5 * SFT + 0.5 * SimPO`` (official
             code); ``'sum'``: ``SFT + SimPO`` (paper Eq. 12).

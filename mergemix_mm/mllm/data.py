@@ -9,11 +9,11 @@ read.
 Every record is validated when the dataset is built, and a bad record raises
 a ``ValueError`` naming the record (index and id) and the problem: a missing
 image file, an empty response, a conversation that does not alternate
-human/gpt, ``<image>`` without an image or more than one ``<image>``. With
-``skip_bad_samples=True`` bad records are dropped instead, each with a logged
-warning, and an image that fails to load later is replaced by the next good
-record (again with a warning) -- a bad sample never ends a long run
-silently, and is only skipped when the user opted in.
+human/gpt, ``<image>`` without an image, ``<image>`` in a response or more
+than one ``<image>``. With ``skip_bad_samples=True`` bad records are dropped
+instead, each with a logged warning, and an image that fails to load later is
+replaced by the next good record (again with a warning) -- a bad sample never
+ends a long run silently, and is only skipped when the user opted in.
 """
 import json
 import logging
@@ -108,6 +108,10 @@ def validate_record(index: int, record: Any,
                 'alternate human, gpt, human, gpt, ...')
         if role == 'assistant' and not value.strip():
             raise ValueError(f'{name}: the response in turn {t} is empty')
+        if role == 'assistant' and IMAGE_PLACEHOLDER in value:
+            raise ValueError(f'{name}: the response in turn {t} contains '
+                             f'{IMAGE_PLACEHOLDER}; the image placeholder '
+                             'belongs in a human turn')
         turns.append((role, value))
     if turns[-1][0] != 'assistant':
         raise ValueError(f'{name}: the conversation ends with a human turn '

@@ -54,7 +54,14 @@ def export_digits_llava(out_dir: str, img_size: int = 32) -> Dict[str, str]:
 
     Returns:
         dict: Paths of ``train.json``, ``test.json`` and the image folder.
+
+    Raises:
+        ValueError: If ``img_size`` is not an int >= 8 (before anything is
+            written).
     """
+    if isinstance(img_size, bool) or not isinstance(img_size,
+                                                    int) or img_size < 8:
+        raise ValueError(f'img_size={img_size!r} must be an int >= 8.')
     image_dir = osp.join(out_dir, 'images')
     os.makedirs(image_dir, exist_ok=True)
     paths = {'image_folder': image_dir}

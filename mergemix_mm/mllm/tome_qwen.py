@@ -40,9 +40,9 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    'QWEN_TOME_UNSOUND', 'check_qwen_merge_num', 'qwen_vision_geometry',
-    'qwen_unpatchify', 'qwen_patchify', 'qwen_vision_saliency',
-    'qwen_window_index'
+    'QWEN_TOME_UNSOUND', 'check_qwen_merge_num', 'check_qwen_saliency_block',
+    'qwen_vision_geometry', 'qwen_unpatchify', 'qwen_patchify',
+    'qwen_vision_saliency', 'qwen_window_index'
 ]
 
 #: Short reason given when ToMe is requested for a Qwen2.5-VL tower.
@@ -139,6 +139,40 @@ class _StopTower(Exception):
     """Raised by the saliency hook to skip the blocks after it."""
 
 
+def check_qwen_saliency_block(visual: nn.Module,
+                              block_index: Optional[int] = None) -> int:
+    """The full-attention block used for the saliency.
+
+    Args:
+        visual (nn.Module): ``Qwen2_5_VisionTransformerPretrainedModel``.
+        block_index (int, optional): ``qwen_saliency_block``. Defaults to
+            None, i.e. the last one in ``fullatt_block_indexes``.
+
+    Returns:
+        int: The block index.
+
+    Raises:
+        ValueError: If the block is out of range or not a full-attention
+            block, naming ``qwen_saliency_block``.
+    """
+    full = list(visual.config.fullatt_block_indexes)
+    depth = len(visual.blocks)
+    if block_index is None:
+        if not full:
+            raise ValueError('the Qwen2.5-VL tower has no full-attention '
+                             'block; set qwen_saliency_block explicitly')
+        block_index = full[-1]
+    if not 0 <= block_index < depth:
+        raise ValueError(f'qwen_saliency_block={block_index} is out of range '
+                         f'for a {depth}-block vision tower')
+    if block_index not in full:
+        raise ValueError(
+            f'qwen_saliency_block={block_index} is a window-attention block; '
+            f'use one of fullatt_block_indexes={full} so that every patch '
+            'attends to the whole image')
+    return block_index
+
+
 def qwen_vision_saliency(visual: nn.Module,
                          pixel_values: Tensor,
                          grid_thw: Tensor,
@@ -163,21 +197,7 @@ def qwen_vision_saliency(visual: nn.Module,
     """
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as mq
 
-    full = list(visual.config.fullatt_block_indexes)
-    depth = len(visual.blocks)
-    if block_index is None:
-        if not full:
-            raise ValueError('the Qwen2.5-VL tower has no full-attention '
-                             'block; set qwen_saliency_block explicitly')
-        block_index = full[-1]
-    if not 0 <= block_index < depth:
-        raise ValueError(f'qwen_saliency_block={block_index} is out of range '
-                         f'for a {depth}-block vision tower')
-    if block_index not in full:
-        raise ValueError(
-            f'qwen_saliency_block={block_index} is a window-attention block; '
-            f'use one of fullatt_block_indexes={full} so that every patch '
-            'attends to the whole image')
+    block_index = check_qwen_saliency_block(visual, block_index)
     _, _, merge, _ = qwen_vision_geometry(visual)
     unit = merge * merge
     captured = {}

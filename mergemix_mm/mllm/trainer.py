@@ -15,7 +15,8 @@ from the training loop:
   projector (the paper's Qwen2.5-VL recipe: 2e-6 / 1e-5 with 1e-5 for the
   LLM); every other parameter uses ``args.learning_rate``;
 * checkpoints that hold the plain Hugging Face model (``save_pretrained`` of
-  the wrapped MLLM), loadable with ``from_pretrained``; resuming loads them
+  the wrapped MLLM, with the tokenizer and the image processor), loadable
+  with ``from_pretrained``; resuming and ``load_best_model_at_end`` load them
   back into the wrapper.
 
 TRL is not used: its CPO/SimPO trainer is text-only and its vision DPO
@@ -23,11 +24,13 @@ collator shares the image between chosen and rejected (see
 ``MLLM_NOTES.md`` §1); MergeMix pairs share the text and differ in the image.
 DeepSpeed / accelerate / torchrun work as for any ``Trainer``.
 """
+import logging
 import math
 import os
 from typing import Any, Dict, List, Optional
 
 import torch
+from mmengine.logging import print_log
 from transformers import Trainer
 from transformers import trainer as hf_trainer
 
@@ -47,6 +50,9 @@ class MergeMixTrainer(Trainer):
             ``lam``), ``args.seed`` for ``'once'`` (one ``lam`` for the whole
             run on every process, as the official code draws it after
             seeding every rank alike).
+        image_processor (optional): Saved with every checkpoint and the
+            final model (``save_pretrained``), so that each of them loads
+            with ``AutoProcessor.from_pretrained``. Defaults to None.
         vision_tower_lr (float, optional): Learning rate of the vision
             encoder (without the projector). Defaults to None:
             ``args.learning_rate``.
@@ -64,6 +70,7 @@ class MergeMixTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, lam_seed: Optional[int] = None,
+                 image_processor: Optional[Any] = None,
                  vision_tower_lr: Optional[float] = None,
                  mm_projector_lr: Optional[float] = None, **kwargs):
         for name, value in (('vision_tower_lr', vision_tower_lr),
@@ -76,6 +83,7 @@ class MergeMixTrainer(Trainer):
         self.part_lrs = dict(vision_tower=vision_tower_lr,
                              projector=mm_projector_lr)
         super().__init__(*args, **kwargs)
+        self.image_processor = image_processor
         if self._has_part_lrs():
             if self.optimizer is not None:
                 raise ValueError('vision_tower_lr / mm_projector_lr cannot '
@@ -241,6 +249,8 @@ class MergeMixTrainer(Trainer):
         wrapper.vlm.save_pretrained(output_dir, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, 'training_args.bin'))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str,
@@ -256,3 +266,19 @@ class MergeMixTrainer(Trainer):
                                            dtype=vlm.dtype)
         vlm.load_state_dict(loaded.state_dict())
         del loaded
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: the best checkpoint is a
+        ``save_pretrained`` directory of the inner model, read back as on
+        resume (the stock loader expects the wrapper's key names)."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_best_model()
+        best = self.state.best_model_checkpoint
+        if not os.path.isdir(best):  # as the stock loader does
+            print_log(f'Could not locate the best model at {best}; on '
+                      'several nodes set --save_on_each_node.',
+                      logger='current', level=logging.WARNING)
+            return
+        print_log(f'Loading best model from {best} (score: '
+                  f'{self.state.best_metric}).', logger='current')
+        self._load_from_checkpoint(best)

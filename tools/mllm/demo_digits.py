@@ -25,6 +25,8 @@ def main(argv=None):
                         help='output folder')
     parser.add_argument('--img-size', type=int, default=32)
     args = parser.parse_args(argv)
+    if args.img_size < 8:
+        parser.error(f'--img-size {args.img_size}: must be >= 8')
     from mergemix_mm.mllm.digits_demo import export_digits_llava
     paths = export_digits_llava(args.out, args.img_size)
     print(f'wrote {paths["train"]}, {paths["test"]} and '

@@ -58,9 +58,12 @@ class ModelArguments:
                       "multi_modal_projector, Qwen2.5-VL patch merger; "
                       'default: --learning_rate)'))
     torch_dtype: Optional[str] = field(
-        default=None, metadata=dict(help='e.g. bfloat16'))
+        default=None,
+        metadata=dict(help='e.g. bfloat16 (--model_name_or_path only)'))
     attn_implementation: Optional[str] = field(
-        default=None, metadata=dict(help='e.g. sdpa, flash_attention_2'))
+        default=None,
+        metadata=dict(help='e.g. sdpa, flash_attention_2 '
+                      '(--model_name_or_path only)'))
 
 
 @dataclass
@@ -100,6 +103,13 @@ def build_model(model_args, data_args, train_set):
         if model_args.tiny not in ('llava', 'qwen2_5_vl'):
             raise ValueError(f'tiny={model_args.tiny!r} must be llava or '
                              'qwen2_5_vl')
+        for name in ('model_name_or_path', 'torch_dtype',
+                     'attn_implementation'):
+            if getattr(model_args, name) is not None:
+                raise ValueError(
+                    f'{name}={getattr(model_args, name)!r} applies to a '
+                    f'pretrained model, but tiny={model_args.tiny!r} builds '
+                    'a random float32 model; drop one of the two')
         template = 'vicuna_v1' if model_args.tiny == 'llava' else \
             'qwen2_5_vl'
         corpus = list(_texts(train_set)) + [
@@ -119,9 +129,15 @@ def build_model(model_args, data_args, train_set):
     kwargs = {}
     if model_args.torch_dtype is not None:
         import torch
-        kwargs['dtype'] = (model_args.torch_dtype
-                           if model_args.torch_dtype == 'auto' else getattr(
-                               torch, model_args.torch_dtype))
+        dtype = model_args.torch_dtype
+        if dtype != 'auto':
+            dtype = getattr(torch, dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(
+                    f'torch_dtype={model_args.torch_dtype!r} is not a torch '
+                    "dtype; use 'auto' or a name such as bfloat16, float16, "
+                    'float32')
+        kwargs['dtype'] = dtype
     if model_args.attn_implementation is not None:
         kwargs['attn_implementation'] = model_args.attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(
@@ -133,7 +149,7 @@ def main(argv=None):
     from mmengine.logging import print_log
     from transformers import HfArgumentParser, TrainingArguments
 
-    from mergemix_mm.mllm import (ConversationCollator,
+    from mergemix_mm.mllm import (TEMPLATES, ConversationCollator,
                                   LlavaConversationDataset,
                                   MergeMixArguments, MergeMixTrainer,
                                   MergeMixVLM)
@@ -168,9 +184,26 @@ def main(argv=None):
         # projector stays trainable either way.
         wrapper.adapter.tower.requires_grad_(False)
         wrapper.adapter.projector.requires_grad_(True)
+    expected = 'vicuna_v1' if wrapper.kind == 'llava' else 'qwen2_5_vl'
     template = data_args.template
     if template == 'auto':
-        template = 'vicuna_v1' if wrapper.kind == 'llava' else 'qwen2_5_vl'
+        template = expected
+    elif template in TEMPLATES and template != expected:
+        raise ValueError(f'template={template!r} does not fit the '
+                         f'{wrapper.kind} model; use {expected!r} or auto')
+    budget = {
+        name: getattr(data_args, name)
+        for name in ('min_pixels', 'max_pixels')
+        if getattr(data_args, name) is not None
+    }
+    for name, value in budget.items():
+        if value < 0:
+            raise ValueError(f'{name}={value} must not be negative')
+    if wrapper.kind == 'llava' and any(budget.values()):
+        raise ValueError(
+            f'{" / ".join(budget)} set the Qwen2.5-VL image budget; a LLaVA '
+            'tower takes vision_config.image_size images and its visual-'
+            'token budget is set by --merge_num')
     collator_kwargs = dict(
         template=template, system_prompt=data_args.system_prompt,
         max_length=data_args.model_max_length,
@@ -188,6 +221,11 @@ def main(argv=None):
                 size['shortest_edge'] = data_args.min_pixels
             if data_args.max_pixels:
                 size['longest_edge'] = data_args.max_pixels
+            low, high = size.get('shortest_edge'), size.get('longest_edge')
+            if low is not None and high is not None and low > high:
+                raise ValueError(
+                    f'min_pixels={low} exceeds max_pixels={high}: the image '
+                    'budget needs min_pixels <= max_pixels')
             image_processor.size = size
     collator = ConversationCollator(tokenizer, image_processor,
                                     **collator_kwargs)
@@ -199,13 +237,11 @@ def main(argv=None):
     trainer = MergeMixTrainer(
         model=wrapper, args=train_args, train_dataset=train_set,
         eval_dataset=eval_set, data_collator=collator,
-        processing_class=tokenizer,
+        processing_class=tokenizer, image_processor=image_processor,
         vision_tower_lr=model_args.vision_tower_lr,
         mm_projector_lr=model_args.mm_projector_lr)
     trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     trainer.save_model()
-    if trainer.is_world_process_zero():
-        image_processor.save_pretrained(train_args.output_dir)
     trainer.save_state()
     return trainer
 

@@ -1,0 +1,202 @@
+"""What a user of ``tools/mllm`` hits: bad data, bad flags, checkpoints."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+from mergemix_mm.mllm import LlavaConversationDataset
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+
+
+def _load_tool(name):
+    path = osp.join(ROOT, 'tools', 'mllm', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'mllm_audit_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(sample, image=None):
+    rec = dict(id=sample['id'], conversations=[
+        {'from': 'human', 'value': sample['conversation'][0][1]},
+        {'from': 'gpt', 'value': sample['conversation'][1][1]}])
+    if image is not None:
+        rec['image'] = image
+    return rec
+
+
+@pytest.fixture
+def data(tmp_path, make_samples):
+    """(train.json, image folder) with 8 digit records."""
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    records = []
+    for s in make_samples(8):
+        s['image'].save(folder / f'{s["id"]}.png')
+        records.append(_record(s, f'{s["id"]}.png'))
+    path = tmp_path / 'train.json'
+    path.write_text(json.dumps(records))
+    return str(path), str(folder)
+
+
+def _argv(data, out, *extra):
+    path, folder = data
+    return ['--data_path', path, '--image_folder', folder, '--output_dir',
+            str(out), '--use_cpu', '--report_to', 'none', '--disable_tqdm',
+            'true', '--per_device_train_batch_size', '4', '--system_prompt',
+            '', *extra]
+
+
+def test_image_placeholder_in_a_response_names_the_sample(tmp_path, data):
+    # It used to pass validation and fail at the first step with a
+    # "visual-token budget mismatch" that named neither sample nor cause.
+    path, folder = data
+    records = json.loads(open(path).read())
+    records[2]['conversations'][0]['value'] = 'Which digit is shown?'
+    records[2]['conversations'][1]['value'] = '<image>\nseven'
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps(records))
+    rid = records[2]['id']
+    with pytest.raises(ValueError,
+                       match=f"id='{rid}'.*response in turn 1.*<image>"):
+        LlavaConversationDataset(str(bad), folder)
+    ds = LlavaConversationDataset(str(bad), folder, skip_bad_samples=True)
+    assert len(ds) == 7 and ds.num_dropped == 1
+
+
+def test_every_checkpoint_holds_the_image_processor(tmp_path, data):
+    from transformers import AutoProcessor
+    out = tmp_path / 'out'
+    _load_tool('train').main(
+        _argv(data, out, '--tiny', 'llava', '--merge_num', '16',
+              '--max_steps', '1', '--save_steps', '1'))
+    ckpt = out / 'checkpoint-1'
+    assert osp.exists(ckpt / 'preprocessor_config.json')
+    AutoProcessor.from_pretrained(str(ckpt))  # used to raise OSError
+    # and training can start again from that checkpoint
+    trainer = _load_tool('train').main(
+        _argv(data, tmp_path / 'again', '--model_name_or_path', str(ckpt),
+              '--merge_num', '16', '--max_steps', '1', '--save_strategy',
+              'no'))
+    assert trainer.state.global_step == 1
+
+
+def test_load_best_model_at_end(tmp_path, data):
+    import torch
+    from safetensors.torch import load_file
+    out = tmp_path / 'out'
+    trainer = _load_tool('train').main(
+        _argv(data, out, '--tiny', 'llava', '--merge_num', '16',
+              '--max_steps', '3', '--learning_rate', '0.02',
+              '--eval_data_path', data[0], '--eval_strategy', 'steps',
+              '--eval_steps', '1', '--save_steps', '1',
+              '--load_best_model_at_end', '--metric_for_best_model', 'loss',
+              '--greater_is_better', 'true'))
+    best = trainer.state.best_model_checkpoint
+    assert best is not None
+    final = load_file(str(out / 'model.safetensors'))
+    kept = load_file(osp.join(best, 'model.safetensors'))
+    assert final.keys() == kept.keys()
+    assert all(torch.equal(final[k], kept[k]) for k in final)
+    if not best.endswith('checkpoint-3'):
+        last = load_file(str(out / 'checkpoint-3' / 'model.safetensors'))
+        assert any(not torch.equal(final[k], last[k]) for k in final)
+
+
+@pytest.mark.parametrize('tiny,template,expected', [
+    ('qwen2_5_vl', 'vicuna_v1', 'qwen2_5_vl'),
+    ('llava', 'qwen2_5_vl', 'vicuna_v1'),
+])
+def test_template_must_fit_the_model(tmp_path, data, tiny, template,
+                                     expected):
+    # It used to fail inside the collator, naming num_image_tokens or
+    # image_token (settings the user never gave) instead of --template.
+    with pytest.raises(ValueError,
+                       match=f"template='{template}' does not fit the "
+                       f"{tiny} model; use '{expected}'"):
+        _load_tool('train').main(
+            _argv(data, tmp_path / 'out', '--tiny', tiny, '--template',
+                  template, '--max_steps', '1', '--save_strategy', 'no'))
+
+
+@pytest.mark.parametrize('tiny,flags,match', [
+    # LLaVA ignored them silently
+    ('llava', ['--max_pixels', '1000'], 'max_pixels set the Qwen2.5-VL'),
+    # accepted, and the processor then broke the max_pixels budget
+    ('qwen2_5_vl', ['--min_pixels', '100000'],
+     'min_pixels=100000 exceeds max_pixels=2304'),
+    ('qwen2_5_vl', ['--min_pixels', '4000', '--max_pixels', '1000'],
+     'min_pixels=4000 exceeds max_pixels=1000'),
+    ('qwen2_5_vl', ['--max_pixels', '-5'], 'max_pixels=-5 must not be'),
+])
+def test_pixel_budget_flags_are_checked(tmp_path, data, tiny, flags, match):
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match=match):
+        _load_tool('train').main(
+            _argv(data, out, '--tiny', tiny, *flags, '--max_steps', '1',
+                  '--save_strategy', 'no'))
+    assert not out.exists()
+
+
+def test_bad_torch_dtype_names_the_setting(tmp_path, data, tiny_llava):
+    model, processor, tok = tiny_llava
+    ckpt = tmp_path / 'hf'
+    model.save_pretrained(str(ckpt))
+    tok.save_pretrained(str(ckpt))
+    processor.save_pretrained(str(ckpt))
+    # it used to be a raw AttributeError from getattr(torch, ...)
+    with pytest.raises(ValueError, match="torch_dtype='float16x'"):
+        _load_tool('train').main(
+            _argv(data, tmp_path / 'out', '--model_name_or_path', str(ckpt),
+                  '--torch_dtype', 'float16x', '--max_steps', '1'))
+
+
+def test_qwen_saliency_block_is_checked_when_the_model_is_built(tiny_qwen):
+    # It used to be accepted until the first training step.
+    from mergemix_mm.mllm import MergeMixArguments, MergeMixVLM
+    model, _, _ = tiny_qwen
+    with pytest.raises(ValueError, match='qwen_saliency_block=0 is a '
+                       'window-attention block'):
+        MergeMixVLM(model, MergeMixArguments(qwen_saliency_block=0))
+    with pytest.raises(ValueError, match='qwen_saliency_block=9 is out'):
+        MergeMixVLM(model, MergeMixArguments(qwen_saliency_block=9))
+    MergeMixVLM(model, MergeMixArguments(qwen_saliency_block=1))
+
+
+def test_demo_digits_bad_img_size_writes_nothing(tmp_path):
+    from mergemix_mm.mllm.digits_demo import export_digits_llava
+    out = tmp_path / 'digits'
+    with pytest.raises(ValueError, match='img_size=4'):
+        export_digits_llava(str(out), 4)
+    assert not out.exists()  # the image folder used to be created first
+    with pytest.raises(SystemExit) as err:
+        _load_tool('demo_digits').main(['--out', str(out), '--img-size',
+                                        '0'])
+    assert err.value.code == 2 and not out.exists()
+
+
+@pytest.mark.parametrize('flags,name', [
+    (['--torch_dtype', 'bfloat16'], 'torch_dtype'),
+    (['--attn_implementation', 'eager'], 'attn_implementation'),
+    (['--model_name_or_path', 'llava-1.5-7b-hf'], 'model_name_or_path'),
+])
+def test_pretrained_model_flags_are_not_ignored_with_tiny(tmp_path, data,
+                                                          flags, name):
+    # --tiny used to win silently: a float32 random model was trained.
+    with pytest.raises(ValueError, match=f"{name}=.*tiny='llava'"):
+        _load_tool('train').main(
+            _argv(data, tmp_path / 'out', '--tiny', 'llava', *flags,
+                  '--max_steps', '1', '--save_strategy', 'no'))
+
+
+def test_other_family_mask_setting_is_not_ignored(tiny_llava, tiny_qwen):
+    # Each used to be accepted and silently ignored by the other family.
+    from mergemix_mm.mllm import MergeMixArguments, MergeMixVLM
+    with pytest.raises(ValueError, match='qwen_saliency_block=1 applies to '
+                       'Qwen2.5-VL only'):
+        MergeMixVLM(tiny_llava[0], MergeMixArguments(qwen_saliency_block=1))
+    with pytest.raises(ValueError, match='attn_layer=1 applies to the LLaVA'):
+        MergeMixVLM(tiny_qwen[0], MergeMixArguments(attn_layer=1))
+    MergeMixVLM(tiny_llava[0], MergeMixArguments(attn_layer=1))

@@ -51,3 +51,24 @@ def test_timm_compile_example_is_one_graph(dynamo_graphs):
         with torch.no_grad():
             torch.testing.assert_close(scope['fast'](x),
                                        scope['features'](x))
+
+
+def test_relative_links_resolve():
+    """Every relative link of the README and the guides (docs/, configs/)
+    names a file or folder of the repository."""
+    import glob
+    root = ROOT
+    pages = [osp.join(root, 'README.md')]
+    for pattern in ('docs/*.md', 'configs/**/README.md'):
+        pages += glob.glob(osp.join(root, pattern), recursive=True)
+    checked, broken = 0, []
+    for page in pages:
+        text = open(page, encoding='utf-8').read()
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if re.match(r'[a-z]+://|#|mailto:', target):
+                continue
+            path = osp.join(osp.dirname(page), target.split('#')[0])
+            checked += 1
+            if not osp.exists(path):
+                broken.append(f'{osp.relpath(page, root)}: {target}')
+    assert checked > 20 and not broken, broken

@@ -2,7 +2,7 @@
 
 mmpretrain's ``CIFAR100`` defaults to ``download=True`` and checks the md5 of
 every file, so a missing or re-packed copy triggers a network download that
-fails offline (ARCHITECTURE.md H9). :class:`CIFAR100Local` only reads
+fails offline. :class:`CIFAR100Local` only reads
 ``data_root/cifar-100-python/{train,test}`` in the official "python version"
 format and names the missing file and the converter command otherwise.
 """

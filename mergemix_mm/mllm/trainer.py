@@ -21,7 +21,8 @@ from the training loop:
 
 TRL is not used: its CPO/SimPO trainer is text-only and its vision DPO
 collator shares the image between chosen and rejected (see
-``MLLM_NOTES.md`` §1); MergeMix pairs share the text and differ in the image.
+``docs/design/MLLM_NOTES.md`` §1); MergeMix pairs share the text and differ
+in the image.
 DeepSpeed / accelerate / torchrun work as for any ``Trainer``.
 """
 import logging

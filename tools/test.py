@@ -47,12 +47,19 @@ def parse_args(argv=None):
     return args
 
 
-def missing_weights(model, checkpoint: str) -> list:
-    """Weights of ``model`` that ``checkpoint`` does not hold.
+def unfit_weights(model, checkpoint: str) -> tuple:
+    """Weights of ``model`` that ``checkpoint`` does not hold, and those it
+    holds with another shape.
 
-    mmengine loads ``load_from`` non-strictly (a warning, buried in the
-    log), so a checkpoint of another architecture would be evaluated with
-    randomly initialised weights; test.py refuses that instead.
+    mmengine loads ``load_from`` non-strictly and skips both kinds with a
+    warning buried in the log, so a checkpoint of another architecture (or
+    of a head with another class count) would be evaluated with randomly
+    initialised weights; test.py refuses that instead.
+
+    Returns:
+        tuple: ``(missing, mismatched)`` lists of state-dict keys;
+        ``mismatched`` entries read ``'key: checkpoint shape vs model
+        shape'``.
     """
     import re
     import zipfile
@@ -65,10 +72,18 @@ def missing_weights(model, checkpoint: str) -> list:
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False,
                       mmap=zipfile.is_zipfile(checkpoint))
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    keys = {re.sub(r'^module\.', '', k) for k in state}
+    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     if is_model_wrapper(model):
         model = model.module
-    return [k for k in model.state_dict() if k not in keys]
+    missing, mismatched = [], []
+    for key, value in model.state_dict().items():
+        if key not in state:
+            missing.append(key)
+        elif (torch.is_tensor(state[key])
+              and state[key].shape != value.shape):
+            mismatched.append(f'{key}: {tuple(state[key].shape)} vs '
+                              f'{tuple(value.shape)}')
+    return missing, mismatched
 
 
 def main(argv=None):
@@ -98,13 +113,19 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    missing = missing_weights(runner.model, args.checkpoint)
-    if missing:
+    missing, mismatched = unfit_weights(runner.model, args.checkpoint)
+    if missing or mismatched:
         total = len(runner.model.state_dict())
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} of its {total} weights are not '
+                            f'in the checkpoint (e.g. {missing[:3]})')
+        if mismatched:
+            problems.append(f'{len(mismatched)} have another shape there '
+                            f'(checkpoint vs model, e.g. {mismatched[:3]})')
         raise SystemExit(
             f'checkpoint {args.checkpoint!r} does not fit the model of '
-            f'{args.config!r}: {len(missing)} of its {total} weights are '
-            f'not in the checkpoint (e.g. {missing[:3]}), so they would be '
+            f'{args.config!r}: {"; ".join(problems)}, so they would be '
             'evaluated randomly initialised. Use the config the checkpoint '
             'was trained with.')
     metrics = runner.test()

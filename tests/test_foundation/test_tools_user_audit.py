@@ -126,6 +126,27 @@ def test_test_py_refuses_a_checkpoint_of_another_model(tmp_path):
         test.parse_args([DEMO, good, '--out', 'preds.json'])
 
 
+def test_test_py_refuses_a_checkpoint_with_another_head_shape(tmp_path):
+    """Same keys, another class count: mmengine skipped the mismatched
+    head with a log warning and evaluated a random head."""
+    test = _tool('test.py')
+    good = torch.load(_demo_checkpoint(tmp_path / 'demo.pth'),
+                      weights_only=False)
+    state = good['state_dict']
+    head = [k for k in state if k.startswith('head.') and
+            k.endswith('weight')]
+    assert head
+    state[head[0]] = torch.zeros(100, state[head[0]].shape[1])
+    other = tmp_path / 'head100.pth'
+    torch.save(good, other)
+    opts = ['--cfg-options', 'test_dataloader.dataset.indices=8']
+    with pytest.raises(SystemExit, match=re.escape(
+            f'1 have another shape there (checkpoint vs model, e.g. '
+            f"['{head[0]}: (100, ")):
+        test.main([DEMO, str(other), '--work-dir', str(tmp_path / 'w')] +
+                  opts)
+
+
 # --- config inheritance: swapping the augment ------------------------------
 def test_child_config_augment_mistakes_fail_at_build_naming_the_fix(
         tmp_path):

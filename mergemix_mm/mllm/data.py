@@ -44,6 +44,10 @@ def load_records(path: str) -> List[Dict[str, Any]]:
         ValueError: If the file (or a JSONL line) is not valid JSON, naming
             the file (and the line), or if it is not a list of records.
     """
+    if osp.isdir(path):
+        raise FileNotFoundError(
+            f'data_path={path!r} is a folder; give the .json / .jsonl file '
+            '(images go in image_folder)')
     if not osp.isfile(path):
         raise FileNotFoundError(f'data_path={path!r} does not exist')
     if path.endswith('.jsonl'):

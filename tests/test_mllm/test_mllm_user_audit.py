@@ -200,3 +200,14 @@ def test_other_family_mask_setting_is_not_ignored(tiny_llava, tiny_qwen):
     with pytest.raises(ValueError, match='attn_layer=1 applies to the LLaVA'):
         MergeMixVLM(tiny_qwen[0], MergeMixArguments(attn_layer=1))
     MergeMixVLM(tiny_llava[0], MergeMixArguments(attn_layer=1))
+
+
+def test_data_path_folder_and_max_length_name_the_flag(tmp_path, data):
+    """A folder as data_path said 'does not exist'; model_max_length 0 was
+    reported as the collator's max_length."""
+    with pytest.raises(FileNotFoundError, match='is a folder'):
+        LlavaConversationDataset(str(tmp_path), None)
+    with pytest.raises(ValueError, match='model_max_length=0 must be'):
+        _load_tool('train').main(
+            _argv(data, tmp_path / 'out', '--tiny', 'llava',
+                  '--model_max_length', '0', '--max_steps', '1'))

@@ -164,6 +164,10 @@ def main(argv=None):
             parser.parse_args_into_dataclasses(argv)
     if data_args.data_path is None:
         raise ValueError('--data_path is required')
+    if data_args.model_max_length is not None and \
+            data_args.model_max_length < 2:
+        raise ValueError(f'model_max_length={data_args.model_max_length} '
+                         'must be >= 2 (or unset: no limit)')
     if train_args.remove_unused_columns:
         train_args.remove_unused_columns = False  # the collator builds inputs
 

@@ -198,6 +198,16 @@ class MergeMixTrainer(Trainer):
                 if lr is not None:
                     group['lr'] = float(lr)
                 groups.append(group)
+        grouped = {id(p) for g in groups for p in g['params']}
+        trainable = {id(p) for p in opt_model.parameters() if p.requires_grad}
+        if grouped != trainable:
+            # e.g. FSDP with flattened parameters: the parts' modules no
+            # longer own the tensors the optimizer has to update
+            raise ValueError(
+                'vision_tower_lr / mm_projector_lr: the trainable parameters '
+                'of the model being optimised are not those of its parts '
+                '(is it wrapped with flattened parameters, e.g. FSDP without '
+                'use_orig_params?); unset them')
         return groups
 
     def _record(self, outputs) -> None:

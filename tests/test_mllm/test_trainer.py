@@ -242,6 +242,16 @@ def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
         config=dict(optimizer=dict(type='AdamW')))
     with pytest.raises(ValueError, match='"optimizer" section'):
         MergeMixTrainer(model=wrapper, args=ds_args, vision_tower_lr=1e-5)
+    # parts that do not own the optimised tensors (flattening wrappers)
+    trainer = MergeMixTrainer(model=wrapper, args=args,
+                              vision_tower_lr=1e-5)
+    parts = wrapper.parameter_groups()
+    wrapper.parameter_groups = lambda: {
+        k: [torch.nn.Parameter(p.detach().clone()) for p in v]
+        for k, v in parts.items()}
+    with pytest.raises(ValueError, match='not those of its parts'):
+        trainer.create_optimizer()
+    del wrapper.parameter_groups
     # GaLore / LOMO-like optimizers return their own parameter groups
     # (their packages are not installed here, so their answer is stood in)
     trainer = MergeMixTrainer(model=wrapper, args=args,

@@ -211,3 +211,19 @@ def test_data_path_folder_and_max_length_name_the_flag(tmp_path, data):
         _load_tool('train').main(
             _argv(data, tmp_path / 'out', '--tiny', 'llava',
                   '--model_max_length', '0', '--max_steps', '1'))
+
+
+def test_tiny_model_follows_the_seed(tmp_path, data):
+    """--tiny built the same random model whatever --seed said."""
+    import torch
+    tool = _load_tool('train')
+    model_args = tool.ModelArguments(tiny='llava')
+    train_set = LlavaConversationDataset(*data)
+    weights = []
+    for seed in (0, 0, 1):
+        model, _, _ = tool.build_model(model_args, None, train_set,
+                                       seed=seed)
+        weights.append(torch.cat([p.detach().flatten()
+                                  for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

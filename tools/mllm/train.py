@@ -95,8 +95,9 @@ def _texts(dataset):
             yield text.replace('<image>', '')
 
 
-def build_model(model_args, data_args, train_set):
-    """(model, tokenizer, image_processor)."""
+def build_model(model_args, data_args, train_set, seed: int = 0):
+    """(model, tokenizer, image_processor); ``seed`` seeds the random
+    weights of a ``--tiny`` model (``--seed``)."""
     from mergemix_mm.mllm import (build_tiny_llava, build_tiny_qwen2_5_vl,
                                   train_tiny_tokenizer)
     if model_args.tiny is not None:
@@ -118,9 +119,9 @@ def build_model(model_args, data_args, train_set):
         ]
         tok = train_tiny_tokenizer(corpus, vocab_size=512, template=template)
         if model_args.tiny == 'llava':
-            model, proc = build_tiny_llava(tok)
+            model, proc = build_tiny_llava(tok, seed=seed)
         else:
-            model, proc = build_tiny_qwen2_5_vl(tok)
+            model, proc = build_tiny_qwen2_5_vl(tok, seed=seed)
         return model, tok, proc
     if model_args.model_name_or_path is None:
         raise ValueError('set --model_name_or_path or --tiny')
@@ -179,8 +180,8 @@ def main(argv=None):
         eval_set = LlavaConversationDataset(
             data_args.eval_data_path, data_args.image_folder,
             skip_bad_samples=data_args.skip_bad_samples)
-    model, tokenizer, image_processor = build_model(model_args, data_args,
-                                                    train_set)
+    model, tokenizer, image_processor = build_model(
+        model_args, data_args, train_set, seed=train_args.seed)
     wrapper = MergeMixVLM(model, mm_args)
     if model_args.freeze_vision_tower:
         # Qwen's tower holds its merger, which is its projector into the LLM

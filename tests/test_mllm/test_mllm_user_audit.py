@@ -227,3 +227,19 @@ def test_tiny_model_follows_the_seed(tmp_path, data):
                                   for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_accelerate_launcher_without_gpus_refuses_several_processes():
+    """accelerate's default launch on a machine without GPUs ran one
+    process for NUM_PROCS=2, without a word."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, LAUNCHER='accelerate', CUDA_VISIBLE_DEVICES='',
+               PYTHON=sys.executable)
+    env.pop('ACCELERATE_CONFIG', None)
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'mllm', 'dist_train.sh'), '2',
+         '--help'], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert 'would run a single process' in proc.stderr

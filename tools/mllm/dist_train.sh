@@ -18,6 +18,13 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PYTHON=${PYTHON:-python}
 export PYTHONPATH="$ROOT:${PYTHONPATH:-}"
 if [ "$LAUNCHER" = "accelerate" ]; then
+    if [ "$NPROC" -gt 1 ] && [ -z "${ACCELERATE_CONFIG:-}" ] && \
+        [ "$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')" = "0" ]; then
+        # accelerate's default launch on a machine without GPUs starts ONE
+        # process whatever --num_processes says
+        echo "LAUNCHER=accelerate with NUM_PROCS=$NPROC on a machine without GPUs would run a single process; use the default torchrun launcher for CPU processes (or give ACCELERATE_CONFIG)" >&2
+        exit 2
+    fi
     EXTRA=()
     if [ -n "${ACCELERATE_CONFIG:-}" ]; then
         EXTRA=(--config_file "$ACCELERATE_CONFIG")

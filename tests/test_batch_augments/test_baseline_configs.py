@@ -19,7 +19,7 @@ CONFIGS = sorted(
 DIGITS = [c for c in CONFIGS if '_digits-' in c]
 # Trained for one step by default (the classifier re-scoring paths and a
 # label-aware mask); the other digits variants run with ``-m slow``.
-FAST = ('-transmix_', '-mixpro_', '-tdattenmix_')
+FAST = ('-transmix_', '-mixpro_', '-mixpro-openmixup_', '-tdattenmix_')
 DIGITS_PARAMS = [
     pytest.param(c, marks=() if any(k in c for k in FAST) else
                  pytest.mark.slow) for c in DIGITS
@@ -27,7 +27,8 @@ DIGITS_PARAMS = [
 METHODS = {
     'vanilla', 'mixup', 'cutmix', 'deit', 'fmix', 'gridmix', 'smoothmix',
     'resizemix', 'resizemix-mmpretrain', 'saliencymix', 'attentivecutmix',
-    'transmix', 'smmix', 'mixpro', 'tdattenmix', 'tokenmix'
+    'transmix', 'smmix', 'mixpro', 'mixpro-openmixup', 'tdattenmix',
+    'tokenmix'
 }
 
 

@@ -1,5 +1,6 @@
 """MixPro: MaskMix (random grid of cells) with progressive attention
-labelling from the training forward."""
+labelling from the training forward (or, with ``compat='openmixup'``, from
+a no-grad pass on the clean batch)."""
 import math
 from typing import Optional, Tuple
 
@@ -9,13 +10,18 @@ from mmpretrain.registry import BATCH_AUGMENTS
 
 from ...utils.checks import check_bool
 from ..tome import ToMeOutput, forward_with_attention, vit_geometry
-from .attention_utils import cls_attention_grid
+from .attention_utils import attention_pass, cls_attention_grid
 from .base import MixRecord, ModelAwareMixin, check_batch, derangement, \
     mix_scores
 from .box_utils import cells_to_pixels, downsample_mask
 from .mix_plan import PlannedMix, check_alpha, check_number, sample_beta
 
 __all__ = ['MixPro', 'progressive_attention_lam']
+
+_COMPAT = (None, 'openmixup')
+#: Label smoothing of OpenMixup's PAL target (``smoothing`` of its MixPro
+#: ``mix_args``, 0.1 by default and in every config).
+_OPENMIXUP_SMOOTHING = 0.1
 
 
 def progressive_attention_lam(attn: torch.Tensor, keep_mask: torch.Tensor,
@@ -69,18 +75,38 @@ class MixPro(ModelAwareMixin, PlannedMix):
     own cells; the cosine similarity :math:`s` between the area-mixed target
     and the model's softmax prediction (detached) mixes it with the area:
     :math:`\lambda = s \lambda_{attn} + (1 - s) \lambda_{area}`
-    (:func:`progressive_attention_lam`). No extra forward is run.
+    (:func:`progressive_attention_lam`). By default no extra forward is run
+    (see ``compat`` for OpenMixup's clean-batch pass).
 
     Implemented from the paper and the official code (cell law, PAL with the
     cosine-similarity progressive factor). Differences: the area term is the
     exact visible pixel area (the official code uses the cell count, which
     differs when ``H`` is not a multiple of ``mask_patch_size``), the
     similarity is detached, and label smoothing is left to the head's loss.
-    OpenMixup's port differs: its classifier (commit 37e1372) takes the
-    attention from a no-grad forward on the *clean* batch, before mixing,
-    and compares the prediction with a smoothed target; its published MixPro
-    numbers come from that variant, which is not reproduced here.
-    OpenMixup's recipe pairs it with Mixup:
+
+    ``compat='openmixup'`` reproduces OpenMixup's port (commit 37e1372), which
+    produced its published MixPro numbers:
+
+    * the attention comes from an extra no-grad forward of the backbone on
+      the *clean* batch, before mixing, in the backbone's current mode
+      (train mode during training, as OpenMixup): block ``attn_layer``, CLS
+      query row, mean over heads; :math:`\lambda_{attn}` is the share of each
+      image's own clean attention that falls on the cells where it stays;
+    * the area term is the cell count share ``ceil(lam * cells) / cells``
+      (not the visible pixel area);
+    * :math:`s` compares the prediction of the training forward on the mixed
+      batch with the area-mixed target built from labels smoothed with 0.1
+      (``(1 - 0.1) y + 0.1 / K``);
+    * the per-sample :math:`\lambda` is averaged over the batch (OpenMixup's
+      head multiplies batch-mean loss terms by the ``[N, 1]`` weights, and
+      its loss parser averages them), so every row of the target uses the
+      batch mean (the per-sample values stay in
+      ``record.extra['lam_pal']``);
+    * the partner is a plain random permutation (a sample may be paired with
+      itself).
+
+    The training forward itself is not changed (no attention is read from
+    it). OpenMixup's recipe pairs MixPro with Mixup:
     ``augments=[MixPro(1.0), Mixup(1.0)], probs=[0.8, 0.2]``.
 
     Args:
@@ -90,6 +116,8 @@ class MixPro(ModelAwareMixin, PlannedMix):
         attn_layer (int): Block of the labelling attention. Defaults to -1.
         attention_label (bool): Use PAL; False keeps the area labels (plain
             MaskMix). Defaults to True.
+        compat (str, optional): None (paper and official MixPro code) or
+            ``'openmixup'`` (OpenMixup's port, see above). Defaults to None.
     """
 
     needs_train_forward = True
@@ -98,7 +126,12 @@ class MixPro(ModelAwareMixin, PlannedMix):
                  alpha: float = 1.0,
                  mask_patch_size: int = 64,
                  attn_layer: int = -1,
-                 attention_label: bool = True):
+                 attention_label: bool = True,
+                 compat: Optional[str] = None):
+        if compat not in _COMPAT:
+            raise ValueError(
+                f'MixPro: compat={compat!r} must be one of {_COMPAT}.')
+        self.compat = compat
         self.alpha = check_alpha('MixPro', alpha)
         self.mask_patch_size = check_number(
             'MixPro', 'mask_patch_size', mask_patch_size, low=1, integer=True)
@@ -126,7 +159,10 @@ class MixPro(ModelAwareMixin, PlannedMix):
 
         Returns:
             dict: ``mask`` [B, 1, H, W] (1 = own cell), ``index`` [B],
-            ``lam`` [B] (own visible area), ``cells`` [B, nh, nw].
+            ``lam`` [B] (own visible area; own cell share with
+            ``compat='openmixup'``), ``cells`` [B, nh, nw]; with
+            ``compat='openmixup'`` and ``attention_label``, also
+            ``saliency`` [B, h, w] (:meth:`clean_attention`).
         """
         B, device = inputs.shape[0], inputs.device
         H, W = inputs.shape[-2:]
@@ -138,15 +174,37 @@ class MixPro(ModelAwareMixin, PlannedMix):
         ranks = torch.rand(B, total).argsort(1).argsort(1)
         cells = (ranks < count).float().reshape(B, nh, nw).to(device)
         mask = cells_to_pixels(cells, m, m, H, W)
-        return dict(
-            mask=mask,
-            index=derangement(B, device),
-            lam=mask.flatten(1).mean(1),
-            cells=cells)
+        if self.compat == 'openmixup':
+            index = torch.randperm(B).to(device)  # fixed points allowed
+            lam = cells.flatten(1).mean(1)
+        else:
+            index = derangement(B, device)
+            lam = mask.flatten(1).mean(1)
+        plan = dict(mask=mask, index=index, lam=lam, cells=cells)
+        if self.compat == 'openmixup' and self.attention_label:
+            plan['saliency'] = self.clean_attention(inputs)
+        return plan
+
+    def clean_attention(self, inputs: torch.Tensor) -> torch.Tensor:
+        """OpenMixup's PAL attention: a no-grad pass of the bound backbone on
+        the clean images, in its current mode (train mode in training).
+
+        Returns:
+            Tensor: ``[B, h, w]`` CLS attention of block ``attn_layer``
+            (head mean, see :func:`cls_attention_grid`).
+        """
+        out = attention_pass(
+            self.model.backbone, inputs, self.attn_layer, eval=False)
+        return cls_attention_grid(out)
 
     def __call__(self, inputs: torch.Tensor, batch_score: torch.Tensor
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """MaskMix the batch and leave the record for PAL.
+
+        With ``compat='openmixup'`` (and ``attention_label``), the bound
+        backbone runs once on the clean batch without gradients
+        (:meth:`clean_attention`); its map goes to
+        ``record.extra['clean_attn']`` ([B, h, w]).
 
         Raises:
             RuntimeError: If the augment is not bound to a model.
@@ -157,6 +215,9 @@ class MixPro(ModelAwareMixin, PlannedMix):
             return inputs, scores
         plan = self.build_mix(inputs)
         index = plan['index']
+        extra = {}
+        if 'saliency' in plan:
+            extra['clean_attn'] = plan['saliency']
         mixed = self.apply_mix(inputs, inputs[index], plan)
         if self.attention_label:
             self._set_record(
@@ -166,17 +227,39 @@ class MixPro(ModelAwareMixin, PlannedMix):
                     clean_scores=scores,
                     index=index,
                     lam=plan['lam'],
-                    mask=plan['mask']))
+                    mask=plan['mask'],
+                    extra=extra))
         return mixed, mix_scores(scores, index, plan['lam'])
 
-    def attention_lam(self, out: ToMeOutput, logits: torch.Tensor,
+    def attention_lam(self, out: Optional[ToMeOutput], logits: torch.Tensor,
                       record: MixRecord) -> torch.Tensor:
-        """PAL label weights from a forward's attention and logits."""
-        target = mix_scores(record.clean_scores, record.index, record.lam)
+        """PAL label weights from a forward's attention and logits.
+
+        Args:
+            out (ToMeOutput, optional): The training forward with attention
+                (unused with ``compat='openmixup'``, which reads
+                ``record.extra['clean_attn']``, or runs
+                :meth:`clean_attention` on ``record.clean_inputs`` for a
+                record without it).
+            logits (Tensor): ``[B, K]`` prediction of the training forward.
+            record (MixRecord): The record of the call.
+
+        Returns:
+            Tensor: ``[B]`` per-sample weights (before any batch mean).
+        """
+        scores = record.clean_scores.float()
+        if self.compat == 'openmixup':
+            eps = _OPENMIXUP_SMOOTHING
+            scores = (1 - eps) * scores + eps / scores.shape[1]
+            attn = record.extra.get('clean_attn')
+            if attn is None:
+                attn = self.clean_attention(record.clean_inputs)
+        else:
+            attn = cls_attention_grid(out)
+        target = mix_scores(scores, record.index, record.lam)
         prob = F.softmax(logits.detach().float(), dim=-1)
         sim = F.cosine_similarity(target, prob, dim=1).clamp(0, 1)
-        return progressive_attention_lam(
-            cls_attention_grid(out), record.mask, record.lam, sim)
+        return progressive_attention_lam(attn, record.mask, record.lam, sim)
 
     def forward_and_rescore(self, model: torch.nn.Module,
                             inputs: torch.Tensor, record: MixRecord
@@ -187,17 +270,26 @@ class MixPro(ModelAwareMixin, PlannedMix):
             tuple: ``(feats, scores)`` (feats with gradients, as
             ``extract_feat``). ``record.lam`` is updated to the PAL weights
             (the area weights move to ``record.extra['lam_area']``), so a
-            loss with ``lam_reduction='batch'`` uses them too.
+            loss with ``lam_reduction='batch'`` uses them too. With
+            ``compat='openmixup'`` they are the batch mean of the per-sample
+            weights (kept in ``record.extra['lam_pal']``).
         """
-        out = forward_with_attention(
-            model.backbone, inputs, attn_layer=self.attn_layer,
-            trace_source=False)
-        feats = out.outs
+        if self.compat == 'openmixup':
+            out = None
+            feats = model.backbone(inputs)
+        else:
+            out = forward_with_attention(
+                model.backbone, inputs, attn_layer=self.attn_layer,
+                trace_source=False)
+            feats = out.outs
         if getattr(model, 'with_neck', False):
             feats = model.neck(feats)
         with torch.no_grad():
             logits = model.head(feats)
         lam = self.attention_lam(out, logits, record)
+        if self.compat == 'openmixup':
+            record.extra['lam_pal'] = lam
+            lam = lam.mean().expand_as(lam).clone()
         record.extra['lam_area'] = record.lam
         record.lam = lam
         return feats, mix_scores(record.clean_scores, record.index, lam)
@@ -205,4 +297,4 @@ class MixPro(ModelAwareMixin, PlannedMix):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(alpha={self.alpha}, mask_patch_size='
                 f'{self.mask_patch_size}, attention_label='
-                f'{self.attention_label})')
+                f'{self.attention_label}, compat={self.compat!r})')

@@ -46,6 +46,19 @@ def test_every_method_has_three_variants():
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_drop_path_is_the_recipes(path):
+    """0.1 like MergeMix, except the configs that reproduce OpenMixup's
+    MixPro, whose configs misspell the argument (ALGORITHM.md A10)."""
+    cfg = Config.fromfile(path)
+    openmixup = _method(path) == 'mixpro-openmixup'
+    assert cfg.model.backbone.drop_path_rate == (0.0 if openmixup else 0.1)
+    compats = {a.get('compat') for a in cfg.model.train_cfg.augments
+               if a['type'] == 'MixPro'}
+    assert compats == ({'openmixup'} if openmixup else
+                       {None} if 'mixpro' in _method(path) else set())
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_config_builds_its_augments(path):
     cfg = Config.fromfile(path)
     train_cfg = cfg.model.train_cfg

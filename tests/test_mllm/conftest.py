@@ -91,3 +91,22 @@ def make_samples():
 def make_llava_batch():
     """``make_llava_batch(wrapper, processor, tokenizer, samples)``."""
     return llava_batch
+
+
+@pytest.fixture
+def mllm_tool():
+    """``mllm_tool(name)`` -> the module ``tools/mllm/<name>.py`` (loaded
+    by path, as a user runs it)."""
+    import importlib.util
+    import os.path as osp
+    root = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+
+    def load(name):
+        path = osp.join(root, 'tools', 'mllm', f'{name}.py')
+        spec = importlib.util.spec_from_file_location(f'_mllm_tool_{name}',
+                                                      path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,5 +1,4 @@
 """tools/mllm/train.py end to end on a tiny random LLaVA (CPU)."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -7,14 +6,6 @@ import pytest
 import torch
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-
-
-def _load_tool(name):
-    path = osp.join(ROOT, 'tools', 'mllm', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'mllm_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -36,7 +27,7 @@ def digits_json(tmp_path, make_samples):
 
 
 @pytest.mark.parametrize('tiny', ['llava', 'qwen2_5_vl'])
-def test_train_cli_runs_and_saves(tmp_path, digits_json, tiny):
+def test_train_cli_runs_and_saves(tmp_path, digits_json, tiny, mllm_tool):
     from transformers import AutoModelForImageTextToText
     data, folder = digits_json
     out = tmp_path / 'out'
@@ -47,17 +38,17 @@ def test_train_cli_runs_and_saves(tmp_path, digits_json, tiny):
             '--disable_tqdm', 'true', '--system_prompt', '']
     if tiny == 'llava':
         argv += ['--merge_num', '16']
-    trainer = _load_tool('train').main(argv)
+    trainer = mllm_tool('train').main(argv)
     assert trainer.state.global_step == 2
     model = AutoModelForImageTextToText.from_pretrained(str(out))
     assert model.config.model_type == tiny
     assert osp.exists(out / 'preprocessor_config.json')
 
 
-def test_train_cli_bad_setting(tmp_path, digits_json):
+def test_train_cli_bad_setting(tmp_path, digits_json, mllm_tool):
     data, folder = digits_json
     with pytest.raises(ValueError, match='beta=0.0'):
-        _load_tool('train').main([
+        mllm_tool('train').main([
             '--tiny', 'llava', '--data_path', data, '--image_folder', folder,
             '--output_dir', str(tmp_path), '--beta', '0', '--use_cpu'])
 

@@ -580,19 +580,14 @@ def test_qwen_non_square_pairs_keep_their_top_units(tiny_qwen, monkeypatch):
 # --------------------------------------------------------------------- #
 
 
-def test_cli_json_config_freeze_and_pixel_budget(tmp_path, make_samples):
+def test_cli_json_config_freeze_and_pixel_budget(tmp_path, make_samples,
+                                                 mllm_tool):
     """A single ``.json`` argument is the config; ``freeze_vision_tower``
     freezes the vision blocks (not the LLM, nor the merger, Qwen's
     projector); ``min_pixels`` /
     ``max_pixels`` set the Qwen image processor's shortest / longest edge
     budget."""
-    import importlib.util
-    import os.path as osp
-    root = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-    spec = importlib.util.spec_from_file_location(
-        'mllm_train_laws', osp.join(root, 'tools', 'mllm', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = mllm_tool('train')
     folder = tmp_path / 'images'
     folder.mkdir()
     records = []

@@ -1,5 +1,4 @@
 """What a user of ``tools/mllm`` hits: bad data, bad flags, checkpoints."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -8,14 +7,6 @@ import pytest
 from mergemix_mm.mllm import LlavaConversationDataset
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-
-
-def _load_tool(name):
-    path = osp.join(ROOT, 'tools', 'mllm', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'mllm_audit_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _record(sample, image=None):
@@ -66,28 +57,28 @@ def test_image_placeholder_in_a_response_names_the_sample(tmp_path, data):
     assert len(ds) == 7 and ds.num_dropped == 1
 
 
-def test_every_checkpoint_holds_the_image_processor(tmp_path, data):
+def test_every_checkpoint_holds_the_image_processor(tmp_path, data, mllm_tool):
     from transformers import AutoProcessor
     out = tmp_path / 'out'
-    _load_tool('train').main(
+    mllm_tool('train').main(
         _argv(data, out, '--tiny', 'llava', '--merge_num', '16',
               '--max_steps', '1', '--save_steps', '1'))
     ckpt = out / 'checkpoint-1'
     assert osp.exists(ckpt / 'preprocessor_config.json')
     AutoProcessor.from_pretrained(str(ckpt))  # used to raise OSError
     # and training can start again from that checkpoint
-    trainer = _load_tool('train').main(
+    trainer = mllm_tool('train').main(
         _argv(data, tmp_path / 'again', '--model_name_or_path', str(ckpt),
               '--merge_num', '16', '--max_steps', '1', '--save_strategy',
               'no'))
     assert trainer.state.global_step == 1
 
 
-def test_load_best_model_at_end(tmp_path, data):
+def test_load_best_model_at_end(tmp_path, data, mllm_tool):
     import torch
     from safetensors.torch import load_file
     out = tmp_path / 'out'
-    trainer = _load_tool('train').main(
+    trainer = mllm_tool('train').main(
         _argv(data, out, '--tiny', 'llava', '--merge_num', '16',
               '--max_steps', '3', '--learning_rate', '0.02',
               '--eval_data_path', data[0], '--eval_strategy', 'steps',
@@ -110,13 +101,13 @@ def test_load_best_model_at_end(tmp_path, data):
     ('llava', 'qwen2_5_vl', 'vicuna_v1'),
 ])
 def test_template_must_fit_the_model(tmp_path, data, tiny, template,
-                                     expected):
+                                     expected, mllm_tool):
     # It used to fail inside the collator, naming num_image_tokens or
     # image_token (settings the user never gave) instead of --template.
     with pytest.raises(ValueError,
                        match=f"template='{template}' does not fit the "
                        f"{tiny} model; use '{expected}'"):
-        _load_tool('train').main(
+        mllm_tool('train').main(
             _argv(data, tmp_path / 'out', '--tiny', tiny, '--template',
                   template, '--max_steps', '1', '--save_strategy', 'no'))
 
@@ -131,16 +122,18 @@ def test_template_must_fit_the_model(tmp_path, data, tiny, template,
      'min_pixels=4000 exceeds max_pixels=1000'),
     ('qwen2_5_vl', ['--max_pixels', '-5'], 'max_pixels=-5 must not be'),
 ])
-def test_pixel_budget_flags_are_checked(tmp_path, data, tiny, flags, match):
+def test_pixel_budget_flags_are_checked(tmp_path, data, tiny, flags, match,
+                                        mllm_tool):
     out = tmp_path / 'out'
     with pytest.raises(ValueError, match=match):
-        _load_tool('train').main(
+        mllm_tool('train').main(
             _argv(data, out, '--tiny', tiny, *flags, '--max_steps', '1',
                   '--save_strategy', 'no'))
     assert not out.exists()
 
 
-def test_bad_torch_dtype_names_the_setting(tmp_path, data, tiny_llava):
+def test_bad_torch_dtype_names_the_setting(tmp_path, data, tiny_llava,
+                                           mllm_tool):
     model, processor, tok = tiny_llava
     ckpt = tmp_path / 'hf'
     model.save_pretrained(str(ckpt))
@@ -148,7 +141,7 @@ def test_bad_torch_dtype_names_the_setting(tmp_path, data, tiny_llava):
     processor.save_pretrained(str(ckpt))
     # it used to be a raw AttributeError from getattr(torch, ...)
     with pytest.raises(ValueError, match="torch_dtype='float16x'"):
-        _load_tool('train').main(
+        mllm_tool('train').main(
             _argv(data, tmp_path / 'out', '--model_name_or_path', str(ckpt),
                   '--torch_dtype', 'float16x', '--max_steps', '1'))
 
@@ -165,15 +158,15 @@ def test_qwen_saliency_block_is_checked_when_the_model_is_built(tiny_qwen):
     MergeMixVLM(model, MergeMixArguments(qwen_saliency_block=1))
 
 
-def test_demo_digits_bad_img_size_writes_nothing(tmp_path):
+def test_demo_digits_bad_img_size_writes_nothing(tmp_path, mllm_tool):
     from mergemix_mm.mllm.digits_demo import export_digits_llava
     out = tmp_path / 'digits'
     with pytest.raises(ValueError, match='img_size=4'):
         export_digits_llava(str(out), 4)
     assert not out.exists()  # the image folder used to be created first
     with pytest.raises(SystemExit) as err:
-        _load_tool('demo_digits').main(['--out', str(out), '--img-size',
-                                        '0'])
+        mllm_tool('demo_digits').main(
+            ['--out', str(out), '--img-size', '0'])
     assert err.value.code == 2 and not out.exists()
 
 
@@ -182,11 +175,11 @@ def test_demo_digits_bad_img_size_writes_nothing(tmp_path):
     (['--attn_implementation', 'eager'], 'attn_implementation'),
     (['--model_name_or_path', 'llava-1.5-7b-hf'], 'model_name_or_path'),
 ])
-def test_pretrained_model_flags_are_not_ignored_with_tiny(tmp_path, data,
-                                                          flags, name):
+def test_pretrained_model_flags_are_not_ignored_with_tiny(
+        tmp_path, data, flags, name, mllm_tool):
     # --tiny used to win silently: a float32 random model was trained.
     with pytest.raises(ValueError, match=f"{name}=.*tiny='llava'"):
-        _load_tool('train').main(
+        mllm_tool('train').main(
             _argv(data, tmp_path / 'out', '--tiny', 'llava', *flags,
                   '--max_steps', '1', '--save_strategy', 'no'))
 
@@ -202,21 +195,22 @@ def test_other_family_mask_setting_is_not_ignored(tiny_llava, tiny_qwen):
     MergeMixVLM(tiny_llava[0], MergeMixArguments(attn_layer=1))
 
 
-def test_data_path_folder_and_max_length_name_the_flag(tmp_path, data):
+def test_data_path_folder_and_max_length_name_the_flag(tmp_path, data,
+                                                       mllm_tool):
     """A folder as data_path said 'does not exist'; model_max_length 0 was
     reported as the collator's max_length."""
     with pytest.raises(FileNotFoundError, match='is a folder'):
         LlavaConversationDataset(str(tmp_path), None)
     with pytest.raises(ValueError, match='model_max_length=0 must be'):
-        _load_tool('train').main(
+        mllm_tool('train').main(
             _argv(data, tmp_path / 'out', '--tiny', 'llava',
                   '--model_max_length', '0', '--max_steps', '1'))
 
 
-def test_tiny_model_follows_the_seed(tmp_path, data):
+def test_tiny_model_follows_the_seed(tmp_path, data, mllm_tool):
     """--tiny built the same random model whatever --seed said."""
     import torch
-    tool = _load_tool('train')
+    tool = mllm_tool('train')
     model_args = tool.ModelArguments(tiny='llava')
     train_set = LlavaConversationDataset(*data)
     weights = []

@@ -28,7 +28,7 @@ DeepSpeed / accelerate / torchrun work as for any ``Trainer``.
 import logging
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -85,18 +85,7 @@ class MergeMixTrainer(Trainer):
                              projector=mm_projector_lr)
         super().__init__(*args, **kwargs)
         self.image_processor = image_processor
-        if self._has_part_lrs():
-            if self.optimizer is not None:
-                raise ValueError('vision_tower_lr / mm_projector_lr cannot '
-                                 'be used with an optimizer passed to the '
-                                 'Trainer')
-            ds = getattr(self.args, 'hf_deepspeed_config', None)
-            if 'optimizer' in (getattr(ds, 'config', None) or {}):
-                raise ValueError(
-                    'vision_tower_lr / mm_projector_lr need the Trainer to '
-                    'build the optimizer: remove the "optimizer" section of '
-                    'the DeepSpeed config (DeepSpeed would build its own '
-                    'with one learning rate)')
+        self._check_part_lrs_usable()
         model = self.accelerator.unwrap_model(self.model)
         if not isinstance(model, MergeMixVLM):
             raise TypeError('MergeMixTrainer trains a MergeMixVLM, got '
@@ -142,22 +131,47 @@ class MergeMixTrainer(Trainer):
         loss = outputs.loss
         return (loss, outputs) if return_outputs else loss
 
+    def _deepspeed_config(self) -> dict:
+        """The DeepSpeed config in use ({} without DeepSpeed): from
+        ``--deepspeed``, or from an accelerate DeepSpeed plugin (``accelerate
+        launch --use_deepspeed``), where it never reaches ``args``."""
+        ds = getattr(self.args, 'hf_deepspeed_config', None)
+        if ds is None and getattr(self, 'is_deepspeed_enabled', False):
+            plugin = getattr(self.accelerator.state, 'deepspeed_plugin', None)
+            ds = getattr(plugin, 'hf_ds_config', None)
+        return getattr(ds, 'config', None) or {}
+
+    def _check_part_lrs_usable(self) -> None:
+        if not self._has_part_lrs():
+            return
+        if self.optimizer is not None:
+            raise ValueError('vision_tower_lr / mm_projector_lr cannot be '
+                             'used with an optimizer passed to the Trainer')
+        if 'optimizer' in self._deepspeed_config():
+            raise ValueError(
+                'vision_tower_lr / mm_projector_lr need the Trainer to build '
+                'the optimizer: remove the "optimizer" section of the '
+                'DeepSpeed config (DeepSpeed would build its own with one '
+                'learning rate)')
+
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, with the parts' own learning rates.
 
         Without ``vision_tower_lr`` / ``mm_projector_lr`` this is
-        ``Trainer.create_optimizer``. With them, the parameter groups are
-        the Trainer's (weight decay except on biases and norms) split by
-        part; the language model's groups come first, so the logged
-        ``learning_rate`` is ``args.learning_rate``.
+        ``Trainer.create_optimizer``. With them, the Trainer builds its
+        optimizer as usual (its class and kwargs, weight decay except on
+        biases and norms, and its other set-up), and each of its parameter
+        groups is then split by part before any step; the parts with a rate
+        of their own get it. The language model's groups come first, so the
+        logged ``learning_rate`` is ``args.learning_rate`` unless the
+        language model is frozen.
         """
         if self.optimizer is not None or not self._has_part_lrs():
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
-        wrapper = self.accelerator.unwrap_model(opt_model)
-        groups = self._part_param_groups(opt_model, wrapper)
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
-            self.args, opt_model)
+        optimizer_cls, optimizer_kwargs = (
+            self.optimizer_cls_and_kwargs
+            or self.get_optimizer_cls_and_kwargs(self.args, opt_model))
         if (hf_trainer.is_optimizer_factory(optimizer_cls) or any(
                 k in optimizer_kwargs
                 for k in ('params', 'model', 'optimizer_dict'))):
@@ -166,49 +180,48 @@ class MergeMixTrainer(Trainer):
                 f'optim={optim!r} builds its own parameter groups; '
                 'vision_tower_lr / mm_projector_lr need a standard optimizer '
                 '(e.g. adamw_torch)')
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
+        optimizer = super().create_optimizer(model)
+        self._split_groups_by_part(optimizer,
+                                   self.accelerator.unwrap_model(opt_model))
+        return optimizer
 
     def _has_part_lrs(self) -> bool:
         return any(v is not None for v in self.part_lrs.values())
 
-    def _part_param_groups(self, opt_model,
-                           wrapper: MergeMixVLM) -> List[Dict[str, Any]]:
-        decay = set(self.get_decay_parameter_names(opt_model))
-        decay_ids = {
-            id(p) for n, p in opt_model.named_parameters() if n in decay
+    def _split_groups_by_part(self, optimizer: torch.optim.Optimizer,
+                              wrapper: MergeMixVLM) -> None:
+        part_of = {
+            id(p): part
+            for part, params in wrapper.parameter_groups().items()
+            for p in params
         }
-        parts = wrapper.parameter_groups()
-        groups = []
+        groups = optimizer.param_groups
+        if any(id(p) not in part_of for g in groups for p in g['params']):
+            # e.g. FSDP with flattened parameters: the parts' modules no
+            # longer own the tensors the optimizer has to update
+            raise ValueError(
+                'vision_tower_lr / mm_projector_lr: the parameters being '
+                'optimised are not those of the model\'s parts (is it '
+                'wrapped with flattened parameters, e.g. FSDP without '
+                'use_orig_params?); unset them')
+        split = []
         for part in ('language_model', 'vision_tower', 'projector'):
-            params = [p for p in parts[part] if p.requires_grad]
             lr = self.part_lrs.get(part)
-            if lr is not None and not params:
+            found = False
+            for group in groups:
+                chosen = [p for p in group['params'] if part_of[id(p)] == part]
+                if not chosen:
+                    continue
+                found = True
+                split.append(dict(group, params=chosen))
+                if lr is not None:
+                    split[-1]['lr'] = float(lr)
+            if lr is not None and not found:
                 setting = ('vision_tower_lr' if part == 'vision_tower' else
                            'mm_projector_lr')
                 raise ValueError(f'{setting}={lr} is set but the {part} has '
                                  'no trainable parameters (frozen)')
-            for wd in (True, False):
-                chosen = [p for p in params if (id(p) in decay_ids) == wd]
-                if not chosen:
-                    continue
-                group = dict(params=chosen,
-                             weight_decay=self.args.weight_decay if wd else
-                             0.0)
-                if lr is not None:
-                    group['lr'] = float(lr)
-                groups.append(group)
-        grouped = {id(p) for g in groups for p in g['params']}
-        trainable = {id(p) for p in opt_model.parameters() if p.requires_grad}
-        if grouped != trainable:
-            # e.g. FSDP with flattened parameters: the parts' modules no
-            # longer own the tensors the optimizer has to update
-            raise ValueError(
-                'vision_tower_lr / mm_projector_lr: the trainable parameters '
-                'of the model being optimised are not those of its parts '
-                '(is it wrapped with flattened parameters, e.g. FSDP without '
-                'use_orig_params?); unset them')
-        return groups
+        optimizer.param_groups[:] = split
 
     def _record(self, outputs) -> None:
         stats = {'sft_loss': float(outputs.sft_loss.detach())}

@@ -223,17 +223,28 @@ def test_tiny_model_follows_the_seed(tmp_path, data, mllm_tool):
     assert not torch.equal(weights[0], weights[2])
 
 
-def test_accelerate_launcher_without_gpus_refuses_several_processes():
+def test_accelerate_launcher_without_gpus_refuses_several_processes(
+        tmp_path):
     """accelerate's default launch on a machine without GPUs ran one
-    process for NUM_PROCS=2, without a word."""
+    process for NUM_PROCS=2, without a word; with an accelerate config
+    (here the default config file) the launch goes ahead."""
     import os
     import subprocess
     import sys
     env = dict(os.environ, LAUNCHER='accelerate', CUDA_VISIBLE_DEVICES='',
-               PYTHON=sys.executable)
+               PYTHON=sys.executable, HF_HOME=str(tmp_path))
     env.pop('ACCELERATE_CONFIG', None)
-    proc = subprocess.run(
-        ['bash', osp.join(ROOT, 'tools', 'mllm', 'dist_train.sh'), '2',
-         '--help'], env=env, capture_output=True, text=True, timeout=120)
+    script = osp.join(ROOT, 'tools', 'mllm', 'dist_train.sh')
+    proc = subprocess.run(['bash', script, '2', '--help'], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert 'would run a single process' in proc.stderr
+    config = tmp_path / 'accelerate' / 'default_config.yaml'
+    config.parent.mkdir()
+    config.write_text('compute_environment: LOCAL_MACHINE\n'
+                      'distributed_type: NO\nnum_processes: 1\n'
+                      'use_cpu: true\n')
+    proc = subprocess.run(['bash', script, '2', '--help'], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert 'would run a single process' not in proc.stderr
+    assert '--vision_tower_lr' in proc.stdout, proc.stderr[-2000:]

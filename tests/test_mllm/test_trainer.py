@@ -249,9 +249,18 @@ def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
     wrapper.parameter_groups = lambda: {
         k: [torch.nn.Parameter(p.detach().clone()) for p in v]
         for k, v in parts.items()}
-    with pytest.raises(ValueError, match='not those of its parts'):
+    with pytest.raises(ValueError, match="not those of the model's parts"):
         trainer.create_optimizer()
     del wrapper.parameter_groups
+    # DeepSpeed set up by accelerate (its config never reaches args)
+    trainer = MergeMixTrainer(model=wrapper, args=args,
+                              vision_tower_lr=1e-5)
+    trainer.is_deepspeed_enabled = True
+    trainer.accelerator = SimpleNamespace(state=SimpleNamespace(
+        deepspeed_plugin=SimpleNamespace(hf_ds_config=SimpleNamespace(
+            config=dict(optimizer=dict(type='AdamW'))))))
+    with pytest.raises(ValueError, match='"optimizer" section'):
+        trainer._check_part_lrs_usable()
     # GaLore / LOMO-like optimizers return their own parameter groups
     # (their packages are not installed here, so their answer is stood in)
     trainer = MergeMixTrainer(model=wrapper, args=args,
@@ -260,3 +269,25 @@ def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
         torch.optim.SGD, dict(lr=0.1, params=list(wrapper.parameters())))
     with pytest.raises(ValueError, match="optim='adamw_torch"):
         trainer.create_optimizer()
+
+
+def test_part_learning_rates_keep_the_optimizer_passed_by_class(
+        tmp_path, tiny_llava):
+    """optimizer_cls_and_kwargs is the Trainer's optimizer too: the part
+    rates split its groups instead of swapping it for args.optim."""
+    model, _, _ = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[], learning_rate=1e-2)
+    trainer = MergeMixTrainer(
+        model=wrapper, args=args, vision_tower_lr=1e-4,
+        optimizer_cls_and_kwargs=(torch.optim.SGD,
+                                  dict(lr=1e-2, momentum=0.9)))
+    opt = trainer.create_optimizer()
+    assert type(opt) is torch.optim.SGD
+    assert all(g['momentum'] == 0.9 for g in opt.param_groups)
+    tower = {id(p) for p in wrapper.parameter_groups()['vision_tower']}
+    for g in opt.param_groups:
+        ids = {id(p) for p in g['params']}
+        assert ids <= tower or not ids & tower
+        assert g['lr'] == (1e-4 if ids <= tower else 1e-2)

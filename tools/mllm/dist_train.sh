@@ -18,12 +18,32 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PYTHON=${PYTHON:-python}
 export PYTHONPATH="$ROOT:${PYTHONPATH:-}"
 if [ "$LAUNCHER" = "accelerate" ]; then
-    if [ "$NPROC" -gt 1 ] && [ -z "${ACCELERATE_CONFIG:-}" ] && \
-        [ "$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')" = "0" ]; then
-        # accelerate's default launch on a machine without GPUs starts ONE
-        # process whatever --num_processes says
-        echo "LAUNCHER=accelerate with NUM_PROCS=$NPROC on a machine without GPUs would run a single process; use the default torchrun launcher for CPU processes (or give ACCELERATE_CONFIG)" >&2
-        exit 2
+    if [ "$NPROC" -gt 1 ] && [ -z "${ACCELERATE_CONFIG:-}" ]; then
+        # Without a config file, accelerate launches several processes only
+        # when it finds more than one accelerator; otherwise it silently
+        # starts ONE process whatever --num_processes says. Ask accelerate
+        # itself (same detection as its launcher; skipped if it changed).
+        DEVICES=$("$PYTHON" - <<'PY'
+import os
+try:
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.launch import (get_distributed_backend,
+                                            get_torch_accelerator_backend)
+except ImportError:
+    print('skip')
+else:
+    if os.path.isfile(default_config_file):
+        print('skip')  # accelerate reads the default config file instead
+    else:
+        kind, module = get_torch_accelerator_backend()
+        print(module.device_count()
+              if get_distributed_backend(kind) is not None else 0)
+PY
+)
+        if [ "$DEVICES" != "skip" ] && [ "$DEVICES" -lt 2 ]; then
+            echo "LAUNCHER=accelerate with NUM_PROCS=$NPROC and no accelerate config would run a single process ($DEVICES accelerator(s) found); use the default torchrun launcher, or give ACCELERATE_CONFIG (e.g. a multi-CPU / MPI config)" >&2
+            exit 2
+        fi
     fi
     EXTRA=()
     if [ -n "${ACCELERATE_CONFIG:-}" ]; then

@@ -54,7 +54,10 @@ def unfit_weights(model, checkpoint: str) -> tuple:
     mmengine loads ``load_from`` non-strictly and skips both kinds with a
     warning buried in the log, so a checkpoint of another architecture (or
     of a head with another class count) would be evaluated with randomly
-    initialised weights; test.py refuses that instead.
+    initialised weights; test.py refuses that instead. The checkpoint is
+    loaded into ``model`` (the runner loads it again), so the model's own
+    load hooks run first: a ViT's ``pos_embed`` resized for another image
+    size, or a timm wrapper's key prefix, is not a misfit.
 
     Returns:
         tuple: ``(missing, mismatched)`` lists of state-dict keys;
@@ -75,15 +78,30 @@ def unfit_weights(model, checkpoint: str) -> tuple:
     state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     if is_model_wrapper(model):
         model = model.module
-    missing, mismatched = [], []
-    for key, value in model.state_dict().items():
-        if key not in state:
-            missing.append(key)
-        elif (torch.is_tensor(state[key])
-              and state[key].shape != value.shape):
-            mismatched.append(f'{key}: {tuple(state[key].shape)} vs '
-                              f'{tuple(value.shape)}')
-    return missing, mismatched
+    pattern = re.compile(
+        r'size mismatch for (\S+): copying a param with shape '
+        r'torch\.Size\((\[[^]]*\])\) from checkpoint, the shape in current '
+        r'model is torch\.Size\((\[[^]]*\])\)')
+    mismatched = []
+    try:
+        missing = model.load_state_dict(state, strict=False).missing_keys
+    except RuntimeError as err:
+        found = pattern.findall(str(err))
+        if not found:
+            raise
+        mismatched = [f'{k}: ({a[1:-1]}) vs ({b[1:-1]})' for k, a, b in found]
+        # the shapes are reported after the load hooks, with the model's
+        # key names; the missing keys come from the others
+        bad = {k for k, _, _ in found}
+        try:
+            missing = [
+                k for k in model.load_state_dict(
+                    {k: v for k, v in state.items() if k not in bad},
+                    strict=False).missing_keys if k not in bad
+            ]
+        except RuntimeError:  # hooks renamed the keys: report the shapes
+            missing = []
+    return list(missing), mismatched
 
 
 def main(argv=None):

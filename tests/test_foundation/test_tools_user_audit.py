@@ -147,6 +147,19 @@ def test_test_py_refuses_a_checkpoint_with_another_head_shape(tmp_path):
                   opts)
 
 
+def test_test_py_evaluates_a_checkpoint_at_another_image_size(tmp_path):
+    """The ViT resizes pos_embed when it loads (a load hook), so testing a
+    32 px checkpoint at 64 px is not a misfit."""
+    test = _tool('test.py')
+    ckpt = _demo_checkpoint(tmp_path / 'demo32.pth')
+    metrics = test.main([
+        DEMO, ckpt, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+        'model.backbone.img_size=64', 'test_dataloader.dataset.img_size=64',
+        'test_dataloader.dataset.indices=8'
+    ])
+    assert 'accuracy/top1' in metrics
+
+
 # --- config inheritance: swapping the augment ------------------------------
 def test_child_config_augment_mistakes_fail_at_build_naming_the_fix(
         tmp_path):

@@ -106,8 +106,9 @@ def config_file(method: str) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
-    parser.add_argument('--epochs', type=int, default=10)
+        '--seeds', type=common.non_negative_int, nargs='+',
+        default=[0, 1, 2, 3, 4])
+    parser.add_argument('--epochs', type=common.positive_int, default=10)
     parser.add_argument('--methods', nargs='+', default=None,
                         help='subset of '
                         f'{list(common.METHODS) + list(MERGEMIX_VARIANTS)}')
@@ -115,9 +116,9 @@ def parse_args(argv=None):
                         help='leave out the MergeMix ablation variants '
                         f'{list(MERGEMIX_VARIANTS)} (about a quarter of the '
                         'runs)')
-    parser.add_argument('--workers', type=int, default=2,
+    parser.add_argument('--workers', type=common.positive_int, default=2,
                         help='parallel training processes (one per core)')
-    parser.add_argument('--threads', type=int, default=1,
+    parser.add_argument('--threads', type=common.positive_int, default=1,
                         help='torch threads per process')
     parser.add_argument('--out', default=common.RESULTS,
                         help='output folder for accuracy.json / .md')
@@ -126,7 +127,10 @@ def parse_args(argv=None):
     parser.add_argument('--resume', action='store_true',
                         help='reuse the finished runs saved in '
                         '<out>/<name>.partial.json (written after every run)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds):
+        parser.error(f'--seeds {args.seeds} repeats a seed')
+    return args
 
 
 def _loaders(cfg, seed: int):
@@ -215,7 +219,10 @@ def _job(job):
 def main(argv=None):
     args = parse_args(argv)
     _init_worker(args.threads)
-    methods = select(args.methods)
+    try:
+        methods = select(args.methods)
+    except ValueError as err:
+        raise SystemExit(f'--methods: {err}') from None
     if args.no_ablation:
         methods = [m for m in methods if m not in MERGEMIX_VARIANTS]
     env = common.environment(args.threads)
@@ -256,8 +263,8 @@ def main(argv=None):
         tqdm.write(f'{method:22s} seed {seed}: {res["accuracy"]:.2f}% '
                    f'({res["train_time_s"]:.1f} s)')
         os.makedirs(args.out, exist_ok=True)
-        with open(partial, 'w') as f:
-            json.dump(dict(epochs=args.epochs, runs=runs), f, indent=1)
+        common.write_json(partial, dict(epochs=args.epochs, runs=runs),
+                          indent=1)
     if pool is not None:
         pool.shutdown()
     wall = time.perf_counter() - t_start

@@ -4,6 +4,7 @@ environment records, result files and the accuracy-vs-cost plot.
 Every script writes ``benchmarks/results/<name>.json`` (raw numbers plus the
 command, package versions and hardware) and ``<name>.md`` (the tables).
 """
+import argparse
 import copy
 import functools
 import importlib.util
@@ -264,15 +265,79 @@ def env_markdown(env: dict) -> str:
     return '\n'.join(lines)
 
 
+def write_json(path: str, payload, **kwargs) -> None:
+    """``json.dump`` ``payload`` to ``path`` atomically (see
+    :func:`write_results`).
+
+    Args:
+        path (str): File to write.
+        payload: JSON-serialisable object.
+        **kwargs: Passed to ``json.dump`` (e.g. ``indent``).
+    """
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
+    atomic_write_text(json.dumps(payload, **kwargs), path)
+
+
 def write_results(name: str, payload: dict, markdown: str,
                   out_dir: str = RESULTS) -> None:
-    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``."""
+    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``.
+
+    Each file is written to a temporary file first and renamed into place,
+    the JSON only once the markdown is complete too, so a failure or an
+    interrupt while writing never leaves a half-written result or a new
+    JSON next to a stale table.
+
+    Args:
+        name (str): File stem.
+        payload (dict): Raw numbers, command and environment.
+        markdown (str): The tables.
+        out_dir (str): Folder, created if missing. Defaults to
+            :data:`RESULTS`.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    with open(osp.join(out_dir, f'{name}.json'), 'w') as f:
-        json.dump(payload, f, indent=1, default=float)
-    with open(osp.join(out_dir, f'{name}.md'), 'w') as f:
-        f.write(markdown.rstrip() + '\n')
-    print(f'wrote {osp.join(out_dir, name)}.json and .md')
+    base = osp.join(out_dir, name)
+    text = json.dumps(payload, indent=1, default=float)
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
+    atomic_write_text(markdown.rstrip() + '\n', base + '.md')
+    atomic_write_text(text, base + '.json')
+    print(f'wrote {base}.json and .md')
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type of a count that must be at least 1.
+
+    Args:
+        text (str): The option's value.
+
+    Returns:
+        int: The count.
+
+    Raises:
+        argparse.ArgumentTypeError: For a value below 1 (argparse then
+            exits with a one-line error naming the option).
+    """
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} must be >= 1')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type of a count that may be 0 but not negative.
+
+    Args:
+        text (str): The option's value.
+
+    Returns:
+        int: The count.
+
+    Raises:
+        argparse.ArgumentTypeError: For a negative value.
+    """
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} must be >= 0')
+    return value
 
 
 def md_table(header: List[str], rows: List[List]) -> str:

@@ -64,10 +64,10 @@ def parse_args(argv=None):
     parser.add_argument('--methods', nargs='+', default=None)
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS),
                         choices=list(SETTINGS))
-    parser.add_argument('--iters', type=int, default=None,
+    parser.add_argument('--iters', type=common.positive_int, default=None,
                         help='timed rounds per setting (default per setting:'
                         ' 4 for DeiT-S, 10 for the tiny ViT)')
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--threads', type=common.positive_int, default=2)
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the profiled memory step')
     parser.add_argument('--gpu', action='store_true',
@@ -208,7 +208,10 @@ def main(argv=None):
     import mergemix_mm  # noqa: F401
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
-    methods = common.select_methods(args.methods)
+    try:
+        methods = common.select_methods(args.methods)
+    except ValueError as err:
+        raise SystemExit(f'--methods: {err}') from None
     if 'mixup' not in methods:
         methods = ['mixup'] + methods
     device = 'cuda' if args.gpu else 'cpu'

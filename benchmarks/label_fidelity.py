@@ -55,17 +55,23 @@ VARIANTS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--batches', type=int, default=100,
+    parser.add_argument('--batches', type=common.positive_int, default=100,
                         help='batches of 10 (one image per class)')
     parser.add_argument('--methods', nargs='+', default=None)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--train-images', type=int, default=2000)
-    parser.add_argument('--train-epochs', type=int, default=4)
-    parser.add_argument('--threads', type=int, default=1,
+    parser.add_argument('--seed', type=common.non_negative_int, default=0)
+    parser.add_argument('--train-images', type=int, default=2000,
+                        help='at least 64 (one training batch)')
+    parser.add_argument('--train-epochs', type=common.positive_int,
+                        default=4)
+    parser.add_argument('--threads', type=common.positive_int, default=1,
                         help='torch threads (1 is robust on a shared machine)')
     parser.add_argument('--out', default=common.RESULTS)
     parser.add_argument('--name', default='label_fidelity')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.train_images < 64:
+        parser.error(f'--train-images {args.train_images} must be >= 64 '
+                     '(one training batch)')
+    return args
 
 
 # ----------------------------------------------------------------------
@@ -302,12 +308,15 @@ def main(argv=None):
     import mergemix_mm  # noqa: F401
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
+    try:  # before minutes of training the fixed model
+        methods = common.select_methods(args.methods, skip=('vanilla', ))
+    except ValueError as err:
+        raise SystemExit(f'--methods: {err}') from None
     env = common.environment(args.threads)
     t0 = time.perf_counter()
     _, model, model_acc = fixed_model(args)
     train_time = time.perf_counter() - t0
 
-    methods = common.select_methods(args.methods, skip=('vanilla', ))
     names = list(methods)
     for v, (_, base, _) in VARIANTS.items():
         if base in methods:

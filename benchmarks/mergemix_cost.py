@@ -214,17 +214,30 @@ def measure_memory(setting, variant, batch, device) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_mib']
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options; bad settings, variants and counts exit with
+    a one-line error naming the option."""
+    from common import RESULTS, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--settings', nargs='+', default=list(SETTINGS))
-    parser.add_argument('--variants', nargs='+', default=VARIANTS)
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--reps', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--settings', nargs='+', default=list(SETTINGS),
+                        choices=list(SETTINGS))
+    parser.add_argument('--variants', nargs='+', default=VARIANTS,
+                        choices=VARIANTS)
+    parser.add_argument('--batch', type=positive_int, default=16)
+    parser.add_argument('--reps', type=positive_int, default=5)
+    parser.add_argument('--threads', type=positive_int, default=2)
     parser.add_argument('--gpu', action='store_true')
-    parser.add_argument('--out', default='mergemix_cost')
-    parser.add_argument('--worker', nargs=2, metavar=('SETTING', 'VARIANT'))
-    args = parser.parse_args()
+    parser.add_argument('--out', default='mergemix_cost',
+                        help='result file stem (_gpu is appended with --gpu)')
+    parser.add_argument('--out-dir', default=RESULTS,
+                        help='folder of the result files')
+    parser.add_argument('--worker', nargs=2, metavar=('SETTING', 'VARIANT'),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
     device = 'cuda' if args.gpu else 'cpu'
@@ -275,7 +288,8 @@ def main():
                     'vs Mixup'], rows)]
     write_results(args.out + ('_gpu' if args.gpu else ''),
                   dict(environment=env, batch=args.batch, reps=args.reps,
-                       device=device, results=results), '\n'.join(md))
+                       device=device, results=results), '\n'.join(md),
+                  args.out_dir)
     print('\n'.join(md))
 
 

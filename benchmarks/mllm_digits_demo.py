@@ -53,7 +53,8 @@ LABELS = {
 }
 
 
-def parse_args():
+def parse_args(argv=None):
+    from common import positive_int
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--methods', nargs='+',
                    default=['sft', 'mergemix', 'mergemix-nograd'],
@@ -66,13 +67,16 @@ def parse_args():
     p.add_argument('--stage1-epochs', type=int, default=6)
     p.add_argument('--lr2', type=float, default=5e-4)
     p.add_argument('--merge-num', type=int, default=32)
-    p.add_argument('--threads', type=int, default=1,
+    p.add_argument('--threads', type=positive_int, default=1,
                    help='torch threads (1 is fastest for this tiny model on '
                    'a shared machine)')
     p.add_argument('--name', default=None,
                    help='result file name (default: mllm_digits_<protocol>)')
     p.add_argument('--out-dir', default=None)
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds):
+        p.error(f'--seeds {args.seeds} repeats a seed')
+    return args
 
 
 def _fmt(values):

@@ -48,18 +48,19 @@ METHODS = {
 }
 
 
-def parse_args():
+def parse_args(argv=None):
+    from common import positive_int
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--settings', nargs='+', default=['tiny', 'small'],
                    choices=list(SETTINGS))
     p.add_argument('--methods', nargs='+', default=list(METHODS),
                    choices=list(METHODS))
-    p.add_argument('--steps', type=int, default=30,
+    p.add_argument('--steps', type=positive_int, default=30,
                    help='timed steps per method (after 3 warm-up steps)')
-    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--threads', type=positive_int, default=1)
     p.add_argument('--name', default='mllm_step_cost')
     p.add_argument('--out-dir', default=None)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def main():

@@ -40,6 +40,8 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import common  # noqa: E402
+
 ALLOCATORS = ('default', 'tuned')
 #: Suffix of the settings timed in the textbook formulation.
 TEXTBOOK = '@textbook'
@@ -78,15 +80,16 @@ def flop_ratio(flops: Dict[str, dict], setting: str, base: str) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='deit-small')
-    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--batch-size', type=common.positive_int,
+                        default=16)
     parser.add_argument(
         '--threads',
-        type=int,
+        type=common.positive_int,
         nargs='+',
         default=[2],
         help='intra-op thread counts to run, one table each')
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=common.positive_int, default=10)
+    parser.add_argument('--warmup', type=common.non_negative_int, default=2)
     parser.add_argument(
         '--settings', nargs='+', default=['none', 'merge49', 'merge98', 'r8'])
     parser.add_argument(
@@ -545,7 +548,10 @@ def main(argv=None) -> None:
     reference_source = None
     if args.reference:  # fail before minutes of timing, not in a worker
         from reference_tome import reference_location
-        reference_source = reference_location()
+        try:
+            reference_source = reference_location()
+        except ImportError as err:
+            raise SystemExit(str(err)) from None
     import common
     from tqdm import tqdm
     import torch
@@ -559,8 +565,11 @@ def main(argv=None) -> None:
     num_layers = vit_geometry(flop_model).num_layers
     flops = {}
     for s in args.settings:
-        res = flops_tool.count_flops(flop_model,
-                                     bench.parse_setting(s, num_layers), 224)
+        try:  # a bad name or too many tokens: before any timing
+            res = flops_tool.count_flops(
+                flop_model, bench.parse_setting(s, num_layers), 224)
+        except ValueError as err:
+            raise SystemExit(f'--settings {s}: {err}') from None
         flops[s] = dict(
             gflops_linear_conv=res['linear_conv'] / 1e9,
             gflops_with_attention=res['total'] / 1e9,

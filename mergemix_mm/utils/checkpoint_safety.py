@@ -35,12 +35,13 @@ import os.path as osp
 import re
 import uuid
 import zipfile
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
 __all__ = [
-    'CheckpointCorruptError', 'atomic_save_checkpoint', 'check_checkpoint',
+    'CheckpointCorruptError', 'atomic_save_checkpoint', 'atomic_write',
+    'atomic_write_text', 'check_checkpoint',
     'find_resumable_checkpoint', 'patch_atomic_checkpoint_save',
     'patch_resume_fallback', 'remove_stale_temp_files'
 ]
@@ -84,21 +85,19 @@ def _fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
-def atomic_write(obj, filename: str) -> None:
-    """``torch.save(obj)`` to ``filename`` atomically (temp file + rename).
-
-    Args:
-        obj: What to save.
-        filename (str): Local destination path; its directory is created.
-    """
+def _atomic_replace(filename: str, write: Callable, mode: str) -> None:
+    """Write ``filename`` through ``write(file)`` into a temporary file in
+    the same folder (created if missing), then rename it into place: a
+    failure or an interrupt leaves the previous file (or none), never a
+    half-written one."""
     filename = osp.abspath(osp.expanduser(filename))
     dirname, base = osp.split(filename)
     os.makedirs(dirname, exist_ok=True)
     tmp = osp.join(dirname,
                    f'.{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
     try:
-        with open(tmp, 'xb') as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
@@ -109,6 +108,26 @@ def atomic_write(obj, filename: str) -> None:
             pass
         raise
     _fsync_dir(dirname)
+
+
+def atomic_write(obj, filename: str) -> None:
+    """``torch.save(obj)`` to ``filename`` atomically (temp file + rename).
+
+    Args:
+        obj: What to save.
+        filename (str): Local destination path; its directory is created.
+    """
+    _atomic_replace(filename, lambda f: torch.save(obj, f), 'xb')
+
+
+def atomic_write_text(text: str, filename: str) -> None:
+    """Write ``text`` to ``filename`` atomically (temp file + rename).
+
+    Args:
+        text (str): The content.
+        filename (str): Local destination path; its directory is created.
+    """
+    _atomic_replace(filename, lambda f: f.write(text), 'x')
 
 
 def _is_local(filename: str, backend_args: Optional[dict]) -> bool:

@@ -59,3 +59,30 @@ def test_resume_summarises_only_the_requested_seeds(tmp_path, monkeypatch):
         res = json.load(f)
     assert sorted(res['runs']['mixup']) == ['0', '1']
     assert res['summary']['mixup']['mean'] == pytest.approx(81.0)
+
+
+@pytest.mark.parametrize('argv', [['--epochs', '0'], ['--workers', '0'],
+                                  ['--threads', '0'], ['--seeds', '-1']])
+def test_bad_counts_name_the_option(argv, capsys):
+    # --epochs 0 used to train nothing and divide by zero steps
+    with pytest.raises(SystemExit):
+        acc.parse_args(argv)
+    assert f'argument {argv[0]}' in capsys.readouterr().err
+
+
+def test_a_repeated_seed_is_rejected(capsys):
+    # it used to run twice and report one value as "2 seeds"
+    with pytest.raises(SystemExit):
+        acc.parse_args(['--seeds', '0', '0'])
+    assert '--seeds' in capsys.readouterr().err
+
+
+def test_unknown_method_names_the_option(tmp_path):
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match='--methods.*mergemix-typo'):
+            acc.main(['--methods', 'mergemix-typo', '--out', str(tmp_path),
+                      '--threads', str(threads)])
+    finally:
+        torch.set_num_threads(threads)

@@ -82,3 +82,28 @@ def test_truth_for_a_known_cut():
     torch.testing.assert_close(v_own, torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(v_par, torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(lam, torch.tensor([0.9, 1.0]))
+
+
+def test_bad_method_is_reported_before_training(monkeypatch, tmp_path):
+    import pytest
+
+    def fail(args):
+        pytest.fail('the fixed model was trained despite a bad --methods')
+
+    monkeypatch.setattr(lf, 'fixed_model', fail)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match='--methods.*nosuch'):
+            lf.main(['--methods', 'nosuch', '--out', str(tmp_path),
+                     '--threads', str(threads)])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_bad_counts_name_the_option(capsys):
+    import pytest
+    for argv in (['--batches', '0'], ['--train-epochs', '0'],
+                 ['--train-images', '10']):
+        with pytest.raises(SystemExit):
+            lf.parse_args(argv)
+        assert argv[0] in capsys.readouterr().err

@@ -244,3 +244,32 @@ def test_end_to_end_in_fresh_processes(tmp_path):
     # the vector ISA is recorded: kernels and rounding differ between them
     isa = payload['env']['cpu_capability']
     assert isinstance(isa, str) and isa and f'| cpu_capability | {isa} |' in md
+
+
+@pytest.mark.parametrize('argv', [['--repeats', '0'], ['--batch-size', '0'],
+                                  ['--warmup', '-1'], ['--threads', '0']])
+def test_bad_counts_name_the_option(argv, capsys):
+    # they used to fail in the worker process, after the FLOP counting
+    with pytest.raises(SystemExit):
+        tome_speed.parse_args(argv)
+    assert f'argument {argv[0]}' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('setting', ['foo', 'merge999'])
+def test_bad_setting_names_the_option(setting, tmp_path):
+    with pytest.raises(SystemExit, match=f'--settings {setting}: '):
+        tome_speed.main([
+            '--settings', 'none', setting, '--textbook', '--drop',
+            '--out-dir',
+            str(tmp_path)
+        ])
+
+
+def test_missing_reference_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'tome', None)
+    with pytest.raises(SystemExit, match='--reference needs'):
+        tome_speed.main([
+            '--backends', 'timm', '--settings', 'none', '--textbook',
+            '--drop', '--reference', 'none', '--out-dir',
+            str(tmp_path)
+        ])

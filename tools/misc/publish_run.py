@@ -35,6 +35,8 @@ from typing import List, Optional, Tuple
 # like the other tools: the clone's package, also without `pip install -e .`
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
+from mergemix_mm.utils.checkpoint_safety import (  # noqa: E402
+    atomic_write_text)
 from mergemix_mm.utils.jsonl import read_jsonl  # noqa: E402
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -251,10 +253,8 @@ def publish(work_dir: str,
         weights_sha256=weights_sha256(ckpt))
     if len(segments) > 1:  # resumed: the runs the log and times cover
         record['runs'] = [osp.basename(seg) for seg, _ in segments]
-    tmp = osp.join(out, f'.{name}.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, osp.join(out, f'{name}.json'))
+    atomic_write_text(json.dumps(record, indent=1),
+                      osp.join(out, f'{name}.json'))
     write_index(out)
     return record
 

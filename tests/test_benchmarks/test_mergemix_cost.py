@@ -1,0 +1,57 @@
+"""The MergeMix cost benchmark checks its options before any timing and
+writes where it is told."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'benchmarks'))
+
+import mergemix_cost  # noqa: E402
+
+
+@pytest.fixture
+def no_timing(monkeypatch):
+    def fail(*args, **kwargs):
+        pytest.fail('timing started despite a bad option')
+
+    monkeypatch.setattr(mergemix_cost, 'time_steps', fail)
+    monkeypatch.setattr(mergemix_cost, 'measure_memory', fail)
+
+
+@pytest.mark.parametrize('argv', [
+    ['--variants', 'mixup', 'mergmix'],  # used to time a model without
+    ['--settings', 'tiny'],              # augment / raise a KeyError
+    ['--reps', '0'],
+    ['--batch', '0'],
+])
+def test_bad_options_exit_before_timing(argv, no_timing, monkeypatch,
+                                        capsys):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, 'argv', ['mergemix_cost.py', *argv])
+    try:
+        with pytest.raises(SystemExit):
+            mergemix_cost.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert f'argument {argv[0]}' in capsys.readouterr().err
+
+
+def test_results_go_to_the_output_folder(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, 'argv', [
+        'mergemix_cost.py', '--settings', 'tiny32', '--variants', 'mixup',
+        '--reps', '1', '--batch', '2', '--threads', str(threads),
+        '--out-dir', str(tmp_path), '--out', 'mc'
+    ])
+    try:
+        mergemix_cost.main()
+    finally:
+        torch.set_num_threads(threads)
+    with open(tmp_path / 'mc.json') as f:
+        payload = json.load(f)
+    assert payload['reps'] == 1
+    assert list(payload['results']['tiny32']['time_s']) == ['mixup']
+    assert '--out-dir' in (tmp_path / 'mc.md').read_text()

@@ -59,7 +59,7 @@ def test_relative_links_resolve():
     import glob
     root = ROOT
     pages = [osp.join(root, 'README.md')]
-    for pattern in ('docs/*.md', 'configs/**/README.md'):
+    for pattern in ('docs/**/*.md', 'configs/**/README.md'):
         pages += glob.glob(osp.join(root, pattern), recursive=True)
     checked, broken = 0, []
     for page in pages:

@@ -159,8 +159,10 @@ def check_qwen_saliency_block(visual: nn.Module,
     depth = len(visual.blocks)
     if block_index is None:
         if not full:
-            raise ValueError('the Qwen2.5-VL tower has no full-attention '
-                             'block; set qwen_saliency_block explicitly')
+            raise ValueError(
+                'the Qwen2.5-VL tower has no full-attention block (its '
+                'config fullatt_block_indexes is empty), and the MergeMix '
+                'saliency (qwen_saliency_block) needs one')
         block_index = full[-1]
     if not 0 <= block_index < depth:
         raise ValueError(f'qwen_saliency_block={block_index} is out of range '

@@ -117,7 +117,7 @@ def test_template_must_fit_the_model(tmp_path, data, tiny, template,
     ('llava', ['--max_pixels', '1000'], 'max_pixels set the Qwen2.5-VL'),
     # accepted, and the processor then broke the max_pixels budget
     ('qwen2_5_vl', ['--min_pixels', '100000'],
-     'min_pixels=100000 exceeds max_pixels=2304'),
+     "min_pixels=100000 exceeds the image processor's longest_edge=2304"),
     ('qwen2_5_vl', ['--min_pixels', '4000', '--max_pixels', '1000'],
      'min_pixels=4000 exceeds max_pixels=1000'),
     ('qwen2_5_vl', ['--max_pixels', '-5'], 'max_pixels=-5 must not be'),
@@ -248,3 +248,17 @@ def test_accelerate_launcher_without_gpus_refuses_several_processes(
                           capture_output=True, text=True, timeout=300)
     assert 'would run a single process' not in proc.stderr
     assert '--vision_tower_lr' in proc.stdout, proc.stderr[-2000:]
+
+
+def test_qwen_tower_without_full_attention_block_says_so():
+    """The message advised setting qwen_saliency_block, which is then
+    refused too: no block can serve."""
+    from types import SimpleNamespace
+
+    from mergemix_mm.mllm.tome_qwen import check_qwen_saliency_block
+    visual = SimpleNamespace(
+        config=SimpleNamespace(fullatt_block_indexes=[]), blocks=[0, 1])
+    with pytest.raises(ValueError, match='needs one'):
+        check_qwen_saliency_block(visual)
+    with pytest.raises(ValueError, match='window-attention block'):
+        check_qwen_saliency_block(visual, 1)

@@ -228,8 +228,10 @@ def main(argv=None):
                 size['longest_edge'] = data_args.max_pixels
             low, high = size.get('shortest_edge'), size.get('longest_edge')
             if low is not None and high is not None and low > high:
+                given = ('max_pixels' if data_args.max_pixels else
+                         "the image processor's longest_edge")
                 raise ValueError(
-                    f'min_pixels={low} exceeds max_pixels={high}: the image '
+                    f'min_pixels={low} exceeds {given}={high}: the image '
                     'budget needs min_pixels <= max_pixels')
             image_processor.size = size
     collator = ConversationCollator(tokenizer, image_processor,

@@ -154,7 +154,9 @@ def time_setting(name: str, setting: dict, methods, iters: int,
     total = (setting['warmup'] + iters) * len(methods)
     bar = tqdm(total=total, desc=name)
     for r in range(setting['warmup'] + iters):
-        for m in methods:
+        # rotate the order every round, so no method always runs first
+        shift = r % len(methods)
+        for m in methods[shift:] + methods[:shift]:
             model, optim, data = runners[m]
             common.set_batch_augments(model, method_cfgs[m])
             if device == 'cuda':

@@ -157,6 +157,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.reference and 'timm' not in args.backends:
         parser.error('--reference patches timm models: add timm to '
                      '--backends')
+    if args.settings[0] != 'none':
+        # every speed-up and FLOP ratio is taken against the first setting,
+        # which the tables call the stock forward
+        parser.error(f'--settings {" ".join(args.settings)}: must start '
+                     'with none (the stock forward, the baseline of every '
+                     'ratio)')
+    if len(set(args.settings)) != len(args.settings):
+        parser.error(f'--settings {" ".join(args.settings)}: repeated '
+                     'entry')
     for option in ('textbook', 'drop', 'reference', 'compiled'):
         missing = [t for t in getattr(args, option) if t not in args.settings]
         if missing:

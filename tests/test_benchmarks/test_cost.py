@@ -26,3 +26,35 @@ def test_unknown_method_names_the_option():
             cost.main(['--methods', 'nosuch', '--threads', str(threads)])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_methods_take_turns_running_first(monkeypatch):
+    """Side by side means the same rounds and no fixed order: the order
+    rotates every round, so no method always runs first (warm caches)."""
+    seen = []
+
+    class Preprocessor:
+
+        def forward(self, *args, **kwargs):
+            pass
+
+    class Model:
+
+        def __init__(self):
+            self.data_preprocessor = Preprocessor()
+
+        def train_step(self, data, optim):
+            pass
+
+    monkeypatch.setattr(cost, '_setup', lambda *a, **k: (Model(), None,
+                                                         None))
+    monkeypatch.setattr(cost, '_method_cfg', lambda m, family: m)
+    monkeypatch.setattr(cost.common, 'set_batch_augments',
+                        lambda model, cfg: seen.append(cfg))
+    methods = ['mixup', 'cutmix', 'mergemix']
+    setting = dict(family='digits', warmup=1)
+    cost.time_setting('t', setting, methods, iters=5, device='cpu')
+    rounds = [seen[i:i + 3] for i in range(0, len(seen), 3)]
+    assert len(rounds) == 6 and all(sorted(r) == sorted(methods)
+                                    for r in rounds)
+    assert {r[0] for r in rounds} == set(methods)

@@ -212,6 +212,10 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):  # a compiled setting not benchmarked
         tome_speed.parse_args(['--settings', 'none', '--textbook', '--drop',
                                '--compiled', 'r8'])
+    for settings in (['merge49', 'none'], ['none', 'r8', 'r8']):
+        # the first setting is every ratio's baseline, called the stock one
+        with pytest.raises(SystemExit):
+            tome_speed.parse_args(['--settings', *settings])
     assert tome_speed.parse_args([]).reference == []  # not shipped: opt-in
     assert tome_speed.parse_args([]).compiled == []  # minutes: opt-in
 

@@ -20,8 +20,10 @@ __all__ = ['ToMeMixin', 'ToMeVisionTransformer']
 class ToMeMixin:
     """Merge-schedule handling shared by the ToMe backbones.
 
-    The schedule is fixed at construction; which one a forward uses depends
-    only on ``self.training`` and the :meth:`merging` switch.
+    The schedule is set at construction (and can be replaced with
+    :meth:`set_merge_schedule`, e.g. by ``ToMeScheduleHook``); which one a
+    forward uses depends only on ``self.training`` and the :meth:`merging`
+    switch.
     """
 
     def _init_tome(self, num_layers: int, num_tokens: int, num_protected: int,
@@ -29,8 +31,34 @@ class ToMeMixin:
                    merge_inflect: float, test_merge_num: Optional[int],
                    test_tome_r: Optional[RType], prop_attn: bool,
                    schedule_compat: Optional[str]) -> None:
+        check_bool(type(self).__name__, 'prop_attn', prop_attn)
+        self._tome_geometry_args = dict(
+            num_layers=num_layers, num_tokens=num_tokens,
+            num_protected=num_protected, merge_inflect=merge_inflect,
+            schedule_compat=schedule_compat)
+        train, test, names = self._schedule_for(merge_num, tome_r,
+                                                test_merge_num, test_tome_r)
+        self.train_r_list: List[int] = train
+        self.test_r_list: List[int] = test
+        self.prop_attn = prop_attn
+        self._merging_enabled = True
+        # for errors on inputs of another size than the schedules were
+        # checked for
+        self._schedule_names = names
+        self._schedule_tokens = num_tokens
+
+    def _schedule_for(self, merge_num: int, tome_r: Optional[RType],
+                      test_merge_num: Optional[int],
+                      test_tome_r: Optional[RType]) -> tuple:
+        """``(train r list, test r list, (train name, test name))`` for
+        this backbone's geometry, each checked against its token count;
+        errors name the setting."""
+        geo = self._tome_geometry_args
+        num_layers, num_tokens = geo['num_layers'], geo['num_tokens']
+        num_protected, merge_inflect = geo['num_protected'], geo[
+            'merge_inflect']
+        schedule_compat = geo['schedule_compat']
         owner = type(self).__name__
-        check_bool(owner, 'prop_attn', prop_attn)
         if (isinstance(merge_inflect, bool)
                 or not isinstance(merge_inflect, Real)
                 or not math.isfinite(merge_inflect)):
@@ -58,14 +86,45 @@ class ToMeMixin:
             except ValueError as err:  # the message names merge_num/tome_r
                 raise ValueError(f'{name}: {err}') from err
             check_schedule(test, num_tokens, num_protected, setting=name)
-        self.train_r_list: List[int] = train
-        self.test_r_list: List[int] = test
-        self.prop_attn = prop_attn
-        self._merging_enabled = True
-        # for errors on inputs of another size than the schedules were
-        # checked for
-        self._schedule_names = (train_name, name)
-        self._schedule_tokens = num_tokens
+        return train, test, (train_name, name)
+
+    def check_merge_schedule(self,
+                             merge_num: int = 0,
+                             tome_r: Optional[RType] = None,
+                             test_merge_num: Optional[int] = None,
+                             test_tome_r: Optional[RType] = None) -> tuple:
+        """Resolve and check a merge schedule for this backbone without
+        applying it (same settings and errors as the constructor).
+
+        Returns:
+            tuple: ``(train r list, test r list)``.
+
+        Raises:
+            ValueError: Naming the setting whose schedule does not fit.
+        """
+        train, test, _ = self._schedule_for(merge_num, tome_r,
+                                            test_merge_num, test_tome_r)
+        return train, test
+
+    def set_merge_schedule(self,
+                           merge_num: int = 0,
+                           tome_r: Optional[RType] = None,
+                           test_merge_num: Optional[int] = None,
+                           test_tome_r: Optional[RType] = None) -> None:
+        """Replace the train and test merge schedules, as the constructor
+        builds them from these settings (the test schedule is the train one
+        unless ``test_merge_num`` / ``test_tome_r`` is given);
+        ``merge_inflect``, ``schedule_compat`` and ``prop_attn`` stay as
+        constructed, and so does a :meth:`merging` switch in force.
+
+        Raises:
+            ValueError: Naming the setting whose schedule does not fit (the
+                schedules are then unchanged).
+        """
+        train, test, names = self._schedule_for(merge_num, tome_r,
+                                                test_merge_num, test_tome_r)
+        self.train_r_list, self.test_r_list = train, test
+        self._schedule_names = names
 
     def _check_input_tokens(self, x: Tensor) -> None:
         """Raise a ValueError naming the schedule's setting when images of

@@ -1,0 +1,168 @@
+"""ToMeScheduleHook: replacing a ToMe backbone's merge schedule by epoch."""
+import logging
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmpretrain.registry import HOOKS, MODELS
+
+from mergemix_mm.engine import ToMeScheduleHook
+from mergemix_mm.models.tome import resolve_schedule
+
+BACKBONES = {
+    'ToMeVisionTransformer':
+    dict(arch=dict(embed_dims=48, num_layers=4, num_heads=4,
+                   feedforward_channels=96), img_size=32, patch_size=4),
+    'ToMeDistilledVisionTransformer':
+    dict(arch=dict(embed_dims=48, num_layers=4, num_heads=4,
+                   feedforward_channels=96), img_size=32, patch_size=4),
+    'ToMeTimmViT':
+    dict(model_name='vit_tiny_patch16_224', img_size=32, patch_size=4,
+         depth=4),
+}
+
+
+def _runner(backbone, epoch=0):
+    model = SimpleNamespace(backbone=backbone)
+    return SimpleNamespace(model=model, epoch=epoch,
+                           logger=logging.getLogger('tome_schedule_test'))
+
+
+def _build(kind='ToMeVisionTransformer', **kwargs):
+    return MODELS.build(dict(type=kind, **BACKBONES[kind], **kwargs))
+
+
+@pytest.mark.parametrize('kind', sorted(BACKBONES))
+def test_entries_apply_at_their_epoch(kind):
+    backbone = _build(kind, merge_num=16)
+    hook = HOOKS.build(dict(type='ToMeScheduleHook', schedule=[
+        dict(action_epoch=3, merge_num=0),
+        dict(action_epoch=2, tome_r=2, test_merge_num=8),
+    ]))
+    runner = _runner(backbone)
+    hook.before_train(runner)
+    start = resolve_schedule(4, 16)
+    assert backbone.train_r_list == backbone.test_r_list == start
+    seen = []
+    for epoch in range(4):
+        runner.epoch = epoch
+        hook.before_train_epoch(runner)
+        seen.append((backbone.train_r_list, backbone.test_r_list))
+    assert seen == [
+        (start, start),  # epoch 1
+        ([2, 2, 2, 2], resolve_schedule(4, 8)),  # epoch 2
+        ([0] * 4, [0] * 4),  # epoch 3: test follows train (no test_* key)
+        ([0] * 4, [0] * 4),
+    ]
+    backbone.train()
+    assert backbone.current_r_list == [0] * 4
+
+
+def test_resume_applies_the_last_passed_entry():
+    backbone = _build(merge_num=16)
+    hook = ToMeScheduleHook([dict(action_epoch=2, tome_r=1),
+                             dict(action_epoch=4, tome_r=3),
+                             dict(action_epoch=6, merge_num=0)])
+    runner = _runner(backbone, epoch=4)  # resumed after 4 finished epochs
+    hook.before_train(runner)
+    assert backbone.train_r_list == [3] * 4
+    hook.before_train_epoch(runner)  # epoch 5: no entry
+    assert backbone.train_r_list == [3] * 4
+    runner.epoch = 5
+    hook.before_train_epoch(runner)
+    assert backbone.train_r_list == [0] * 4
+
+
+def test_every_entry_is_checked_before_training():
+    """A schedule that does not fit fails at start-up, naming the entry and
+    the setting, with the backbone unchanged."""
+    backbone = _build(merge_num=16)
+    hook = ToMeScheduleHook([dict(action_epoch=2, merge_num=8),
+                             dict(action_epoch=50, merge_num=1000)])
+    with pytest.raises(ValueError,
+                       match=r'action_epoch=50: .*merge_num=1000'):
+        hook.before_train(_runner(backbone))
+    assert backbone.train_r_list == resolve_schedule(4, 16)
+    with pytest.raises(ValueError, match='test_tome_r'):
+        backbone.set_merge_schedule(merge_num=8, test_tome_r=[100])
+    assert backbone.train_r_list == resolve_schedule(4, 16)
+
+
+def test_the_merging_switch_in_force_is_kept():
+    backbone = _build(merge_num=16).train()
+    with backbone.merging(False):
+        backbone.set_merge_schedule(tome_r=2)
+        assert backbone.current_r_list == [0] * 4
+    assert backbone.current_r_list == [2] * 4
+
+
+def test_a_backbone_without_merging_is_named():
+    stock = MODELS.build(dict(type='VisionTransformer',
+                              **BACKBONES['ToMeVisionTransformer']))
+    hook = ToMeScheduleHook([dict(action_epoch=1, merge_num=0)])
+    with pytest.raises(ValueError, match='got VisionTransformer'):
+        hook.before_train(_runner(stock))
+
+
+@pytest.mark.parametrize('schedule,match', [
+    ([], 'non-empty list'),
+    (dict(action_epoch=1, merge_num=0), 'non-empty list'),
+    ([dict(merge_num=0)], 'action_epoch=None'),
+    ([dict(action_epoch=0, merge_num=0)], 'action_epoch=0'),
+    ([dict(action_epoch=True, merge_num=0)], 'action_epoch=True'),
+    ([dict(action_epoch=2, merge_num=0),
+      dict(action_epoch=2, tome_r=1)], 'repeated'),
+    ([dict(action_epoch=2)], 'must set some of'),
+    ([dict(action_epoch=2, merge_num=4, prop_attn=True)], "'prop_attn'"),
+])
+def test_bad_schedules_are_named(schedule, match):
+    with pytest.raises(ValueError, match=match):
+        ToMeScheduleHook(schedule)
+
+
+def test_config_dicts_are_not_changed():
+    schedule = [dict(action_epoch=2, merge_num=0)]
+    ToMeScheduleHook(schedule)
+    assert schedule == [dict(action_epoch=2, merge_num=0)]
+
+
+def test_training_with_the_hook_changes_the_merged_forward(tmp_path):
+    """Through mmengine's Runner: the classifying forward merges 16 tokens
+    in epoch 1 and none from epoch 2, on a ToMe digits model."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+    root = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+    cfg = Config.fromfile(osp.join(
+        root, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py'))
+    cfg.model.backbone.type = 'ToMeVisionTransformer'
+    cfg.model.backbone.merge_num = 16
+    cfg.model.tome_in_mix = False  # the classifying forwards merge
+    cfg.train_dataloader.dataset.indices = 8
+    cfg.train_dataloader.batch_size = 4
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=10)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=0)
+    cfg.custom_hooks = [dict(type='ToMeScheduleHook',
+                             schedule=[dict(action_epoch=2, merge_num=0)])]
+    cfg.work_dir = str(tmp_path)
+    tokens = []
+
+    class Record(Hook):
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            backbone = runner.model.backbone
+            tokens.append((runner.epoch, sum(backbone.current_r_list)))
+
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(Record(), priority='LOWEST')
+    runner.train()
+    assert sorted(set(tokens)) == [(0, 16), (1, 0)]
+    assert torch.isfinite(
+        torch.tensor(runner.message_hub.get_scalar('train/loss').current()))

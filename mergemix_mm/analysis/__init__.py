@@ -10,7 +10,7 @@ from .loading import (batch_labels, build_loader, build_model,
                       quiet_logger, resolve_device, settings_schedules)
 from .mix_vis import (MixView, augment_repr, denormalize, describe_mix,
                       estimate_partners, label_weights_text, pair_weights_text,
-                      plot_mix_grid)
+                      plot_mix_grid, plot_mixed_batch)
 from .occlusion import (DEFAULT_FRACTIONS, occlude_patches, occlusion_curve,
                         occlusion_patch_size, plot_occlusion,
                         random_patch_mask)
@@ -25,6 +25,7 @@ __all__ = [
     'resolve_device', 'settings_schedules', 'MixView',
     'augment_repr', 'denormalize', 'describe_mix', 'estimate_partners',
     'label_weights_text', 'pair_weights_text', 'plot_mix_grid',
+    'plot_mixed_batch',
     'DEFAULT_FRACTIONS', 'occlude_patches', 'occlusion_curve',
     'occlusion_patch_size', 'plot_occlusion', 'random_patch_mask'
 ]

@@ -23,7 +23,8 @@ from ..models.batch_augments.base import MixRecord, mix_scores
 
 __all__ = [
     'MixView', 'denormalize', 'describe_mix', 'estimate_partners',
-    'plot_mix_grid', 'label_weights_text', 'pair_weights_text', 'augment_repr'
+    'plot_mix_grid', 'plot_mixed_batch', 'label_weights_text',
+    'pair_weights_text', 'augment_repr'
 ]
 
 
@@ -450,4 +451,65 @@ def plot_mix_grid(view: MixView,
     top = 1 - (0.18 * (title.count('\n') + 1) + 0.05) / height
     fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mixed_batch(mixed: torch.Tensor,
+                     scores: torch.Tensor,
+                     path: str,
+                     data_preprocessor: Optional[nn.Module] = None,
+                     class_names: Optional[Sequence[str]] = None,
+                     max_images: int = 16,
+                     bgr: bool = False,
+                     title: Optional[str] = None) -> None:
+    """Draw a batch of mixed images, each with its soft label, as a PNG.
+
+    The compact view of a training batch (:class:`~mergemix_mm.engine.
+    MixSamplesHook`); :func:`plot_mix_grid` shows own image, partner and
+    mask as well.
+
+    Args:
+        mixed (Tensor): ``[B, C, H, W]`` normalised images.
+        scores (Tensor): ``[B, K]`` their soft labels.
+        path (str): Output PNG path.
+        data_preprocessor (nn.Module, optional): For :func:`denormalize`.
+            Defaults to None.
+        class_names (Sequence[str], optional): Class names. Defaults to
+            None.
+        max_images (int): Images drawn (the first ones), 8 per row.
+            Defaults to 16.
+        bgr (bool): See :func:`denormalize`. Defaults to False.
+        title (str, optional): Figure title. Defaults to None.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    n = min(int(max_images), mixed.shape[0])
+    if n < 1:
+        raise ValueError(f'max_images={max_images} must be >= 1.')
+    images = denormalize(mixed[:n], data_preprocessor, bgr)
+    names = [_short(c) for c in class_names] if class_names else None
+    cols = min(n, 8)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows
+                                                  + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis('off')
+            continue
+        arr = images[k].permute(1, 2, 0).numpy()
+        if arr.shape[2] == 1:
+            ax.imshow(arr[..., 0], cmap='gray', vmin=0, vmax=1,
+                      interpolation='nearest')
+        else:
+            ax.imshow(arr[..., :3], interpolation='nearest')
+        ax.set_xlabel(label_weights_text(scores[k].detach().cpu(), names),
+                      fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

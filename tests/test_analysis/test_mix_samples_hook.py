@@ -1,0 +1,68 @@
+"""MixSamplesHook: PNGs of the mixed training batch, training unchanged."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mergemix_mm.engine import MixSamplesHook
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+DEMO = osp.join(ROOT, 'configs', 'demo',
+                'vit-tiny_1xb64-mergemix_digits-32px.py')
+
+
+def _train(work_dir, hooks):
+    cfg = Config.fromfile(DEMO)
+    cfg.train_dataloader.dataset.indices = 12
+    cfg.train_dataloader.batch_size = 4
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=0)
+    cfg.custom_hooks = hooks
+    cfg.work_dir = str(work_dir)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return {k: v.detach().clone() for k, v in
+            runner.model.state_dict().items()}
+
+
+def test_figures_are_written_and_training_is_unchanged(tmp_path):
+    plain = _train(tmp_path / 'plain', [])
+    hooked = _train(tmp_path / 'hooked', [
+        dict(type='MixSamplesHook', interval=2, max_images=3)])
+    assert plain.keys() == hooked.keys()
+    assert all(torch.equal(plain[k], hooked[k]) for k in plain)
+    out = tmp_path / 'hooked' / 'mix_samples'
+    assert sorted(p.name for p in out.iterdir()) == ['iter_2.png']
+    assert (out / 'iter_2.png').stat().st_size > 1000
+    assert not (tmp_path / 'plain' / 'mix_samples').exists()
+
+
+def test_plot_draws_soft_labels(tmp_path, monkeypatch):
+    """The figure's captions are the top label weights of each image."""
+    from mergemix_mm.analysis import mix_vis
+    seen = []
+    monkeypatch.setattr(mix_vis, 'label_weights_text',
+                        lambda s, names=None: seen.append(s.tolist()) or '')
+    scores = torch.tensor([[0.25, 0.75], [1.0, 0.0]])
+    mix_vis.plot_mixed_batch(torch.rand(2, 3, 8, 8), scores,
+                             str(tmp_path / 'x.png'))
+    assert seen == scores.tolist()
+    assert (tmp_path / 'x.png').exists()
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(interval=0), 'interval'),
+    (dict(max_images=0), 'max_images'),
+    (dict(out_dir=''), 'out_dir'),
+    (dict(bgr='yes'), 'bgr'),
+])
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        MixSamplesHook(**kwargs)

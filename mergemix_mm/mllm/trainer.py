@@ -64,9 +64,9 @@ class MergeMixTrainer(Trainer):
 
     The two learning rates follow the warm-up and decay of
     ``args.lr_scheduler_type`` like the main one. They need the Trainer to
-    build the optimizer, so an optimizer passed in, a DeepSpeed config with
-    its own ``optimizer`` section, or an ``optim`` that builds its own
-    parameter groups is refused.
+    build the optimizer and its schedule, so an optimizer passed in, a
+    DeepSpeed config with its own ``optimizer`` or ``scheduler`` section,
+    or an ``optim`` that builds its own parameter groups is refused.
     """
     loss_is_scaled_for_ga = False
 
@@ -147,12 +147,15 @@ class MergeMixTrainer(Trainer):
         if self.optimizer is not None:
             raise ValueError('vision_tower_lr / mm_projector_lr cannot be '
                              'used with an optimizer passed to the Trainer')
-        if 'optimizer' in self._deepspeed_config():
+        sections = [k for k in ('optimizer', 'scheduler')
+                    if k in self._deepspeed_config()]
+        if sections:
             raise ValueError(
                 'vision_tower_lr / mm_projector_lr need the Trainer to build '
-                'the optimizer: remove the "optimizer" section of the '
-                'DeepSpeed config (DeepSpeed would build its own with one '
-                'learning rate)')
+                'the optimizer and its schedule: remove the '
+                f'{" and ".join(repr(k) for k in sections)} section(s) of the '
+                'DeepSpeed config (DeepSpeed would apply one learning rate '
+                'to every group)')
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, with the parts' own learning rates.
@@ -163,8 +166,8 @@ class MergeMixTrainer(Trainer):
         biases and norms, and its other set-up), and each of its parameter
         groups is then split by part before any step; the parts with a rate
         of their own get it. The language model's groups come first, so the
-        logged ``learning_rate`` is ``args.learning_rate`` unless the
-        language model is frozen.
+        logged ``learning_rate`` (the first group's) is
+        ``args.learning_rate`` unless the language model is frozen.
         """
         if self.optimizer is not None or not self._has_part_lrs():
             return super().create_optimizer(model)

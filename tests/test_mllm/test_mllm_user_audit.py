@@ -225,9 +225,9 @@ def test_tiny_model_follows_the_seed(tmp_path, data, mllm_tool):
 
 def test_accelerate_launcher_without_gpus_refuses_several_processes(
         tmp_path):
-    """accelerate's default launch on a machine without GPUs ran one
-    process for NUM_PROCS=2, without a word; with an accelerate config
-    (here the default config file) the launch goes ahead."""
+    """accelerate ran one process for NUM_PROCS=2, without a word, on a
+    machine without GPUs and no config, or with a single-process config
+    (here its default config file); a multi-process config goes ahead."""
     import os
     import subprocess
     import sys
@@ -235,17 +235,26 @@ def test_accelerate_launcher_without_gpus_refuses_several_processes(
                PYTHON=sys.executable, HF_HOME=str(tmp_path))
     env.pop('ACCELERATE_CONFIG', None)
     script = osp.join(ROOT, 'tools', 'mllm', 'dist_train.sh')
-    proc = subprocess.run(['bash', script, '2', '--help'], env=env,
-                          capture_output=True, text=True, timeout=120)
+
+    def launch():
+        return subprocess.run(['bash', script, '2', '--help'], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    proc = launch()
     assert proc.returncode == 2
-    assert 'would run a single process' in proc.stderr
+    assert 'would run a single process (no accelerate config' in proc.stderr
     config = tmp_path / 'accelerate' / 'default_config.yaml'
     config.parent.mkdir()
-    config.write_text('compute_environment: LOCAL_MACHINE\n'
-                      'distributed_type: NO\nnum_processes: 1\n'
+    config.write_text("compute_environment: LOCAL_MACHINE\n"
+                      "distributed_type: 'NO'\nnum_processes: 1\n"
                       'use_cpu: true\n')
-    proc = subprocess.run(['bash', script, '2', '--help'], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = launch()
+    assert proc.returncode == 2
+    assert 'has distributed_type NO' in proc.stderr
+    config.write_text('compute_environment: LOCAL_MACHINE\n'
+                      'distributed_type: MULTI_CPU\nnum_processes: 2\n'
+                      'use_cpu: true\nmpirun_config: {}\n')
+    proc = launch()
     assert 'would run a single process' not in proc.stderr
     assert '--vision_tower_lr' in proc.stdout, proc.stderr[-2000:]
 

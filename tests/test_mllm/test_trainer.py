@@ -240,7 +240,7 @@ def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
                                 report_to=[])
     ds_args.hf_deepspeed_config = SimpleNamespace(
         config=dict(optimizer=dict(type='AdamW')))
-    with pytest.raises(ValueError, match='"optimizer" section'):
+    with pytest.raises(ValueError, match="'optimizer' section"):
         MergeMixTrainer(model=wrapper, args=ds_args, vision_tower_lr=1e-5)
     # parts that do not own the optimised tensors (flattening wrappers)
     trainer = MergeMixTrainer(model=wrapper, args=args,
@@ -259,7 +259,12 @@ def test_part_learning_rates_need_the_trainers_optimizer(tmp_path,
     trainer.accelerator = SimpleNamespace(state=SimpleNamespace(
         deepspeed_plugin=SimpleNamespace(hf_ds_config=SimpleNamespace(
             config=dict(optimizer=dict(type='AdamW'))))))
-    with pytest.raises(ValueError, match='"optimizer" section'):
+    with pytest.raises(ValueError, match="'optimizer' section"):
+        trainer._check_part_lrs_usable()
+    # a DeepSpeed scheduler sets one peak rate for every group
+    trainer.accelerator.state.deepspeed_plugin.hf_ds_config.config = dict(
+        scheduler=dict(type='WarmupDecayLR'))
+    with pytest.raises(ValueError, match="'scheduler' section"):
         trainer._check_part_lrs_usable()
     # GaLore / LOMO-like optimizers return their own parameter groups
     # (their packages are not installed here, so their answer is stood in)

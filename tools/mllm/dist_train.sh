@@ -18,30 +18,39 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PYTHON=${PYTHON:-python}
 export PYTHONPATH="$ROOT:${PYTHONPATH:-}"
 if [ "$LAUNCHER" = "accelerate" ]; then
-    if [ "$NPROC" -gt 1 ] && [ -z "${ACCELERATE_CONFIG:-}" ]; then
-        # Without a config file, accelerate launches several processes only
-        # when it finds more than one accelerator; otherwise it silently
-        # starts ONE process whatever --num_processes says. Ask accelerate
-        # itself (same detection as its launcher; skipped if it changed).
-        DEVICES=$("$PYTHON" - <<'PY'
+    if [ "$NPROC" -gt 1 ]; then
+        # accelerate starts ONE process, whatever --num_processes says, when
+        # its config (ACCELERATE_CONFIG, else its default config file) is
+        # single-process (distributed_type NO), or without a config when it
+        # finds fewer than two accelerators. Ask accelerate itself (its own
+        # config reader and device detection; skipped if they changed).
+        WHY=$(ACCELERATE_CONFIG="${ACCELERATE_CONFIG:-}" "$PYTHON" - <<'PY'
 import os
 try:
     from accelerate.commands.config import default_config_file
+    from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import (get_distributed_backend,
                                             get_torch_accelerator_backend)
 except ImportError:
-    print('skip')
+    print('ok')
 else:
-    if os.path.isfile(default_config_file):
-        print('skip')  # accelerate reads the default config file instead
+    path = os.environ.get('ACCELERATE_CONFIG') or (
+        default_config_file if os.path.isfile(default_config_file) else '')
+    if path:
+        kind = load_config_from_file(path).distributed_type
+        kind = str(getattr(kind, 'value', kind))
+        print(f'config {path} has distributed_type {kind}'
+              if kind == 'NO' else 'ok')
     else:
-        kind, module = get_torch_accelerator_backend()
-        print(module.device_count()
-              if get_distributed_backend(kind) is not None else 0)
+        device, module = get_torch_accelerator_backend()
+        count = (module.device_count()
+                 if get_distributed_backend(device) is not None else 0)
+        print('ok' if count > 1 else
+              f'no accelerate config and {count} accelerator(s) found')
 PY
 )
-        if [ "$DEVICES" != "skip" ] && [ "$DEVICES" -lt 2 ]; then
-            echo "LAUNCHER=accelerate with NUM_PROCS=$NPROC and no accelerate config would run a single process ($DEVICES accelerator(s) found); use the default torchrun launcher, or give ACCELERATE_CONFIG (e.g. a multi-CPU / MPI config)" >&2
+        if [ "$WHY" != "ok" ]; then
+            echo "LAUNCHER=accelerate with NUM_PROCS=$NPROC would run a single process ($WHY); use the default torchrun launcher, or an accelerate config with several processes (ACCELERATE_CONFIG, e.g. multi-GPU or multi-CPU / MPI)" >&2
             exit 2
         fi
     fi

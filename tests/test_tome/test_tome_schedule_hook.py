@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmpretrain.registry import HOOKS, MODELS
 
 from mergemix_mm.engine import ToMeScheduleHook
@@ -22,9 +23,10 @@ BACKBONES = {
 }
 
 
-def _runner(backbone, epoch=0):
-    model = SimpleNamespace(backbone=backbone)
-    return SimpleNamespace(model=model, epoch=epoch,
+def _runner(backbone, epoch=0, **model_attrs):
+    model = SimpleNamespace(backbone=backbone, **model_attrs)
+    loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)  # type only
+    return SimpleNamespace(model=model, epoch=epoch, train_loop=loop,
                            logger=logging.getLogger('tome_schedule_test'))
 
 
@@ -112,12 +114,45 @@ def test_a_backbone_without_merging_is_named():
     ([dict(action_epoch=True, merge_num=0)], 'action_epoch=True'),
     ([dict(action_epoch=2, merge_num=0),
       dict(action_epoch=2, tome_r=1)], 'repeated'),
-    ([dict(action_epoch=2)], 'must set some of'),
+    ([dict(action_epoch=2)], 'must set merge_num or tome_r'),
+    # merge_num would default to 0 and silently stop the training's merging
+    ([dict(action_epoch=2, test_merge_num=0)], 'must set merge_num or'),
     ([dict(action_epoch=2, merge_num=4, prop_attn=True)], "'prop_attn'"),
 ])
 def test_bad_schedules_are_named(schedule, match):
     with pytest.raises(ValueError, match=match):
         ToMeScheduleHook(schedule)
+
+
+def test_unused_schedules_are_refused():
+    """With tome_in_mix=True the classifying forwards never merge, and an
+    iteration-based loop never reaches a later epoch: no silent no-op."""
+    hook = ToMeScheduleHook([dict(action_epoch=2, merge_num=0)])
+    with pytest.raises(ValueError, match='tome_in_mix=True'):
+        hook.before_train(_runner(_build(merge_num=16), tome_in_mix=True))
+    hook.before_train(_runner(_build(merge_num=16), tome_in_mix=False))
+    runner = _runner(_build(merge_num=16))
+    runner.train_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        hook.before_train(runner)
+
+
+def test_evaluation_uses_the_checkpoints_epoch():
+    """tools/test.py on a checkpoint saved after epoch 5 evaluates with the
+    entry of epoch 4, as the training's validation did."""
+    hook = ToMeScheduleHook([dict(action_epoch=4, tome_r=1),
+                             dict(action_epoch=6, merge_num=0)])
+    backbone = _build(merge_num=16)
+    runner = _runner(backbone)
+    hook.before_test(runner)  # no checkpoint: the built schedule
+    assert backbone.test_r_list == resolve_schedule(4, 16)
+    hook.after_load_checkpoint(runner, dict(meta=dict(epoch=5)))
+    hook.before_test(runner)
+    assert backbone.test_r_list == [1] * 4
+    hook.after_load_checkpoint(runner, dict(meta=dict(epoch=3)))
+    other = _build(merge_num=16)
+    hook.before_test(_runner(other))
+    assert other.test_r_list == resolve_schedule(4, 16)
 
 
 def test_config_dicts_are_not_changed():

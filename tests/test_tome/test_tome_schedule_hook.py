@@ -183,7 +183,7 @@ def test_training_with_the_hook_changes_the_merged_forward(tmp_path):
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=0)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2)
     cfg.custom_hooks = [dict(type='ToMeScheduleHook',
                              schedule=[dict(action_epoch=2, merge_num=0)])]
     cfg.work_dir = str(tmp_path)
@@ -201,3 +201,28 @@ def test_training_with_the_hook_changes_the_merged_forward(tmp_path):
     assert sorted(set(tokens)) == [(0, 16), (1, 0)]
     assert torch.isfinite(
         torch.tensor(runner.message_hub.get_scalar('train/loss').current()))
+
+    # evaluating the epoch-2 checkpoint (as tools/test.py does) merges as
+    # epoch 2 trained: not at all
+    test_cfg = Config.fromfile(osp.join(
+        root, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py'))
+    test_cfg.model = cfg.model
+    test_cfg.custom_hooks = cfg.custom_hooks
+    test_cfg.test_dataloader.dataset.indices = 8
+    test_cfg.test_dataloader.num_workers = 0
+    test_cfg.test_dataloader.persistent_workers = False
+    test_cfg.load_from = str(tmp_path / 'epoch_2.pth')
+    test_cfg.work_dir = str(tmp_path / 'test')
+    merged = []
+
+    class RecordTest(Hook):
+
+        def before_test_iter(self, runner, batch_idx, data_batch=None):
+            backbone = runner.model.backbone
+            merged.append(sum(backbone.eval().current_r_list))
+
+    tester = Runner.from_cfg(test_cfg)
+    assert sum(tester.model.backbone.test_r_list) == 16  # as built
+    tester.register_hook(RecordTest(), priority='LOWEST')
+    tester.test()
+    assert merged and set(merged) == {0}

@@ -89,7 +89,10 @@ def unfit_weights(model, checkpoint: str) -> tuple:
         found = pattern.findall(str(err))
         if not found:
             raise
-        mismatched = [f'{k}: ({a[1:-1]}) vs ({b[1:-1]})' for k, a, b in found]
+        def shape(text):  # '[10, 96]' -> (10, 96)
+            return tuple(int(v) for v in text.strip('[]').split(',') if v)
+
+        mismatched = [f'{k}: {shape(a)} vs {shape(b)}' for k, a, b in found]
         # the shapes are reported after the load hooks, with the model's
         # key names; the missing keys come from the others
         bad = {k for k, _, _ in found}

@@ -481,9 +481,9 @@ def plot_mixed_batch(mixed: torch.Tensor,
         bgr (bool): See :func:`denormalize`. Defaults to False.
         title (str, optional): Figure title. Defaults to None.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    # a Figure of its own, drawn by Agg: no pyplot, so the process's
+    # backend and open figures (e.g. in a notebook) are left alone
+    from matplotlib.figure import Figure
 
     n = min(int(max_images), mixed.shape[0])
     if n < 1:
@@ -492,8 +492,8 @@ def plot_mixed_batch(mixed: torch.Tensor,
     names = [_short(c) for c in class_names] if class_names else None
     cols = min(n, 8)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows
-                                                  + 0.4), squeeze=False)
+    fig = Figure(figsize=(1.7 * cols, 1.9 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -512,4 +512,3 @@ def plot_mixed_batch(mixed: torch.Tensor,
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

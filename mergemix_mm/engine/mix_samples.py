@@ -62,8 +62,15 @@ class MixSamplesHook(Hook):
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
+    def _remove_capture(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
+        # an iteration that raised never reached after_train_iter
+        self._remove_capture()
         if not (is_main_process()
                 and self.every_n_train_iters(runner, self.interval)):
             return
@@ -83,8 +90,7 @@ class MixSamplesHook(Hook):
                          outputs=None) -> None:
         if self._handle is None:
             return
-        self._handle.remove()
-        self._handle = None
+        self._remove_capture()
         captured, self._captured = self._captured, None
         if captured is None:
             return
@@ -119,3 +125,6 @@ class MixSamplesHook(Hook):
             data_preprocessor=self._model(runner).data_preprocessor,
             class_names=names, max_images=self.max_images, bgr=self.bgr,
             title=f'mixed training batch, iteration {runner.iter + 1}')
+
+    def after_train(self, runner) -> None:
+        self._remove_capture()

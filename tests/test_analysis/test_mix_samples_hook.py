@@ -1,5 +1,6 @@
 """MixSamplesHook: PNGs of the mixed training batch, training unchanged."""
 import os.path as osp
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -66,3 +67,36 @@ def test_plot_draws_soft_labels(tmp_path, monkeypatch):
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         MixSamplesHook(**kwargs)
+
+
+def test_capture_is_removed_after_a_failed_iteration():
+    """An iteration that raised left its forward hook on the
+    preprocessor; the next iteration (or the end of training) removes it."""
+    preprocessor = torch.nn.Identity()
+    runner = SimpleNamespace(model=SimpleNamespace(
+        data_preprocessor=preprocessor), iter=0)
+    hook = MixSamplesHook(interval=1)
+    hook.before_train_iter(runner, 0)
+    assert len(preprocessor._forward_hooks) == 1
+    hook.before_train_iter(runner, 0)  # the previous iteration raised
+    assert len(preprocessor._forward_hooks) == 1
+    hook.after_train(runner)
+    assert not preprocessor._forward_hooks
+
+
+def test_drawing_leaves_pyplot_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from mergemix_mm.analysis import plot_mixed_batch
+    before = matplotlib.get_backend()
+    plt.switch_backend('pdf')  # a user's own (non-Agg) backend
+    try:
+        fig = plt.figure()
+        plot_mixed_batch(torch.rand(2, 3, 8, 8), torch.eye(2),
+                         str(tmp_path / 'x.png'))
+        assert matplotlib.get_backend() == 'pdf'
+        assert plt.fignum_exists(fig.number)
+        plt.close(fig)
+    finally:
+        plt.switch_backend(before)

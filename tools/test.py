@@ -47,6 +47,11 @@ def parse_args(argv=None):
     return args
 
 
+def _shape(text: str) -> tuple:
+    """``'[10, 96]'`` (torch's message) -> ``(10, 96)``."""
+    return tuple(int(v) for v in text.strip('[]').split(',') if v.strip())
+
+
 def unfit_weights(model, checkpoint: str) -> tuple:
     """Weights of ``model`` that ``checkpoint`` does not hold, and those it
     holds with another shape.
@@ -89,10 +94,9 @@ def unfit_weights(model, checkpoint: str) -> tuple:
         found = pattern.findall(str(err))
         if not found:
             raise
-        def shape(text):  # '[10, 96]' -> (10, 96)
-            return tuple(int(v) for v in text.strip('[]').split(',') if v)
-
-        mismatched = [f'{k}: {shape(a)} vs {shape(b)}' for k, a, b in found]
+        mismatched = [
+            f'{k}: {_shape(a)} vs {_shape(b)}' for k, a, b in found
+        ]
         # the shapes are reported after the load hooks, with the model's
         # key names; the missing keys come from the others
         bad = {k for k, _, _ in found}

@@ -303,41 +303,30 @@ def write_results(name: str, payload: dict, markdown: str,
     print(f'wrote {base}.json and .md')
 
 
+def _int_at_least(text: str, low: int) -> int:
+    value = int(text)
+    if value < low:
+        raise argparse.ArgumentTypeError(f'{value} must be >= {low}')
+    return value
+
+
 def positive_int(text: str) -> int:
-    """``argparse`` type of a count that must be at least 1.
-
-    Args:
-        text (str): The option's value.
-
-    Returns:
-        int: The count.
+    """``argparse`` type of a count that must be at least 1 (argparse then
+    exits with a one-line error naming the option).
 
     Raises:
-        argparse.ArgumentTypeError: For a value below 1 (argparse then
-            exits with a one-line error naming the option).
+        argparse.ArgumentTypeError: For a value below 1.
     """
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{value} must be >= 1')
-    return value
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """``argparse`` type of a count that may be 0 but not negative.
 
-    Args:
-        text (str): The option's value.
-
-    Returns:
-        int: The count.
-
     Raises:
         argparse.ArgumentTypeError: For a negative value.
     """
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'{value} must be >= 0')
-    return value
+    return _int_at_least(text, 0)
 
 
 def md_table(header: List[str], rows: List[List]) -> str:

@@ -48,3 +48,30 @@ def tiny_vit_cfg():
         img_size=32,
         patch_size=8,
         out_type='cls_token')
+
+
+@pytest.fixture
+def short_demo_cfg():
+    """``short_demo_cfg(work_dir, max_epochs=1, indices=12)`` -> the README
+    demo config cut to a few training iterations (batch 4, no validation,
+    no test, constant lr, a checkpoint every ``max_epochs`` epochs)."""
+    from mmengine.config import Config
+
+    def make(work_dir, max_epochs: int = 1, indices: int = 12) -> Config:
+        cfg = Config.fromfile(os.path.join(
+            ROOT, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py'))
+        cfg.train_dataloader.dataset.indices = indices
+        cfg.train_dataloader.batch_size = 4
+        cfg.train_dataloader.num_workers = 0
+        cfg.train_dataloader.persistent_workers = False
+        cfg.train_cfg = dict(by_epoch=True, max_epochs=max_epochs,
+                             val_interval=max_epochs + 1)
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+        cfg.param_scheduler = []
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                            interval=max_epochs)
+        cfg.work_dir = str(work_dir)
+        return cfg
+
+    return make

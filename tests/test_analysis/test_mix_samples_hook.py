@@ -1,41 +1,25 @@
 """MixSamplesHook: PNGs of the mixed training batch, training unchanged."""
-import os.path as osp
 from types import SimpleNamespace
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mergemix_mm.engine import MixSamplesHook
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-DEMO = osp.join(ROOT, 'configs', 'demo',
-                'vit-tiny_1xb64-mergemix_digits-32px.py')
 
-
-def _train(work_dir, hooks):
-    cfg = Config.fromfile(DEMO)
-    cfg.train_dataloader.dataset.indices = 12
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_dataloader.num_workers = 0
-    cfg.train_dataloader.persistent_workers = False
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=0)
+def _train(cfg, hooks):
     cfg.custom_hooks = hooks
-    cfg.work_dir = str(work_dir)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return {k: v.detach().clone() for k, v in
             runner.model.state_dict().items()}
 
 
-def test_figures_are_written_and_training_is_unchanged(tmp_path):
-    plain = _train(tmp_path / 'plain', [])
-    hooked = _train(tmp_path / 'hooked', [
+def test_figures_are_written_and_training_is_unchanged(tmp_path,
+                                                       short_demo_cfg):
+    plain = _train(short_demo_cfg(tmp_path / 'plain'), [])
+    hooked = _train(short_demo_cfg(tmp_path / 'hooked'), [
         dict(type='MixSamplesHook', interval=2, max_images=3)])
     assert plain.keys() == hooked.keys()
     assert all(torch.equal(plain[k], hooked[k]) for k in plain)

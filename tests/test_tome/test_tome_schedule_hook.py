@@ -161,7 +161,8 @@ def test_config_dicts_are_not_changed():
     assert schedule == [dict(action_epoch=2, merge_num=0)]
 
 
-def test_training_with_the_hook_changes_the_merged_forward(tmp_path):
+def test_training_with_the_hook_changes_the_merged_forward(
+        tmp_path, short_demo_cfg):
     """Through mmengine's Runner: the classifying forward merges 16 tokens
     in epoch 1 and none from epoch 2, on a ToMe digits model."""
     import os.path as osp
@@ -170,23 +171,12 @@ def test_training_with_the_hook_changes_the_merged_forward(tmp_path):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
     root = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-    cfg = Config.fromfile(osp.join(
-        root, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py'))
+    cfg = short_demo_cfg(tmp_path, max_epochs=2, indices=8)
     cfg.model.backbone.type = 'ToMeVisionTransformer'
     cfg.model.backbone.merge_num = 16
     cfg.model.tome_in_mix = False  # the classifying forwards merge
-    cfg.train_dataloader.dataset.indices = 8
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_dataloader.num_workers = 0
-    cfg.train_dataloader.persistent_workers = False
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=10)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2)
     cfg.custom_hooks = [dict(type='ToMeScheduleHook',
                              schedule=[dict(action_epoch=2, merge_num=0)])]
-    cfg.work_dir = str(tmp_path)
     tokens = []
 
     class Record(Hook):

@@ -9,6 +9,7 @@ benchmark script; nothing is typed in by hand. Re-run after any benchmark::
 Missing result files are listed on the page as "not run yet" instead of
 failing, so the page can be regenerated after any subset of benchmarks.
 """
+import glob
 import json
 import os.path as osp
 import sys
@@ -258,11 +259,17 @@ def build(results: str = common.RESULTS) -> str:
     runs = [('accuracy', acc), ('cost', cost), ('label_fidelity', fid),
             ('mergemix_cost', mc), ('tome_speed', ts)]
     runs += [(name, payload) for name, _, payload in ts_extra]
+    # the other result files (MLLM, reliability): linked with their command
+    listed = {name for name, _ in runs}
+    for path in sorted(glob.glob(osp.join(results, '*.json'))):
+        name = osp.splitext(osp.basename(path))[0]
+        if name not in listed:
+            runs.append((name, _load(name, results)))
     for name, payload in runs:
         if payload is None:
             lines.append(f'* `{name}`: not run yet')
             continue
-        wall = payload.get('wall_time_s')
+        wall = payload.get('wall_time_s') or payload.get('wall_seconds')
         extra = f' ({wall / 60:.1f} min)' if wall else ''
         lines.append(f'* [{name}](results/{name}.md): '
                      f'`{_command(payload)}`{extra}')
@@ -279,10 +286,10 @@ def main(argv=None) -> None:
     argparse.ArgumentParser(
         description='Rebuild benchmarks/README.md from results/*.json.'
     ).parse_args(argv)
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
     text = build()
     path = osp.join(HERE, 'README.md')
-    with open(path, 'w') as f:
-        f.write(text)
+    atomic_write_text(text, path)
     print(f'wrote {path}')
 
 

@@ -36,3 +36,19 @@ def test_tome_table_gives_yardsticks_against_their_own_forward():
     assert rows['merge49'][4] == '-' and rows['merge49'][5] == '0.970'
     assert rows['none@reference'][4] == '-'  # itself: not a ratio to show
     assert rows['merge49@reference'][7] == '1.204x'  # FLOP ratio of merge49
+
+
+def test_every_result_file_is_listed_with_its_command(tmp_path):
+    """The MLLM and reliability results were missing from the page."""
+    import json
+    (tmp_path / 'mllm_step_cost.json').write_text(json.dumps(dict(
+        env=dict(command='python benchmarks/mllm_step_cost.py --steps 3'),
+        wall_seconds=120)))
+    (tmp_path / 'reliability_x.json').write_text(json.dumps(dict(
+        command='python tools/reliability/kill_resume_loop.py')))
+    text = make_report.build(str(tmp_path))
+    assert ('* [mllm_step_cost](results/mllm_step_cost.md): `python '
+            'benchmarks/mllm_step_cost.py --steps 3` (2.0 min)') in text
+    assert ('* [reliability_x](results/reliability_x.md): `python '
+            'tools/reliability/kill_resume_loop.py`') in text
+    assert '* `accuracy`: not run yet' in text

@@ -363,3 +363,26 @@ def test_openmixup_area_only_mode_runs_no_pass():
 def test_unknown_compat_is_refused():
     with pytest.raises(ValueError, match='compat'):
         MixPro(compat='official')
+
+
+def test_openmixup_training_step_runs_the_clean_pass_once():
+    """Mixing and re-scoring a batch: one no-grad pass on the clean batch
+    (its map kept in the record) and the training forward, nothing more;
+    the area weights stay in ``lam_area``."""
+    model, aug = build_bound(
+        dict(type='MixPro', mask_patch_size=8, compat='openmixup'))
+    grad_of_passes = []
+    handle = model.backbone.patch_embed.register_forward_pre_hook(
+        lambda mod, args: grad_of_passes.append(torch.is_grad_enabled()))
+    x, y = make_batch(4)
+    try:
+        seed_all(0)
+        mixed, _ = aug(x, y)
+        record = aug.pop_record()
+        assert 'clean_attn' in record.extra
+        area = record.mask[:, 0, ::8, ::8].flatten(1).mean(1)  # 4x4 cells
+        aug.forward_and_rescore(model, mixed, record)
+    finally:
+        handle.remove()
+    assert grad_of_passes == [False, True]
+    torch.testing.assert_close(record.extra['lam_area'], area)

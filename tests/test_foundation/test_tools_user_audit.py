@@ -160,6 +160,45 @@ def test_test_py_evaluates_a_checkpoint_at_another_image_size(tmp_path):
     assert 'accuracy/top1' in metrics
 
 
+def test_test_py_shape_reads_torch_sizes():
+    test = _tool('test.py')
+    assert test._shape('[10, 96]') == (10, 96)
+    assert test._shape('[]') == ()  # a scalar weight
+
+
+def test_test_py_unfit_weights_on_small_models(tmp_path):
+    """Checkpoint layouts (a bare state dict, keys of a DDP-wrapped model),
+    a wrapped model, and missing and mismatched weights together."""
+    from mergemix_mm.utils.checkpoint_safety import CheckpointCorruptError
+    test = _tool('test.py')
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    state = model.state_dict()
+    torch.save(state, tmp_path / 'bare.pth')
+    torch.save(dict(state_dict={'module.' + k: v for k, v in state.items()}),
+               tmp_path / 'ddp.pth')
+    for name in ('bare.pth', 'ddp.pth'):
+        assert test.unfit_weights(torch.nn.DataParallel(model),
+                                  str(tmp_path / name)) == ([], [])
+    torch.save(dict(state_dict={'0.weight': torch.zeros(4, 2),
+                                '0.bias': torch.zeros(3)}),
+               tmp_path / 'other.pth')
+    missing, mismatched = test.unfit_weights(model,
+                                             str(tmp_path / 'other.pth'))
+    assert sorted(missing) == ['1.bias', '1.weight']
+    assert mismatched == ['0.weight: (4, 2) vs (3, 2)']
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(CheckpointCorruptError, match='empty.pth'):
+        test.unfit_weights(model, str(tmp_path / 'empty.pth'))
+
+    class Refusing(torch.nn.Linear):
+
+        def load_state_dict(self, *args, **kwargs):
+            raise RuntimeError('not a size mismatch')
+
+    with pytest.raises(RuntimeError, match='not a size mismatch'):
+        test.unfit_weights(Refusing(2, 3), str(tmp_path / 'bare.pth'))
+
+
 # --- config inheritance: swapping the augment ------------------------------
 def test_child_config_augment_mistakes_fail_at_build_naming_the_fix(
         tmp_path):

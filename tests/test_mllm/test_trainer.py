@@ -296,3 +296,97 @@ def test_part_learning_rates_keep_the_optimizer_passed_by_class(
         ids = {id(p) for p in g['params']}
         assert ids <= tower or not ids & tower
         assert g['lr'] == (1e-4 if ids <= tower else 1e-2)
+
+
+def test_without_part_learning_rates_the_trainers_set_up_is_kept(
+        tmp_path, tiny_llava):
+    """The part-rate checks apply only with a part rate: without one, an
+    optimizer passed in or a DeepSpeed config with its own optimizer and
+    scheduler sections are the Trainer's business, as in plain HF."""
+    model, _, _ = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    opt = torch.optim.SGD(wrapper.parameters(), lr=0.1)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[])
+    trainer = MergeMixTrainer(model=wrapper, args=args,
+                              optimizers=(opt, None))
+    assert trainer.create_optimizer() is opt
+    ds_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                report_to=[])
+    ds_args.hf_deepspeed_config = SimpleNamespace(config=dict(
+        optimizer=dict(type='AdamW'), scheduler=dict(type='WarmupLR')))
+    MergeMixTrainer(model=wrapper, args=ds_args)
+
+
+def test_part_learning_rates_refuse_optimizers_given_by_class_or_factory(
+        tmp_path, tiny_llava):
+    """optimizer_cls_and_kwargs is checked like args.optim, and a factory
+    (Muon / Dion-like: a callable, not an Optimizer class) is refused."""
+    model, _, _ = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[])
+    trainer = MergeMixTrainer(
+        model=wrapper, args=args, vision_tower_lr=1e-4,
+        optimizer_cls_and_kwargs=(torch.optim.SGD, dict(
+            lr=0.1, params=list(wrapper.parameters()))))
+    with pytest.raises(ValueError, match='builds its own parameter groups'):
+        trainer.create_optimizer()
+
+    def factory(params, **kwargs):
+        return torch.optim.SGD(
+            [p for g in params for p in g['params']], **kwargs)
+
+    trainer = MergeMixTrainer(model=wrapper, args=args, vision_tower_lr=1e-4)
+    trainer.get_optimizer_cls_and_kwargs = lambda *a: (factory,
+                                                       dict(lr=0.1))
+    with pytest.raises(ValueError, match='builds its own parameter groups'):
+        trainer.create_optimizer()
+
+
+def test_part_learning_rates_split_the_groups_of_a_wrapped_model(
+        tmp_path, tiny_llava):
+    """create_optimizer(model) with the model in a DataParallel-like
+    wrapper: the parts are those of the wrapped MergeMixVLM."""
+    model, _, _ = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[], learning_rate=1e-2)
+    trainer = MergeMixTrainer(model=wrapper, args=args, vision_tower_lr=1e-4)
+    opt = trainer.create_optimizer(torch.nn.DataParallel(wrapper))
+    tower = {id(p) for p in wrapper.parameter_groups()['vision_tower']}
+    lrs = {(id(p) in tower, g['lr']) for g in opt.param_groups
+           for p in g['params']}
+    assert lrs == {(True, 1e-4), (False, 1e-2)}
+
+
+def test_part_learning_rates_refuse_partly_foreign_parameters(
+        tmp_path, tiny_llava):
+    """One part not owning its optimised tensors is enough to refuse."""
+    model, _, _ = tiny_llava
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                             report_to=[])
+    trainer = MergeMixTrainer(model=wrapper, args=args, vision_tower_lr=1e-5)
+    parts = dict(wrapper.parameter_groups())
+    parts['projector'] = [torch.nn.Parameter(p.detach().clone())
+                          for p in parts['projector']]
+    wrapper.parameter_groups = lambda: parts
+    try:
+        with pytest.raises(ValueError,
+                           match="not those of the model's parts"):
+            trainer.create_optimizer()
+    finally:
+        del wrapper.parameter_groups
+
+
+def test_parameter_groups_include_frozen_parameters(tiny_llava):
+    model = tiny_llava[0]
+    wrapper = MergeMixVLM(model, MergeMixArguments())
+    frozen = model.model.language_model
+    frozen.requires_grad_(False)  # a fresh model per test
+    parts = wrapper.parameter_groups()
+    rest = {id(p) for p in parts['language_model']}
+    assert {id(p) for p in frozen.parameters()} <= rest
+    assert sum(len(v) for v in parts.values()) == len(
+        list(wrapper.parameters()))

@@ -359,3 +359,23 @@ def test_resumed_weights_come_from_fallback_checkpoint(tmp_path):
     assert runner.epoch == 1
     for k, v in weights(runner).items():
         assert torch.equal(v, w1[k])
+
+
+def test_an_interrupted_write_leaves_no_temp_file(tmp_path):
+    def interrupted(f):
+        f.write('partial')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cs._atomic_replace(str(tmp_path / 'x.txt'), interrupted, 'x')
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_text_takes_relative_and_home_paths(tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    cs.atomic_write_text('here', 'x.txt')
+    cs.atomic_write_text('home', '~/y.txt')
+    assert (tmp_path / 'x.txt').read_text() == 'here'
+    assert (tmp_path / 'home' / 'y.txt').read_text() == 'home'

@@ -118,6 +118,7 @@ def test_a_backbone_without_merging_is_named():
     # merge_num would default to 0 and silently stop the training's merging
     ([dict(action_epoch=2, test_merge_num=0)], 'must set merge_num or'),
     ([dict(action_epoch=2, merge_num=4, prop_attn=True)], "'prop_attn'"),
+    ([5], 'every schedule entry must be a dict'),
 ])
 def test_bad_schedules_are_named(schedule, match):
     with pytest.raises(ValueError, match=match):
@@ -216,3 +217,64 @@ def test_training_with_the_hook_changes_the_merged_forward(
     tester.register_hook(RecordTest(), priority='LOWEST')
     tester.test()
     assert merged and set(merged) == {0}
+
+
+def test_resume_follows_the_epochs_not_the_order_given():
+    """Entries listed out of order: on resume the latest passed epoch
+    wins, not the last one listed."""
+    backbone = _build(merge_num=16)
+    hook = ToMeScheduleHook([dict(action_epoch=4, tome_r=3),
+                             dict(action_epoch=2, tome_r=1)])
+    hook.before_train(_runner(backbone, epoch=5))
+    assert backbone.train_r_list == [3] * 4
+    other = _build(merge_num=16)
+    hook.after_load_checkpoint(None, dict(meta=dict(epoch=6)))
+    hook.before_test(_runner(other))
+    assert other.test_r_list == [3] * 4
+
+
+def test_a_wrapped_model_is_unwrapped():
+    """Under a model wrapper (DataParallel here, DDP in a distributed run)
+    the hook reaches the backbone and the wrapped model's tome_in_mix."""
+    backbone = _build(merge_num=16)
+    model = torch.nn.Module()
+    model.backbone = backbone
+    runner = _runner(backbone)
+    runner.model = torch.nn.DataParallel(model)
+    hook = ToMeScheduleHook([dict(action_epoch=1, merge_num=0)])
+    hook.before_train(runner)
+    hook.before_train_epoch(runner)
+    assert backbone.train_r_list == [0] * 4
+    model.tome_in_mix = True
+    with pytest.raises(ValueError, match='tome_in_mix=True'):
+        hook.before_train(runner)
+
+
+def test_errors_at_another_image_size_name_the_schedule_in_force():
+    """After set_merge_schedule, a too-small input names the new setting
+    (not the constructor's)."""
+    backbone = _build(merge_num=16).train()
+    backbone.set_merge_schedule(tome_r=4)
+    with pytest.raises(ValueError, match=r'tome_r=4 \(a schedule for'):
+        backbone(torch.rand(1, 3, 16, 16))
+
+
+def test_the_hook_keeps_its_own_copy_of_the_schedule():
+    """A config's list changed after the hook was built (e.g. a later
+    merge_from_dict) does not change the hook's schedule."""
+    tome_r = [2, 2, 2, 2]
+    hook = ToMeScheduleHook([dict(action_epoch=1, tome_r=tome_r)])
+    tome_r[:] = [0, 0, 0, 0]
+    backbone = _build(merge_num=16)
+    runner = _runner(backbone)
+    hook.before_train(runner)
+    hook.before_train_epoch(runner)
+    assert backbone.train_r_list == [2] * 4
+
+
+def test_check_merge_schedule_returns_the_schedules_without_applying():
+    backbone = _build(merge_num=16)
+    assert backbone.check_merge_schedule(tome_r=2, test_merge_num=8) == (
+        [2, 2, 2, 2], resolve_schedule(4, 8))
+    assert backbone.train_r_list == backbone.test_r_list == resolve_schedule(
+        4, 16)

@@ -199,6 +199,36 @@ def test_test_py_unfit_weights_on_small_models(tmp_path):
         test.unfit_weights(Refusing(2, 3), str(tmp_path / 'bare.pth'))
 
 
+def test_test_py_unfit_weights_with_a_renaming_load_hook(tmp_path):
+    """A timm checkpoint without ToMeTimmViT's 'model.' prefix, one weight
+    of another shape: the hook renames the keys, so the mismatch is named
+    with the model's key and the missing keys cannot be told apart (the
+    check must not fail on the second load)."""
+    from mmpretrain.registry import MODELS
+    test = _tool('test.py')
+    model = torch.nn.Module()
+    model.backbone = MODELS.build(dict(
+        type='ToMeTimmViT', model_name='vit_tiny_patch16_224', img_size=32,
+        patch_size=4, depth=1))
+    state = {
+        'backbone.' + k[len('backbone.model.'):]: v
+        for k, v in model.state_dict().items()
+    }
+    assert test.unfit_weights(model, str(_save(tmp_path / 'ok.pth',
+                                               state))) == ([], [])
+    state['backbone.cls_token'] = torch.zeros(1, 1, 7)
+    missing, mismatched = test.unfit_weights(
+        model, str(_save(tmp_path / 'bad.pth', state)))
+    assert missing == []
+    assert mismatched == ['backbone.model.cls_token: (1, 1, 7) vs '
+                          f'{tuple(model.backbone.model.cls_token.shape)}']
+
+
+def _save(path, state):
+    torch.save(dict(state_dict=state), path)
+    return path
+
+
 # --- config inheritance: swapping the augment ------------------------------
 def test_child_config_augment_mistakes_fail_at_build_naming_the_fix(
         tmp_path):

@@ -99,8 +99,8 @@ class MixSamplesHook(Hook):
         from ..analysis.mix_vis import plot_mixed_batch
         samples = captured['data_samples']
         mixed = captured['inputs']
-        num_classes = getattr(
-            self._model(runner).data_preprocessor, 'num_classes', None)
+        preprocessor = self._model(runner).data_preprocessor
+        num_classes = getattr(preprocessor, 'num_classes', None)
         scores = []
         for sample in samples:
             if 'gt_score' in sample:
@@ -122,7 +122,7 @@ class MixSamplesHook(Hook):
         path = osp.join(folder, f'iter_{runner.iter + 1}.png')
         plot_mixed_batch(
             mixed, torch.stack(scores), path,
-            data_preprocessor=self._model(runner).data_preprocessor,
+            data_preprocessor=preprocessor,
             class_names=names, max_images=self.max_images, bgr=self.bgr,
             title=f'mixed training batch, iteration {runner.iter + 1}')
 

@@ -112,11 +112,7 @@ class ToMeScheduleHook(Hook):
         return backbone
 
     def _last_entry_up_to(self, epoch: int) -> Optional[int]:
-        passed = None
-        for action_epoch in self.schedule:
-            if action_epoch <= epoch:
-                passed = action_epoch
-        return passed
+        return max((e for e in self.schedule if e <= epoch), default=None)
 
     def _apply(self, runner, epoch: int, why: str) -> None:
         backbone = self._backbone(runner)

@@ -36,15 +36,12 @@ class ToMeMixin:
             num_layers=num_layers, num_tokens=num_tokens,
             num_protected=num_protected, merge_inflect=merge_inflect,
             schedule_compat=schedule_compat)
-        train, test, names = self._schedule_for(merge_num, tome_r,
-                                                test_merge_num, test_tome_r)
-        self.train_r_list: List[int] = train
-        self.test_r_list: List[int] = test
+        self.set_merge_schedule(merge_num, tome_r, test_merge_num,
+                                test_tome_r)
         self.prop_attn = prop_attn
         self._merging_enabled = True
         # for errors on inputs of another size than the schedules were
         # checked for
-        self._schedule_names = names
         self._schedule_tokens = num_tokens
 
     def _schedule_for(self, merge_num: int, tome_r: Optional[RType],
@@ -123,7 +120,8 @@ class ToMeMixin:
         """
         train, test, names = self._schedule_for(merge_num, tome_r,
                                                 test_merge_num, test_tome_r)
-        self.train_r_list, self.test_r_list = train, test
+        self.train_r_list: List[int] = train
+        self.test_r_list: List[int] = test
         self._schedule_names = names
 
     def _check_input_tokens(self, x: Tensor) -> None:

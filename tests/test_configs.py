@@ -185,6 +185,12 @@ OFFICIAL_RECIPES = {
     (None, 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
     'deit-tiny-p16_1xb100-mergemix-200e_cifar100-224px.py':
     ('deit-tiny', 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
+    'deit-tiny-p16_1xb100-mergemix-600e_cifar100-224px.py':
+    ('deit-tiny', 98, 8, True, False, -1, 1e-3, 1e-6, 20, 600, False),
+    'vit-small-p16_1xb100-mergemix-600e_cifar100-224px.py':
+    ('s', 98, 5, True, False, -1, 5e-4, 1e-6, 20, 600, False),
+    'vit-base-p16_1xb100-mergemix-600e_cifar100-224px.py':
+    ('b', 98, 8, True, False, -1, 5e-4, 0, 20, 600, True),
     'vit-base-p16_4xb25-mergemix-200e_cifar100-224px.py':
     ('b', 98, 8, True, True, -1, 5e-4, 1e-6, 20, 200, False),
     'vit-small-p16_1xb100-mergemix-200e_cifar100-224px.py':
@@ -246,3 +252,53 @@ def test_mergemix_config_follows_the_official_recipe(name):
     assert cosine.eta_min == pytest.approx(min_lr)
     assert cfg.train_cfg.max_epochs == epochs
     assert (cfg.optim_wrapper.get('type') == 'AmpOptimWrapper') is fp16
+
+
+COMPARISONS = {
+    'mixup': [('Mixup', )],
+    'cutmix': [('CutMix', )],
+    'mixup-cutmix': [('Mixup', 'CutMix')],
+}
+
+
+def _recipe(cfg):
+    """What a MergeMix config and its comparison configs must share."""
+    warm, cosine = cfg.param_scheduler
+    backbone = cfg.model.backbone
+    return dict(
+        arch=backbone.get('arch'),
+        timm=backbone.get('model_name'),
+        data=cfg.train_dataloader.dataset.type,
+        classes=cfg.model.head.num_classes,
+        batch=cfg.train_dataloader.batch_size,
+        epochs=cfg.train_cfg.max_epochs,
+        lr=cfg.optim_wrapper.optimizer.lr,
+        warmup=(warm.start_factor, warm.end),
+        wrapper=cfg.optim_wrapper.get('type', 'OptimWrapper'),
+        scale=cfg.get('auto_scale_lr', {}).get('base_batch_size'),
+        seed=cfg.randomness.seed,
+        drop_path=backbone.drop_path_rate)
+
+
+@pytest.mark.parametrize('name', sorted(
+    n for n in OFFICIAL_RECIPES if not n.startswith('timm-')))
+def test_mergemix_recipe_has_its_comparison_configs(name):
+    """Every MergeMix recipe sits next to Mixup, CutMix and Mixup+CutMix
+    configs that train the same model on the same data, batch, epochs, lr,
+    warm-up, cosine floor and precision; only the augments differ. Where
+    the official MergeMix recipe anneals to 0 (CIFAR DeiT-T/S 200e, DeiT-B
+    600e) the comparisons keep the 1e-6 floor of OpenMixup's baselines."""
+    path = osp.join(ROOT, 'configs', 'mergemix', name)
+    mergemix = Config.fromfile(path)
+    want = _recipe(mergemix)
+    floor = mergemix.param_scheduler[1].eta_min or 1e-6
+    for variant, (types, ) in COMPARISONS.items():
+        other = path.replace('-mergemix-', f'-{variant}-')
+        assert osp.exists(other), f'missing {osp.basename(other)}'
+        cfg = Config.fromfile(other)
+        assert _recipe(cfg) == want, osp.basename(other)
+        assert tuple(a['type']
+                     for a in cfg.model.train_cfg.augments) == types
+        assert cfg.model.backbone.merge_num == 0
+        assert cfg.model.get('aux_loss') is None
+        assert cfg.param_scheduler[1].eta_min == pytest.approx(floor)

@@ -1,0 +1,25 @@
+_base_ = [
+    '../_base_/models/vit-base-p16_mergemix.py',
+    '../_base_/datasets/cifar100_bs100_224px.py',
+    '../_base_/schedules/cifar100_adamw_200e.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+
+# Everything a result depends on, in this file:
+# 1 GPU(s) x 100 images per GPU, 600 epochs, lr 0.0005 (AdamW, wd 0.05).
+train_dataloader = dict(batch_size=100)
+optim_wrapper = dict(
+    # fp16 as in the official config (GPU only; remove on CPU)
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(lr=0.0005))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0, end=20,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-06, by_epoch=True, begin=0,
+         end=600, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=600)
+auto_scale_lr = dict(base_batch_size=100)
+randomness = dict(seed=0, deterministic=False)

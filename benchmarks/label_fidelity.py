@@ -9,7 +9,8 @@ method mixes a batch, the visible fraction of each object is measured by
 pushing the object masks through the *same* mixing (for content-dependent
 methods: the method's own ``build_mix`` / ``apply_mix`` decisions; for
 mmpretrain's content-agnostic Mixup / CutMix / ResizeMix: extra mask
-channels through the unchanged augment, separated by linearity). For a pair (own ``i``, partner ``j``):
+channels through the unchanged augment, separated by linearity). For a
+pair (own ``i``, partner ``j``):
 
 * ``v_i`` = visible share of object ``i``'s pixels (a Mixup blend of weight
   ``lam`` counts as ``lam``; a resized partner counts relative to its
@@ -218,13 +219,13 @@ def evaluate_method(aug, model, x, y, obj):
     B = len(x)
     onehot = F.one_hot(y, 10).float()
     ar = torch.arange(B)
-    O = obj[:, None].float()
-    zeros = torch.zeros_like(O)
+    obj_map = obj[:, None].float()
+    zeros = torch.zeros_like(obj_map)
     if isinstance(aug, PlannedMix):
         plan = aug.build_mix(x, onehot)
         idx = plan['index']
-        own_map = aug.apply_mix(O, zeros, plan)
-        partner_map = aug.apply_mix(zeros, O[idx], plan)
+        own_map = aug.apply_mix(obj_map, zeros, plan)
+        partner_map = aug.apply_mix(zeros, obj_map[idx], plan)
         scale = plan.get('partner_area_scale', 1.0)
         lam = plan['lam'].float()
         if getattr(aug, 'needs_train_forward', False) and \
@@ -240,14 +241,14 @@ def evaluate_method(aug, model, x, y, obj):
         idx = plan['index']
         if plan.get('mask') is None:
             w = plan['lam_draw'].float()[:, None, None, None]
-            own_map, partner_map = w * O, (1 - w) * O[idx]
+            own_map, partner_map = w * obj_map, (1 - w) * obj_map[idx]
         else:
             m = plan['mask'].float()
-            own_map, partner_map = m * O, (1 - m) * O[idx]
+            own_map, partner_map = m * obj_map, (1 - m) * obj_map[idx]
         scale, lam = 1.0, plan['lam'].float()
     else:  # content-agnostic black box: mask channels through the augment
         c = (ar + 1).float()[:, None, None, None]
-        stacked = torch.cat([x, O, c * O], dim=1)
+        stacked = torch.cat([x, obj_map, c * obj_map], dim=1)
         mixed, scores = aug(stacked, onehot)
         lam = scores[ar, y]
         idx = _partner_from_scores(scores, y)
@@ -259,7 +260,7 @@ def evaluate_method(aug, model, x, y, obj):
         partner_map = torch.where(self_pair, zeros, comb1 - own_map)
         resize = 'ResizeMix' in type(getattr(aug, 'last', aug)).__name__
         scale = (1 - lam) if resize else 1.0
-    own_total = O.flatten(1).sum(1)
+    own_total = obj_map.flatten(1).sum(1)
     v_own = own_map.flatten(1).sum(1) / own_total
     scale = torch.as_tensor(scale, dtype=torch.float32)
     v_partner = partner_map.flatten(1).sum(1) / (

@@ -2,8 +2,10 @@
 
 One command::
 
-    python benchmarks/mergemix_cost.py            # tiny ViT 32 px + DeiT-S 224 px
-    python benchmarks/mergemix_cost.py --gpu      # same on CUDA (max_memory_allocated)
+    # tiny ViT 32 px + DeiT-S 224 px
+    python benchmarks/mergemix_cost.py
+    # the same on CUDA (max_memory_allocated)
+    python benchmarks/mergemix_cost.py --gpu
 
 Variants (all share one model definition, AdamW, batch 16 by default):
 
@@ -73,7 +75,8 @@ def build(setting: str, variant: str, device: str):
     if variant == 'mixup':
         augments = [dict(type='Mixup', alpha=0.8)]
     elif variant.startswith('mergemix'):
-        augments = [dict(type='MergeMix', alpha=1.0, attn_layer=s['attn_layer'],
+        augments = [dict(type='MergeMix', alpha=1.0,
+                         attn_layer=s['attn_layer'],
                          merge_num=s['merge_num'])]
         if variant in ('mergemix-tome', 'mergemix-official'):
             backbone['merge_num'] = s['merge_num']
@@ -182,7 +185,8 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def worker_memory(setting: str, variant: str, batch: int, device: str) -> float:
+def worker_memory(setting: str, variant: str, batch: int,
+                  device: str) -> float:
     """Peak extra memory (MiB) of one training step."""
     import torch
     model, optim = build(setting, variant, device)

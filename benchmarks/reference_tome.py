@@ -45,7 +45,8 @@ def load_reference() -> Callable:
     try:
         from tome.patch.timm import apply_patch
     except ImportError as err:
-        raise ImportError(f'--reference needs {_INSTALL_HINT} ({err})') from err
+        raise ImportError(
+            f'--reference needs {_INSTALL_HINT} ({err})') from err
     return apply_patch
 
 

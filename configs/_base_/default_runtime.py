@@ -1,5 +1,7 @@
-# Runtime defaults (adapted from mmpretrain 1.2.0 configs/_base_/default_runtime.py,
-# Apache-2.0). Own copy: no `mmpretrain::` bases (needs pkg_resources, see docs).
+# Runtime defaults (adapted from mmpretrain 1.2.0
+# configs/_base_/default_runtime.py,
+# Apache-2.0). Own copy: no `mmpretrain::` bases (needs pkg_resources, see
+# docs).
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mergemix_mm'], allow_failed_imports=False)
 

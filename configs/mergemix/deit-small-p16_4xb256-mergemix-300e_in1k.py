@@ -4,11 +4,14 @@ _base_ = [
     '../_base_/schedules/imagenet_adamw_300e.py',
     '../_base_/default_runtime.py',
 ]
-# MergeMix, official recipe (imagenet/mergemix/.../deit_small_merge49_l9_s0_a1_4x256_ep300 in OpenMixup; ALGORITHM.md §8.2).
+# MergeMix, official recipe
+# (imagenet/mergemix/.../deit_small_merge49_l9_s0_a1_4x256_ep300 in OpenMixup;
+# ALGORITHM.md §8.2).
 model = dict(
     head=dict(num_classes=1000),
     backbone=dict(merge_num=49),  # ToMe-49 schedule of the backbone
-    # tome_in_mix=True: merging only in the mask pass; training forwards and test un-merged
+    # tome_in_mix=True: merging only in the mask pass; training forwards and
+    # test un-merged
     tome_in_mix=True,
     aux_loss='mixup',  # + Mixup(alpha=0.8) loss on a second mixed copy
     aux_alpha=0.8,

@@ -4,7 +4,8 @@ _base_ = [
     '../_base_/schedules/cifar100_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
-# MergeMix, official recipe (cifar100/.../deit_b_mergemix_..._bs100_ep600 in OpenMixup; ALGORITHM.md §8.2;
+# MergeMix, official recipe (cifar100/.../deit_b_mergemix_..._bs100_ep600 in
+# OpenMixup; ALGORITHM.md §8.2;
 # its misspelt `swich_off` is swallowed by OpenMixup, so the official run used
 # the same two-loss form as every other recipe).
 model = dict(

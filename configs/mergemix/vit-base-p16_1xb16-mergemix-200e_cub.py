@@ -4,11 +4,13 @@ _base_ = [
     '../_base_/schedules/finegrained_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
-# MergeMix, official recipe (cub200/.../vit_b_mergemix_l9_a1_tm98_s in OpenMixup; ALGORITHM.md §8.2).
+# MergeMix, official recipe (cub200/.../vit_b_mergemix_l9_a1_tm98_s in
+# OpenMixup; ALGORITHM.md §8.2).
 model = dict(
     head=dict(num_classes=200),
     backbone=dict(merge_num=98),  # ToMe-98 schedule of the backbone
-    # tome_in_mix=True: merging only in the mask pass; training forwards and test un-merged
+    # tome_in_mix=True: merging only in the mask pass; training forwards and
+    # test un-merged
     tome_in_mix=True,
     aux_loss='mixup',  # + Mixup(alpha=0.8) loss on a second mixed copy
     aux_alpha=0.8,

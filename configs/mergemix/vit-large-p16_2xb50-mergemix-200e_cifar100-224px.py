@@ -4,10 +4,12 @@ _base_ = [
     '../_base_/schedules/cifar100_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
-# MergeMix, official recipe (cifar100/.../vit_l_mergemix_18th_tome98 in OpenMixup; ALGORITHM.md §8.2).
+# MergeMix, official recipe (cifar100/.../vit_l_mergemix_18th_tome98 in
+# OpenMixup; ALGORITHM.md §8.2).
 model = dict(
     backbone=dict(merge_num=98),  # ToMe-98 schedule of the backbone
-    # tome_in_mix=True: merging only in the mask pass; training forwards and test un-merged
+    # tome_in_mix=True: merging only in the mask pass; training forwards and
+    # test un-merged
     tome_in_mix=True,
     aux_loss='mixup',  # + Mixup(alpha=0.8) loss on a second mixed copy
     aux_alpha=0.8,

@@ -4,7 +4,8 @@ _base_ = [
     '../_base_/schedules/cifar100_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
-# MergeMix, official recipe (cifar100/.../vit_s_mergemix_l6_..._ep200 in OpenMixup; ALGORITHM.md §8.2).
+# MergeMix, official recipe (cifar100/.../vit_s_mergemix_l6_..._ep200 in
+# OpenMixup; ALGORITHM.md §8.2).
 model = dict(
     backbone=dict(merge_num=98),  # ToMe-98 schedule of the backbone
     # tome_in_mix=False: training forwards and test also run with ToMe-98

@@ -1,4 +1,5 @@
-"""Helpers shared by the analysis tests (tiny config, tool loader, PNG check)."""
+"""Helpers shared by the analysis tests (tiny config, tool loader, PNG
+check)."""
 import importlib.util
 import os.path as osp
 

@@ -40,7 +40,8 @@ def data(n=6):
     (None, None),
     (dict(augments=[]), None),
     (dict(type='MergeMix'), dict(augments=[dict(type='MergeMix')])),
-    ([dict(type='Mixup', alpha=1.0)], dict(augments=[dict(type='Mixup', alpha=1.0)])),
+    ([dict(type='Mixup', alpha=1.0)],
+     dict(augments=[dict(type='Mixup', alpha=1.0)])),
     (dict(augments=dict(type='CutMix', alpha=1.0), probs=0.5),
      dict(augments=[dict(type='CutMix', alpha=1.0)], probs=0.5)),
 ])

@@ -17,7 +17,8 @@ def test_trusted_local_checkpoint_roundtrip(tmp_path):
     # An mmengine-style checkpoint with objects torch>=2.6 refuses by default.
     ckpt = dict(
         state_dict={'w': torch.ones(2)},
-        message_hub=dict(log_scalars={'loss': HistoryBuffer([1.0, 2.0], [1, 1])}),
+        message_hub=dict(
+            log_scalars={'loss': HistoryBuffer([1.0, 2.0], [1, 1])}),
         meta=dict(seed=np.int64(3), arr=np.arange(3)))
     path = str(tmp_path / 'epoch_1.pth')
     torch.save(ckpt, path)

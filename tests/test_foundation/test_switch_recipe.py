@@ -10,8 +10,10 @@ import time
 import pytest
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-DEMO = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_1xb64-mergemix_digits-32px.py')
-MIXUP = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_1xb64-mixup_digits-32px.py')
+DEMO = osp.join(ROOT, 'configs', 'demo',
+                'vit-tiny_1xb64-mergemix_digits-32px.py')
+MIXUP = osp.join(ROOT, 'configs', 'demo',
+                 'vit-tiny_1xb64-mixup_digits-32px.py')
 
 
 def _write_cfg(tmp_path, base, schedule, epochs):
@@ -21,7 +23,8 @@ def _write_cfg(tmp_path, base, schedule, epochs):
         f'_base_ = [{base!r}]\n'
         'train_dataloader = dict(dataset=dict(indices=128))\n'
         'val_dataloader = dict(dataset=dict(indices=128))\n'
-        f'custom_hooks = [dict(type="SwitchRecipeHook", schedule={schedule})]\n'
+        'custom_hooks = '
+        f'[dict(type="SwitchRecipeHook", schedule={schedule})]\n'
         f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n'
         'default_hooks = dict(logger=dict(interval=5))\n')
     return str(cfg)

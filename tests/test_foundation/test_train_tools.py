@@ -93,7 +93,8 @@ def test_bad_config_names_problem(tmp_path, override, message):
 def test_unknown_augment_type_names_it(tmp_path):
     cfg = tmp_path / 'unknown_aug.py'
     cfg.write_text(f"_base_ = [{DEMO!r}]\n"
-                   "model = dict(train_cfg=dict(augments=[dict(type='NoSuchMix')]))\n")
+                   'model = dict(train_cfg=dict('
+                   "augments=[dict(type='NoSuchMix')]))\n")
     proc = _train(tmp_path, config=str(cfg), timeout=300)
     assert proc.returncode != 0
     final_error = proc.stderr.strip().splitlines()[-1]

@@ -15,7 +15,8 @@ and config text, so its own hash differs between identical runs).
 
 Usage::
 
-    python tools/train.py configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py \\
+    python tools/train.py \\
+        configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py \\
         --work-dir work_dirs/demo
     python tools/misc/publish_run.py work_dirs/demo \\
         --config configs/demo/vit-tiny_1xb64-mergemix_digits-32px.py

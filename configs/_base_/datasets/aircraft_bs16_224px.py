@@ -1,5 +1,7 @@
-# FGVC-Aircraft (100 variants) at 224 px, batch 16: the fine-grained recipe of OpenMixup
-# (configs/classification/_base_/datasets/aircrafts/sz224_bs16.py, used by MergeMix):
+# FGVC-Aircraft (100 variants) at 224 px, batch 16: the fine-grained recipe of
+# OpenMixup
+# (configs/classification/_base_/datasets/aircrafts/sz224_bs16.py, used by
+# MergeMix):
 # resize short edge 256, RandomResizedCrop 224 with area (0.5, 1), flip;
 # test: resize short edge 256 + centre crop 224. ImageNet normalisation
 # (fine-tuning from ImageNet weights).

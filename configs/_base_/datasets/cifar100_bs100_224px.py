@@ -1,7 +1,10 @@
 # CIFAR-100 at 224 px, batch 100: the OpenMixup recipe used by MergeMix
-# (OpenMixup configs/classification/_base_/datasets/cifar100/sz224_randaug_bs100.py):
-# RandomResizedCrop 224 scale (0.8, 1) bicubic, horizontal flip, RandAugment over
-# the FixMatch operation set (2 ops, magnitude 7, std 0.5); test: resize to 224.
+# (OpenMixup
+# configs/classification/_base_/datasets/cifar100/sz224_randaug_bs100.py):
+# RandomResizedCrop 224 scale (0.8, 1) bicubic, horizontal flip, RandAugment
+# over
+# the FixMatch operation set (2 ops, magnitude 7, std 0.5); test: resize to
+# 224.
 # Data: the local "python version" pickles in data/cifar100/cifar-100-python/
 # (CIFAR100Local never downloads). Prepare with:
 #   python tools/dataset_converters/prepare_cifar100.py \

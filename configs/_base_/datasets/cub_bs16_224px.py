@@ -1,10 +1,12 @@
 # CUB-200-2011 at 224 px, batch 16: the fine-grained recipe of OpenMixup
-# (configs/classification/_base_/datasets/cub200/sz224_bs16.py, used by MergeMix):
+# (configs/classification/_base_/datasets/cub200/sz224_bs16.py, used by
+# MergeMix):
 # resize short edge 256, RandomResizedCrop 224 with area (0.5, 1), flip;
 # test: resize short edge 256 + centre crop 224. ImageNet normalisation
 # (fine-tuning from ImageNet weights).
 # Data layout: data/CUB_200_2011/{images/,images.txt,image_class_labels.txt,
-#   train_test_split.txt} (the extracted CUB_200_2011.tgz); 5,994 train / 5,794 test.
+#   train_test_split.txt} (the extracted CUB_200_2011.tgz); 5,994 train / 5,794
+# test.
 # Prepare with:
 #   python tools/dataset_converters/prepare_cub.py --archive CUB_200_2011.tgz \
 #       --out data/CUB_200_2011

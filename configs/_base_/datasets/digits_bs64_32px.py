@@ -1,5 +1,6 @@
 # UCI handwritten digits bundled with scikit-learn (1,797 images, 10 classes),
-# served as 32 px RGB. Fixed split: 1,347 train / 450 test (DigitsDataset docs).
+# served as 32 px RGB. Fixed split: 1,347 train / 450 test (DigitsDataset
+# docs).
 dataset_type = 'DigitsDataset'
 data_preprocessor = dict(
     num_classes=10,

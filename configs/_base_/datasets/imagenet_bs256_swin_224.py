@@ -1,5 +1,6 @@
 # ImageNet-1k at 224 px, 256 images per GPU: the DeiT/Swin recipe
-# (adapted from mmpretrain 1.2.0 configs/_base_/datasets/imagenet_bs64_swin_224.py,
+# (adapted from mmpretrain 1.2.0
+# configs/_base_/datasets/imagenet_bs64_swin_224.py,
 # Apache-2.0; OpenMixup imagenet/swin_sz224_4xbs256.py is the same recipe):
 # RandomResizedCrop 224 bicubic, flip, RandAugment (timm "increasing" ops,
 # magnitude 9, std 0.5), RandomErasing p=0.25; test: resize short edge 256 +

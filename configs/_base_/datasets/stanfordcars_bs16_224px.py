@@ -1,14 +1,17 @@
 # Stanford Cars at 224 px, batch 16: the fine-grained recipe of OpenMixup
-# (configs/classification/_base_/datasets/cars/sz224_bs16.py, used by MergeMix):
+# (configs/classification/_base_/datasets/cars/sz224_bs16.py, used by
+# MergeMix):
 # resize short edge 256, RandomResizedCrop 224 with area (0.5, 1), flip;
 # test: resize short edge 256 + centre crop 224. ImageNet normalisation
 # (fine-tuning from ImageNet weights).
-# Data layout: data/stanford_cars/{cars_train/,cars_test/,devkit/cars_train_annos.mat,
+# Data layout:
+# data/stanford_cars/{cars_train/,cars_test/,devkit/cars_train_annos.mat,
 #   devkit/cars_test_annos_withlabels.mat} or {car_ims/,cars_annos.mat};
 #   8,144 train / 8,041 test.
 # Prepare with:
 #   python tools/dataset_converters/prepare_stanford_cars.py --archives \
-#       cars_train.tgz cars_test.tgz car_devkit.tgz cars_test_annos_withlabels.mat \
+#       cars_train.tgz cars_test.tgz car_devkit.tgz
+# cars_test_annos_withlabels.mat \
 #       --out data/stanford_cars
 # To skip unreadable images during training (logged with their paths and a
 # running count) set train_dataloader.dataset.skip_bad_samples=True.

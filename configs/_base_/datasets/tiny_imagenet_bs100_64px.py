@@ -1,7 +1,8 @@
 # Tiny-ImageNet-200 at 64 px, batch 100 (OpenMixup
 # configs/classification/_base_/datasets/tiny_imagenet/sz64_bs100.py):
 # RandomResizedCrop 64 bicubic + flip; test: the 64x64 images as they are.
-# Data: data/tiny-imagenet-200/{train,val}/<wnid>/ + meta/{classes,train,val}.txt.
+# Data: data/tiny-imagenet-200/{train,val}/<wnid>/ +
+# meta/{classes,train,val}.txt.
 # Prepare with:
 #   python tools/dataset_converters/prepare_tiny_imagenet.py \
 #       --archive tiny-imagenet-200.zip --out data/tiny-imagenet-200

@@ -1,6 +1,7 @@
 # AdamW + linear warm-up + cosine, per iteration, for the digits demo.
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    optimizer=dict(
+        type='AdamW', lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,

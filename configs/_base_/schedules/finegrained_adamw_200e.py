@@ -1,6 +1,7 @@
 # Fine-grained fine-tuning recipe of OpenMixup's MergeMix configs (CUB-200,
 # Stanford Cars, FGVC-Aircraft): 1 GPU x 16, AdamW lr 1e-5, wd 0.05,
-# 20 warm-up epochs, cosine over all 200 epochs. The paper fine-tunes from ImageNet
+# 20 warm-up epochs, cosine over all 200 epochs. The paper fine-tunes from
+# ImageNet
 # weights: set `load_from` or `model.backbone.init_cfg` (Pretrained).
 _base_ = ['./cifar100_adamw_200e.py']
 optim_wrapper = dict(optimizer=dict(lr=1e-5))

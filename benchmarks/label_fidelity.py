@@ -384,7 +384,8 @@ def main(argv=None):
                 held_out_accuracy=model_acc,
                 train_time_s=train_time)),
         environment=env,
-        results=results)
+        results=results,
+        wall_time_s=time.perf_counter() - t0)
     order = sorted(names, key=lambda n: results[n]['mae'])
     rows = [[
         results[n]['label'], f"{results[n]['mae']:.3f}",
@@ -410,6 +411,8 @@ def main(argv=None):
         'Mixup blends are counted as visible with their blend weight, so '
         'its MAE is 0 by construction. ResizeMix counts the shrunk partner '
         'relative to its shrunk size.', '', '## Run', '',
+        f"Total wall time {payload['wall_time_s'] / 60:.1f} min (fixed "
+        f'model {train_time / 60:.1f} min).', '',
         common.env_markdown(env)
     ]
     common.write_results(args.name, payload, '\n'.join(md), args.out)

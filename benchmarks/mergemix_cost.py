@@ -206,14 +206,17 @@ def worker_memory(setting: str, variant: str, batch: int,
     return (_rss_kb('VmHWM') - base) / 1024
 
 
-def measure_memory(setting, variant, batch, device) -> float:
+def measure_memory(setting: str, variant: str, batch: int, device: str,
+                   threads: int) -> float:
+    """Peak extra memory (MiB) of one training step, on CPU in a fresh
+    process with ``threads`` torch threads (as the timed steps)."""
     if device == 'cuda':
         return worker_memory(setting, variant, batch, device)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536',
                MALLOC_TRIM_THRESHOLD_='0', PYTHONPATH=ROOT)
     out = subprocess.run(
         [sys.executable, __file__, '--worker', setting, variant,
-         '--batch', str(batch)],
+         '--batch', str(batch), '--threads', str(threads)],
         capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_mib']
 
@@ -253,15 +256,18 @@ def main(argv=None):
         return
     from common import env_markdown, environment, md_table, write_results
     env = environment(args.threads)
+    start = time.perf_counter()
     results = {}
     for setting in args.settings:
         print(f'== {setting}: timing', flush=True)
         times = time_steps(setting, args.batch, args.reps, device,
                            list(args.variants))
         print(f'== {setting}: memory', flush=True)
-        mem = {v: measure_memory(setting, v, args.batch, device)
+        mem = {v: measure_memory(setting, v, args.batch, device,
+                                 args.threads)
                for v in args.variants}
         results[setting] = dict(time_s=times, peak_mib=mem)
+    wall = time.perf_counter() - start
     rows = []
     for setting, r in results.items():
         m_ref = r['peak_mib'].get('mixup')
@@ -289,10 +295,12 @@ def main(argv=None):
           md_table(['setting', 'variant', 'median step (s)',
                     'min step (s)', 'vs Mixup', 'preprocess (s)',
                     'preprocess / Mixup step', 'peak extra (MiB)',
-                    'vs Mixup'], rows)]
+                    'vs Mixup'], rows), '',
+          f'Total wall time {wall / 60:.1f} min.']
     write_results(args.out + ('_gpu' if args.gpu else ''),
                   dict(environment=env, batch=args.batch, reps=args.reps,
-                       device=device, results=results), '\n'.join(md),
+                       device=device, results=results,
+                       wall_time_s=wall), '\n'.join(md),
                   args.out_dir)
     print('\n'.join(md))
 

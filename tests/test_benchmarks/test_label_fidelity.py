@@ -107,3 +107,25 @@ def test_bad_counts_name_the_option(capsys):
         with pytest.raises(SystemExit):
             lf.parse_args(argv)
         assert argv[0] in capsys.readouterr().err
+
+
+def test_run_writes_its_table_and_wall_time(monkeypatch, tmp_path):
+    """A whole run (content-agnostic methods only, so the fixed model is
+    trained) writes the table and the wall time."""
+    import json
+    model = lf.common.build_model(lf.common.load_config('vanilla', 'digits'))
+    monkeypatch.setattr(lf, 'fixed_model', lambda args: (None, model, 50.0))
+    threads = torch.get_num_threads()
+    try:
+        lf.main(['--methods', 'mixup', 'cutmix', '--batches', '2',
+                 '--out', str(tmp_path), '--name', 'lf',
+                 '--threads', str(threads)])
+    finally:
+        torch.set_num_threads(threads)
+    payload = json.loads((tmp_path / 'lf.json').read_text())
+    assert set(payload['results']) == {'mixup', 'cutmix'}
+    assert payload['results']['mixup']['mae'] < 1e-6  # blend = visible
+    assert payload['results']['cutmix']['samples'] == 20
+    assert payload['wall_time_s'] > 0
+    md = (tmp_path / 'lf.md').read_text()
+    assert 'Total wall time' in md

@@ -55,3 +55,24 @@ def test_results_go_to_the_output_folder(tmp_path, monkeypatch):
     assert payload['reps'] == 1
     assert list(payload['results']['tiny32']['time_s']) == ['mixup']
     assert '--out-dir' in (tmp_path / 'mc.md').read_text()
+    assert payload['wall_time_s'] > 0
+    assert 'Total wall time' in (tmp_path / 'mc.md').read_text()
+
+
+def test_memory_worker_gets_the_thread_count(monkeypatch):
+    """The CPU memory worker runs with --threads as the timed steps (it
+    used to run with the default whatever --threads said)."""
+    seen = {}
+
+    class Done:
+        stdout = json.dumps(dict(peak_mib=1.0))
+
+    def run(cmd, **kwargs):
+        seen['cmd'] = cmd
+        return Done()
+
+    monkeypatch.setattr(mergemix_cost.subprocess, 'run', run)
+    assert mergemix_cost.measure_memory('tiny32', 'mixup', 4, 'cpu', 3) == 1.0
+    cmd = seen['cmd']
+    assert cmd[cmd.index('--threads') + 1] == '3'
+    assert cmd[cmd.index('--batch') + 1] == '4'

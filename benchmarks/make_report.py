@@ -5,6 +5,9 @@ Every number on the page is read from a ``results/*.json`` written by a
 benchmark script; nothing is typed in by hand. Re-run after any benchmark::
 
     python benchmarks/make_report.py
+    # results written elsewhere (e.g. with a benchmark's --out-dir), page
+    # written elsewhere; links on the page point at the results folder
+    python benchmarks/make_report.py --results /tmp/res --out /tmp/res.md
 
 Missing result files are listed on the page as "not run yet" instead of
 failing, so the page can be regenerated after any subset of benchmarks.
@@ -36,6 +39,9 @@ TOME_EXTRA = [
     ('tome_speed_avx512',
      'AVX-512 host (2026-12-07, quiet machine): tuned allocator, '
      '4 processes x 8 rounds'),
+    ('tome_speed_avx512_s14',
+     'AVX-512 host, the same command re-run (2026-12-07, quiet machine): '
+     'tuned allocator, 4 processes x 8 rounds'),
 ]
 
 
@@ -169,7 +175,18 @@ def tome_fault_note(ts) -> str:
     return text
 
 
-def build(results: str = common.RESULTS) -> str:
+def build(results: str = common.RESULTS, link: str = 'results') -> str:
+    """The results page.
+
+    Args:
+        results (str): Folder of the result files. Defaults to
+            :data:`common.RESULTS`.
+        link (str): How the page links that folder (relative to the page).
+            Defaults to ``'results'``.
+
+    Returns:
+        str: The page's markdown.
+    """
     acc = _load('accuracy', results)
     cost = _load('cost', results)
     fid = _load('label_fidelity', results)
@@ -278,17 +295,28 @@ def build(results: str = common.RESULTS) -> str:
         '`python benchmarks/mergemix_cost.py --gpu` run the same '
         'comparisons on CUDA (not run here: no GPU was available).', ''
     ]
-    return '\n'.join(lines)
+    text = '\n'.join(lines)
+    if link != 'results':  # every link on the page starts '](results/'
+        text = text.replace('](results/', f']({link}/')
+    return text
 
 
 def main(argv=None) -> None:
     import argparse
-    argparse.ArgumentParser(
-        description='Rebuild benchmarks/README.md from results/*.json.'
-    ).parse_args(argv)
+    parser = argparse.ArgumentParser(
+        description='Rebuild benchmarks/README.md from results/*.json.')
+    parser.add_argument('--results', default=common.RESULTS,
+                        help='folder of the result files (default: '
+                        'benchmarks/results)')
+    parser.add_argument('--out', default=osp.join(HERE, 'README.md'),
+                        help='page to write (default: benchmarks/README.md)')
+    args = parser.parse_args(argv)
+    if not osp.isdir(args.results):
+        parser.error(f'--results {args.results}: no such folder')
     from mergemix_mm.utils.checkpoint_safety import atomic_write_text
-    text = build()
-    path = osp.join(HERE, 'README.md')
+    path = osp.abspath(args.out)
+    link = osp.relpath(osp.abspath(args.results), osp.dirname(path))
+    text = build(args.results, link.replace(osp.sep, '/'))
     atomic_write_text(text, path)
     print(f'wrote {path}')
 

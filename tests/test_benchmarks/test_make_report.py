@@ -52,3 +52,36 @@ def test_every_result_file_is_listed_with_its_command(tmp_path):
     assert ('* [reliability_x](results/reliability_x.md): `python '
             'tools/reliability/kill_resume_loop.py`') in text
     assert '* `accuracy`: not run yet' in text
+
+
+def test_page_and_results_can_live_elsewhere(tmp_path, capsys):
+    """--results / --out: the page links the results folder relative to
+    itself, and the committed page is left alone."""
+    import json
+
+    import pytest
+    committed = osp.join(make_report.HERE, 'README.md')
+    before = open(committed).read()
+    res = tmp_path / 'res'
+    res.mkdir()
+    (res / 'mllm_step_cost.json').write_text(json.dumps(dict(
+        env=dict(command='python benchmarks/mllm_step_cost.py'))))
+    out = tmp_path / 'pages' / 'page.md'
+    out.parent.mkdir()
+    make_report.main(['--results', str(res), '--out', str(out)])
+    text = out.read_text()
+    assert '* [mllm_step_cost](../res/mllm_step_cost.md)' in text
+    assert '](results/' not in text
+    assert open(committed).read() == before
+    with pytest.raises(SystemExit):
+        make_report.main(['--results', str(tmp_path / 'nope')])
+    assert '--results' in capsys.readouterr().err
+    assert open(committed).read() == before
+
+
+def test_committed_page_is_up_to_date():
+    """benchmarks/README.md is what make_report builds from the committed
+    result files (re-run ``python benchmarks/make_report.py`` after a
+    benchmark)."""
+    with open(osp.join(make_report.HERE, 'README.md')) as f:
+        assert f.read() == make_report.build()

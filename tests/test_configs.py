@@ -302,3 +302,31 @@ def test_mergemix_recipe_has_its_comparison_configs(name):
         assert cfg.model.backbone.merge_num == 0
         assert cfg.model.get('aux_loss') is None
         assert cfg.param_scheduler[1].eta_min == pytest.approx(floor)
+
+
+def _baseline_twin(path, variant):
+    """The configs/baselines/ config of the same recipe and method."""
+    name = osp.basename(path)
+    model, rest = name.split('-p16_', 1)
+    run, data = rest.split(f'-{variant}-', 1)
+    epochs, data = data.split('_', 1)
+    tag = '' if epochs == '200e' or data.startswith('in1k') else f'-{epochs}'
+    folder = {'cifar100-224px.py': 'cifar100', 'in1k.py': 'imagenet'}.get(
+        data, data[:-3])
+    return osp.join(ROOT, 'configs', 'baselines', folder,
+                    f'{model}_{run}-{variant}{tag}_{data}')
+
+
+@pytest.mark.parametrize('name', sorted(
+    n for n in OFFICIAL_RECIPES if not n.startswith('timm-')))
+def test_comparison_alphas_are_the_baselines(name):
+    """The Mixup and CutMix next to a MergeMix recipe draw with the alphas
+    of the same method's baseline on that recipe (OpenMixup's CIFAR-100 and
+    ImageNet DeiT configs, the paper's Table A2 on fine-grained data)."""
+    path = osp.join(ROOT, 'configs', 'mergemix', name)
+    for variant in ('mixup', 'cutmix'):
+        comparison = path.replace('-mergemix-', f'-{variant}-')
+        twin = _baseline_twin(comparison, variant)
+        assert osp.exists(twin), twin
+        assert (Config.fromfile(comparison).model.train_cfg.augments ==
+                Config.fromfile(twin).model.train_cfg.augments)

@@ -292,11 +292,18 @@ def test_mergemix_recipe_has_its_comparison_configs(name):
     mergemix = Config.fromfile(path)
     want = _recipe(mergemix)
     floor = mergemix.param_scheduler[1].eta_min or 1e-6
+    first = None
     for variant, (types, ) in COMPARISONS.items():
         other = path.replace('-mergemix-', f'-{variant}-')
         assert osp.exists(other), f'missing {osp.basename(other)}'
         cfg = Config.fromfile(other)
         assert _recipe(cfg) == want, osp.basename(other)
+        # The comparisons among themselves: everything but the augments
+        # (weight decay, gradient clipping, data pipeline, head loss, ...).
+        rest = cfg.to_dict()
+        del rest['model']['train_cfg']
+        first = rest if first is None else first
+        assert rest == first, osp.basename(other)
         assert tuple(a['type']
                      for a in cfg.model.train_cfg.augments) == types
         assert cfg.model.backbone.merge_num == 0

@@ -204,8 +204,9 @@ _OPENMIXUP_MIXPRO = (
 
 _DEIT_CODE_BASE = (
     "The official run also trains with its DeiT code base's own recipe "
-    '(model EMA 0.99996, lr 5e-4 x batch / 512, no gradient clipping); the '
-    'shared recipe is kept.')
+    '(model EMA 0.99996, lr 5e-4 x batch / 512, no gradient clipping, no '
+    'random erasing: --reprob 0, where the shared recipe erases with p '
+    '0.25); the shared recipe is kept.')
 
 
 def _mixup(alpha: float) -> dict:
@@ -515,7 +516,9 @@ def _imagenet_setting(method: str, model: str) -> Setting:
         s.left_out = [
             'The official run labels the TokenMix branch with pre-computed '
             'dense label maps of a pretrained NFNet teacher (ReLabel) and a '
-            'BCE loss, and uses its own DeiT recipe (EMA, random erasing); '
+            'BCE loss, and uses its own DeiT recipe (model EMA 0.99996, lr '
+            '5e-4 x batch / 512, no gradient clipping; its random erasing, p '
+            '0.25, is the shared recipe\'s too); '
             "here the label is the model's own attention "
             "(label='attention'; set teacher=... for a pretrained ViT)."
         ]

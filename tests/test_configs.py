@@ -198,6 +198,10 @@ OFFICIAL_RECIPES = {
     ('deit-tiny', 98, 8, True, False, -1, 1e-3, 0, 20, 200, False),
     'deit-tiny-p16_1xb100-mergemix-600e_cifar100-224px.py':
     ('deit-tiny', 98, 8, True, False, -1, 1e-3, 1e-6, 20, 600, False),
+    # derived: no DeiT-S 600-epoch config was released; OpenMixup's DeiT-T
+    # and DeiT-S 200-epoch recipes are the same, so DeiT-T's 600-epoch one
+    'deit-small-p16_1xb100-mergemix-600e_cifar100-224px.py':
+    ('deit-small', 98, 8, True, False, -1, 1e-3, 1e-6, 20, 600, False),
     'vit-small-p16_1xb100-mergemix-600e_cifar100-224px.py':
     ('s', 98, 5, True, False, -1, 5e-4, 1e-6, 20, 600, False),
     'vit-base-p16_1xb100-mergemix-600e_cifar100-224px.py':

@@ -55,6 +55,8 @@ VARIANTS = {
     ('vit-large-p16_2xb50-mixup-200e_cifar100-224px.py', None),
     ('cifar100', 'deit-tiny', '1xb100-600e', 'cifar100-224px'):
     ('deit-tiny-p16_1xb100-mixup-600e_cifar100-224px.py', None),
+    ('cifar100', 'deit-small', '1xb100-600e', 'cifar100-224px'):
+    ('deit-small-p16_1xb100-mixup-600e_cifar100-224px.py', None),
     ('cifar100', 'vit-small', '1xb100-600e', 'cifar100-224px'):
     ('vit-small-p16_1xb100-mixup-600e_cifar100-224px.py', None),
     ('cifar100', 'vit-base', '1xb100-600e', 'cifar100-224px'):

@@ -117,6 +117,7 @@ RECIPES: Tuple[Recipe, ...] = (
     _cifar('vit-large', '2xb50'),
     # OpenMixup's 600-epoch MergeMix recipes (paper Table A1)
     _cifar('deit-tiny', '1xb100', epochs=600),
+    _cifar('deit-small', '1xb100', epochs=600),  # derived, see its config
     _cifar('vit-small', '1xb100', epochs=600),
     _cifar('vit-base', '1xb100', epochs=600),
     Recipe('deit-small', 'imagenet', 'in1k', 'imagenet',

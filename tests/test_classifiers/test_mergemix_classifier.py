@@ -321,3 +321,32 @@ def test_bad_classifier_options(kwargs, match):
 def test_aux_alpha_must_be_a_number():
     with pytest.raises(TypeError, match='MergeMixClassifier: aux_alpha=True'):
         build(aux_alpha=True)
+
+
+@pytest.mark.parametrize('kind', ['Mixup', 'CutMix', 'ResizeMix'])
+def test_int_alpha_of_mmpretrain_augments_is_accepted(kind):
+    """mmpretrain asserts ``isinstance(alpha, float)``: ``alpha=1`` failed
+    with a bare AssertionError. It is the float it means; the config is not
+    modified."""
+    train_cfg = dict(augments=[dict(type=kind, alpha=1)])
+    original = copy.deepcopy(train_cfg)
+    model = build(train_cfg=train_cfg)
+    (aug, ) = model.data_preprocessor.batch_augments.augments
+    assert type(aug).__name__ == kind and aug.alpha == 1.0
+    assert train_cfg == original
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    assert torch.isfinite(model.train_step(data(), optim)['loss'])
+
+
+@pytest.mark.parametrize('kind', ['Mixup', 'CutMix', 'ResizeMix'])
+@pytest.mark.parametrize('alpha, error', [
+    (0.0, ValueError), (-1.0, ValueError), (float('nan'), ValueError),
+    ('1', TypeError), (True, TypeError)])
+def test_bad_alpha_of_mmpretrain_augments_names_the_setting(
+        kind, alpha, error):
+    """Instead of mmpretrain's bare AssertionError."""
+    with pytest.raises(error, match=f'{kind}: alpha='):
+        build(train_cfg=dict(augments=[dict(type=kind, alpha=alpha)]))
+    with pytest.raises(error, match=f'{kind}: alpha='):
+        normalize_batch_augments([dict(type='MergeMix'),
+                                  dict(type=kind, alpha=alpha)])

@@ -77,12 +77,43 @@ def normalize_batch_augments(cfg) -> Optional[dict]:
         if isinstance(aug, dict):
             if 'type' not in aug:
                 raise TypeError(f'batch augment {aug!r} has no `type` key.')
+            _check_mmpretrain_alpha(aug)
         elif not callable(aug):
             raise TypeError(
                 f'batch augment {aug!r} must be a config dict with a `type` '
                 f'or a callable, got {type(aug).__name__}.')
     _check_probs(cfg.get('probs'), len(augments))
     return cfg
+
+
+def _check_mmpretrain_alpha(aug: dict) -> None:
+    """Check the ``alpha`` of mmpretrain's own Mixup / CutMix / ResizeMix
+    before they assert on it.
+
+    Those classes ``assert isinstance(alpha, float) and alpha > 0``: a bad
+    alpha, and also a valid int such as ``alpha=1``, fails with a bare
+    ``AssertionError``. Here an int becomes the float it means (in the
+    caller's copy of the config) and anything else is refused with an error
+    naming the setting.
+
+    Args:
+        aug (dict): One augment config (modified in place: the copy made by
+            :func:`normalize_batch_augments`).
+
+    Raises:
+        TypeError: If ``alpha`` is not a number.
+        ValueError: If ``alpha`` is not a finite number > 0.
+    """
+    from mmpretrain.models.utils.batch_augments import Mixup
+    from mmpretrain.registry import BATCH_AUGMENTS
+    kind = aug['type']
+    cls = BATCH_AUGMENTS.get(kind) if isinstance(kind, str) else kind
+    if not (isinstance(cls, type) and issubclass(cls, Mixup)
+            and cls.__module__.startswith('mmpretrain.')):
+        return
+    if 'alpha' in aug:
+        aug['alpha'] = check_number(cls.__name__, 'alpha', aug['alpha'],
+                                    low=0, low_open=True)
 
 
 def _check_probs(probs, num_augments: int) -> None:

@@ -7,16 +7,49 @@ as MergeMix need the model, so after every switch we bind the new augments
 to the classifier, exactly as :class:`MergeMixClassifier` does at build time.
 The hook re-applies the switches of past epochs on ``--resume`` by itself, so
 the switch holds across resumption.
+
+The ``batch_augments`` of its schedule also go through
+:func:`~mergemix_mm.models.classifiers.normalize_batch_augments` first, as
+the classifier's ``train_cfg`` does: the same shorthands (one augment dict,
+a list) and the same checks (an error naming a bad ``alpha`` of mmpretrain's
+Mixup / CutMix / ResizeMix instead of a bare ``AssertionError``).
 """
+import copy
+
 from mmpretrain.engine.hooks import SwitchRecipeHook
 
 from ..models.batch_augments.base import bind_model_aware_augments
+from ..models.classifiers.mergemix_classifier import normalize_batch_augments
 
 __all__ = ['bind_model_aware_augments', 'patch_switch_recipe_hook']
 
 
+def _normalized_schedule(schedule) -> list:
+    """A copy of ``schedule`` whose ``batch_augments`` configs are in
+    mmpretrain's ``dict(augments=..., probs=...)`` form (``None`` for no
+    augment); built augment objects are kept."""
+    out = []
+    for recipe in schedule:
+        if isinstance(recipe, dict) and isinstance(
+                recipe.get('batch_augments'), (dict, list, tuple)):
+            recipe = dict(recipe)
+            recipe['batch_augments'] = normalize_batch_augments(
+                copy.deepcopy(recipe['batch_augments']))
+        out.append(recipe)
+    return out
+
+
 def patch_switch_recipe_hook() -> None:
-    """Wrap ``SwitchRecipeHook._switch_batch_augments`` (idempotent)."""
+    """Wrap ``SwitchRecipeHook.__init__`` and
+    ``SwitchRecipeHook._switch_batch_augments`` (idempotent)."""
+    init = SwitchRecipeHook.__init__
+    if not getattr(init, '_normalizes_augments', False):
+
+        def __init__(self, schedule):
+            init(self, _normalized_schedule(schedule))
+
+        __init__._normalizes_augments = True
+        SwitchRecipeHook.__init__ = __init__
     original = SwitchRecipeHook._switch_batch_augments
     if getattr(original, '_binds_augments', False):
         return

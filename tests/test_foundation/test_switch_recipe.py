@@ -148,7 +148,42 @@ def test_patching_twice_wraps_the_hook_once():
 
     from mergemix_mm.engine.switch_recipe import patch_switch_recipe_hook
     patched = SwitchRecipeHook._switch_batch_augments
+    init = SwitchRecipeHook.__init__
     assert patched._binds_augments is True
+    assert init._normalizes_augments is True
     patch_switch_recipe_hook()
     patch_switch_recipe_hook()
     assert SwitchRecipeHook._switch_batch_augments is patched
+    assert SwitchRecipeHook.__init__ is init
+
+
+@pytest.mark.parametrize('batch_augments, types', [
+    (dict(augments=[dict(type='Mixup', alpha=1)]), ['Mixup']),  # int alpha
+    (dict(type='CutMix', alpha=1.0), ['CutMix']),  # one-augment shorthand
+    ([dict(type='Mixup', alpha=0.8), dict(type='MergeMix')],
+     ['Mixup', 'MergeMix']),
+    (dict(augments=[]), None),  # no augment: mixing off
+    (None, None),
+])
+def test_schedule_takes_the_classifier_shorthands(batch_augments, types):
+    """The schedule's batch augments are normalised like the classifier's
+    train_cfg (mmpretrain asserted on alpha=1 and on the shorthands); the
+    user's schedule is not modified."""
+    import copy
+
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+    schedule = [dict(action_epoch=2, batch_augments=batch_augments)]
+    original = copy.deepcopy(schedule)
+    built = SwitchRecipeHook(schedule).schedule[2]['batch_augments']
+    assert schedule == original
+    if types is None:
+        assert built is None
+    else:
+        assert [type(a).__name__ for a in built.augments] == types
+
+
+def test_schedule_names_a_bad_alpha():
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+    with pytest.raises(ValueError, match='Mixup: alpha=0.0'):
+        SwitchRecipeHook([dict(action_epoch=2, batch_augments=dict(
+            augments=[dict(type='Mixup', alpha=0.0)]))])

@@ -14,8 +14,6 @@ the classifier's ``train_cfg`` does: the same shorthands (one augment dict,
 a list) and the same checks (an error naming a bad ``alpha`` of mmpretrain's
 Mixup / CutMix / ResizeMix instead of a bare ``AssertionError``).
 """
-import copy
-
 from mmpretrain.engine.hooks import SwitchRecipeHook
 
 from ..models.batch_augments.base import bind_model_aware_augments
@@ -32,9 +30,10 @@ def _normalized_schedule(schedule) -> list:
     for recipe in schedule:
         if isinstance(recipe, dict) and isinstance(
                 recipe.get('batch_augments'), (dict, list, tuple)):
+            # normalize_batch_augments works on a copy of its input
             recipe = dict(recipe)
             recipe['batch_augments'] = normalize_batch_augments(
-                copy.deepcopy(recipe['batch_augments']))
+                recipe['batch_augments'])
         out.append(recipe)
     return out
 

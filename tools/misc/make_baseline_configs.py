@@ -873,6 +873,21 @@ def _committed(root: str) -> List[str]:
     return found
 
 
+def _read(root: str, rel: str) -> Optional[str]:
+    """The committed text of ``rel`` (None if there is no such file)."""
+    path = osp.join(root, rel)
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
+def _stray(root: str, expected: Dict[str, str]) -> List[str]:
+    """Committed configs of the generated folders the generator does not
+    write."""
+    return [rel for rel in _committed(root) if rel not in expected]
+
+
 def check(root: str = ROOT) -> List[str]:
     """Compare the committed configs with what :func:`write` would write.
 
@@ -886,15 +901,12 @@ def check(root: str = ROOT) -> List[str]:
     expected = expected_configs(root)
     problems = []
     for rel, text in sorted(expected.items()):
-        path = osp.join(root, rel)
-        if not osp.exists(path):
+        old = _read(root, rel)
+        if old is None:
             problems.append(f'missing: {rel}')
-            continue
-        with open(path) as f:
-            if f.read() != text:
-                problems.append(f'stale: {rel}')
-    problems += [f'stray: {rel}' for rel in _committed(root)
-                 if rel not in expected]
+        elif old != text:
+            problems.append(f'stale: {rel}')
+    problems += [f'stray: {rel}' for rel in _stray(root, expected)]
     return problems
 
 
@@ -909,24 +921,18 @@ def write(root: str = ROOT, remove_stray: bool = False) -> List[str]:
     Returns:
         list[str]: The paths written or removed, relative to ``root``.
     """
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
     expected = expected_configs(root)
     changed = []
     for rel, text in sorted(expected.items()):
-        path = osp.join(root, rel)
-        old = None
-        if osp.exists(path):
-            with open(path) as f:
-                old = f.read()
-        if old != text:
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            with open(path, 'w') as f:
-                f.write(text)
+        if _read(root, rel) != text:
+            # never a half-written config (the folder is created)
+            atomic_write_text(text, osp.join(root, rel))
             changed.append(rel)
     if remove_stray:
-        for rel in _committed(root):
-            if rel not in expected:
-                os.remove(osp.join(root, rel))
-                changed.append(rel)
+        for rel in _stray(root, expected):
+            os.remove(osp.join(root, rel))
+            changed.append(rel)
     return changed
 
 

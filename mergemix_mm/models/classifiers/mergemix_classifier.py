@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Union
 import torch
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
-from mmpretrain.registry import MODELS
+from mmpretrain.models.utils.batch_augments import Mixup
+from mmpretrain.registry import BATCH_AUGMENTS, MODELS
 from mmpretrain.structures import DataSample
 
 from ...utils.checks import check_bool, check_number
@@ -104,8 +105,6 @@ def _check_mmpretrain_alpha(aug: dict) -> None:
         TypeError: If ``alpha`` is not a number.
         ValueError: If ``alpha`` is not a finite number > 0.
     """
-    from mmpretrain.models.utils.batch_augments import Mixup
-    from mmpretrain.registry import BATCH_AUGMENTS
     kind = aug['type']
     cls = BATCH_AUGMENTS.get(kind) if isinstance(kind, str) else kind
     if not (isinstance(cls, type) and issubclass(cls, Mixup)

@@ -106,6 +106,32 @@ def test_train_step_changes_weights(aux_loss):
     assert optim._inner_count == 1  # one iteration, whatever the backwards
 
 
+def test_aux_loss_gets_the_main_loss_accumulation_factor():
+    """With gradient accumulation, mmengine divides each loss by a factor
+    that depends on the iteration (the last, shorter window gets a smaller
+    one). The main and the auxiliary loss of one iteration must get the same
+    factor, also at the switch to the last window."""
+    model = build(train_cfg=dict(augments=[dict(type='MergeMix',
+                                                attn_layer=1)]),
+                  aux_loss='mixup')
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0),
+                         accumulative_counts=4)
+    optim.initialize_count_status(model, 0, 6)  # windows of 4, then 2
+    scale_loss, factors = optim.scale_loss, []
+
+    def spy(loss):
+        scaled = scale_loss(loss)
+        factors[-1].append(round(float(loss / scaled), 3))
+        return scaled
+
+    optim.scale_loss = spy
+    for _ in range(6):
+        factors.append([])
+        model.train_step(data(4), optim)
+    assert factors == [[4., 4.]] * 4 + [[2., 2.]] * 2
+    assert optim._inner_count == 6
+
+
 TIMM_BACKBONE = dict(
     type='ToMeTimmViT', model_name='deit_tiny_patch16_224', img_size=32,
     patch_size=8, embed_dim=32, depth=3, num_heads=2, merge_num=4,

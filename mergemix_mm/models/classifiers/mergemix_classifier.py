@@ -330,13 +330,16 @@ class MergeMixClassifier(ImageClassifier):
             parsed, log_vars = self.parse_losses(main)
             optim_wrapper.backward(optim_wrapper.scale_loss(parsed))
             if record is not None:
+                # Both backward calls belong to one iteration: keep the
+                # wrapper's gradient-accumulation counter at +1 per step,
+                # and undo the first call's count before the auxiliary loss
+                # is scaled, so that both losses get the same accumulation
+                # factor (it depends on the counter).
+                optim_wrapper._inner_count -= 1
                 del main, parsed
                 aux = self._aux_loss(record, data_samples)
                 aux_parsed, aux_vars = self.parse_losses(aux)
                 optim_wrapper.backward(optim_wrapper.scale_loss(aux_parsed))
-                # Both backward calls belong to one iteration: keep the
-                # wrapper's gradient-accumulation counter at +1 per step.
-                optim_wrapper._inner_count -= 1
                 # ``aux_vars['loss']`` is the auxiliary total; the logged
                 # total is main + auxiliary.
                 total = log_vars['loss'] + aux_vars.pop('loss')

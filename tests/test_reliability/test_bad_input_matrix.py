@@ -300,6 +300,7 @@ MODEL_CASES = [
     case(dict(TOME, prop_attn='yes'), "prop_attn='yes'"),
     case(dict(TOME, merge_num=4, merge_inflect='x'), "merge_inflect='x'"),
     case(dict(TOME, test_merge_num=-1), 'test_merge_num=-1'),
+    case(dict(TOME, img_size=30), 'img_size=30x30'),
     case(dict(type='ToMeTimmViT', model_name='resnet18'),
          "model_name='resnet18'"),
 ]

@@ -173,6 +173,28 @@ def test_bad_image_size_while_merging(tiny_arch):
         tome(torch.randn(1, 3, 30, 30))
 
 
+@pytest.mark.parametrize('merge_num', [0, 8])
+@pytest.mark.parametrize('tome_type,kwargs', [
+    ('ToMeVisionTransformer', dict(arch=dict(
+        embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64))),
+    ('ToMeTimmViT', dict(model_name='vit_tiny_patch16_224', embed_dim=32,
+                         depth=4, num_heads=2)),
+    ('ToMeTimmViT', dict(model_name='vit_tiny_patch16_224', embed_dim=32,
+                         depth=4, num_heads=2, dynamic_img_pad=True)),
+])
+def test_img_size_setting_not_divisible_by_patch(tome_type, kwargs,
+                                                 merge_num):
+    """A stock ViT pads (mmpretrain) or crops (timm) an img_size that is
+    not a whole number of patches; a ToMe backbone refuses it when it is
+    built, naming the settings, whatever the schedule (MergeMix's mask pass
+    merges with its own)."""
+    with pytest.raises(ValueError,
+                       match='img_size=30x30 is not divisible by '
+                       'patch_size=4x4'):
+        MODELS.build(dict(type=tome_type, img_size=30, patch_size=4,
+                          merge_num=merge_num, **kwargs))
+
+
 @pytest.mark.parametrize('tome_type,kwargs', [
     ('ToMeVisionTransformer', dict(arch=dict(
         embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64))),

@@ -6,7 +6,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from ..tome.functional import ToMeOutput, ViTGeometry
+from ..tome.functional import (ToMeOutput, ViTGeometry,
+                               check_img_size_setting)
 from ..tome.schedule import RType
 from ..tome.timm_vit import (is_timm_vit, timm_vit_geometry, tome_timm_forward)
 from .tome_vit import ToMeMixin
@@ -120,6 +121,8 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
         # applying ``init_cfg``s, and so undo them; mark it as initialised.
         self.model.is_init = True
         geo = timm_vit_geometry(self.model)
+        check_img_size_setting(self.model.patch_embed.img_size,
+                               geo.patch_size)
         grid = self.model.patch_embed.grid_size
         self._init_tome(geo.num_layers,
                         grid[0] * grid[1] + geo.num_extra_tokens,

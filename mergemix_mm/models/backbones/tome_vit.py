@@ -10,7 +10,8 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ...utils.checks import check_bool
-from ..tome.functional import ToMeOutput, ViTGeometry
+from ..tome.functional import (ToMeOutput, ViTGeometry,
+                               check_img_size_setting)
 from ..tome.mmpretrain_vit import mmpretrain_vit_geometry, tome_vit_forward
 from ..tome.schedule import RType, check_schedule, resolve_schedule
 
@@ -243,7 +244,8 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
                  schedule_compat: Optional[str] = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        mmpretrain_vit_geometry(self)  # validates the layers
+        geo = mmpretrain_vit_geometry(self)  # validates the layers
+        check_img_size_setting(self.img_size, geo.patch_size)
         _python_drop_probs(self)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self._init_tome(

@@ -24,7 +24,8 @@ from .schedule import check_schedule
 __all__ = [
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'attention', 'merge_tokens', 'prepare_schedule', 'normalize_attn_layer',
-    'check_image_size', 'weighted_patch_mean', 'BlockPass', 'run_blocks',
+    'check_image_size', 'check_img_size_setting', 'weighted_patch_mean',
+    'BlockPass', 'run_blocks',
     'pack_output', 'check_cls_token', 'size_log_bias', 'vit_img_size'
 ]
 
@@ -330,6 +331,23 @@ def check_image_size(x: Tensor, patch_size: Tuple[int, int]) -> None:
         raise ValueError(
             f'image size {h}x{w} is not divisible by the patch size '
             f'{patch_size[0]}x{patch_size[1]}')
+
+
+def check_img_size_setting(img_size: Tuple[int, int],
+                           patch_size: Tuple[int, int]) -> None:
+    """Raise ValueError unless the ``img_size`` setting of a ToMe backbone
+    is a whole number of patches.
+
+    Stock ViTs pad (mmpretrain's adaptive padding) or crop (timm) an image
+    that is not; the merged forwards and the MergeMix mask, which maps every
+    patch back to its pixels, need whole patches.
+    """
+    h, w = img_size
+    if h % patch_size[0] or w % patch_size[1]:
+        raise ValueError(
+            f'img_size={h}x{w} is not divisible by patch_size='
+            f'{patch_size[0]}x{patch_size[1]}; a ToMe backbone needs whole '
+            'patches (choose an img_size that is a multiple of patch_size)')
 
 
 def weighted_patch_mean(x: Tensor, size: Optional[Tensor],

@@ -114,14 +114,18 @@ def _merged_attn_pool(pool: nn.Module, x: Tensor, size: Tensor) -> Tensor:
     that holds ``s`` identical originals weighs as those ``s`` tokens would.
     """
     from timm.layers import AttentionPoolLatent
-    from timm.layers.attention_pool import AttentionPoolPrr
+    try:  # newer timm releases only (not 1.0.20)
+        from timm.layers.attention_pool import AttentionPoolPrr
+    except ImportError:
+        AttentionPoolPrr = None
     if type(pool).forward is AttentionPoolLatent.forward:
         if pool.pos_embed is not None:
             raise ValueError(
                 "global_pool='map' with a position embedding in the pooling "
                 'head is not supported while merging tokens')
         return pool(x, attn_mask=size_log_bias(size, x.dtype))
-    if type(pool).forward is AttentionPoolPrr.forward:
+    if AttentionPoolPrr is not None and \
+            type(pool).forward is AttentionPoolPrr.forward:
         B, N, C = x.shape
         h = pool.pre_norm(x)
         heads = h.reshape(B, N, pool.num_heads, pool.head_dim).transpose(1, 2)

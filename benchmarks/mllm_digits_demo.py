@@ -67,6 +67,10 @@ def parse_args(argv=None):
     p.add_argument('--stage1-epochs', type=int, default=6)
     p.add_argument('--lr2', type=float, default=5e-4)
     p.add_argument('--merge-num', type=int, default=32)
+    p.add_argument('--token-order', choices=['raster', 'merged'],
+                   default='raster',
+                   help='order of the merged visual tokens sent to the LLM '
+                   '(MergeMixArguments.token_order)')
     p.add_argument('--threads', type=positive_int, default=1,
                    help='torch threads (1 is fastest for this tiny model on '
                    'a shared machine)')
@@ -111,9 +115,10 @@ def main():
         init_state = None
         if args.protocol == 'finetune':
             if seed not in stage1:
-                cfg1 = DigitsDemoConfig(method='sft', seed=seed,
-                                        epochs=args.stage1_epochs,
-                                        lr=args.lr, merge_num=args.merge_num)
+                cfg1 = DigitsDemoConfig(
+                    method='sft', seed=seed, epochs=args.stage1_epochs,
+                    lr=args.lr, merge_num=args.merge_num,
+                    extra=dict(token_order=args.token_order))
                 tok, proc, wrapper = build_demo_model(cfg1)
                 _, sec = train_digits(wrapper, tok, proc, train, cfg1, work)
                 from mergemix_mm.mllm.digits_demo import evaluate_digits
@@ -125,7 +130,7 @@ def main():
             method=base, seed=seed, merge_num=args.merge_num,
             epochs=args.epochs,
             lr=args.lr2 if args.protocol == 'finetune' else args.lr,
-            extra=extra)
+            extra=dict(extra, token_order=args.token_order))
         metrics = run_digits_demo(cfg, work, train, test,
                                   init_state=init_state)
         # the settings this run was built with (rebuilds it exactly)
@@ -165,8 +170,9 @@ def main():
         'scikit-learn (1,347 train / 450 held-out, fixed split). Tiny random '
         'LLaVA: CLIP 4 x 48 (32 px, patch 4, 64 patches; ToMe merges '
         f'{args.merge_num} so the LLM receives {64 - args.merge_num} visual '
-        'tokens), Llama 2 x 64, BPE tokenizer trained locally. Batch 32, '
-        f'AdamW, cosine. Protocol: {protocol}. Held-out accuracy in %, mean '
+        f'tokens, in {args.token_order} order), Llama 2 x 64, BPE tokenizer '
+        f'trained locally. Batch 32, AdamW, cosine. Protocol: {protocol}. '
+        'Held-out accuracy in %, mean '
         f'± std over seeds {args.seeds}.',
         '',
         md_table(['method', 'exact match (greedy)', '10-way choice',

@@ -136,7 +136,8 @@ class LlavaAdapter:
             feature_layer=self.feature_layer,
             attn_layer=self.args.attn_layer,
             prop_attn=self.args.prop_attn,
-            need_attn=want_saliency)
+            need_attn=want_saliency,
+            token_order=self.args.token_order)
         feats = out.hidden_states
         if self.strategy == 'default':
             feats = feats[:, 1:]

@@ -17,6 +17,13 @@ map of those same tokens, so that the recovered scores are consistent (A1).
 The total number of merged tokens ``merge_num`` is spread over the blocks
 that run with :func:`~mergemix_mm.models.tome.schedule_from_merge_num`, so
 the LLM receives exactly ``N - merge_num`` patch tokens (e.g. 576 - 288).
+
+Merging outputs ``[CLS, unmerged A, B]`` (A and B alternate over the
+sequence), so the merged tokens leave the tower out of raster order, while
+LLaVA's LLM was trained on raster-ordered visual tokens at consecutive
+positions. By default (``token_order='raster'``) the final tokens are put
+back in raster order of the first patch each holds; ``'merged'`` keeps the
+merge order, as the official MergeMix LLaVA code does.
 """
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -25,14 +32,19 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mergemix_mm.models.tome import (check_schedule, init_source, recover,
-                                     schedule_from_merge_num)
+                                     reorder_tokens, schedule_from_merge_num,
+                                     source_order)
 from mergemix_mm.models.tome.functional import (attention, merge_tokens,
                                                 size_log_bias)
 
 __all__ = [
     'CLIPToMeOutput', 'clip_tower_parts', 'clip_geometry',
-    'clip_feature_depth', 'clip_merge_schedule', 'clip_tome_forward'
+    'clip_feature_depth', 'clip_merge_schedule', 'clip_tome_forward',
+    'TOKEN_ORDERS'
 ]
+
+#: Orders of the tokens leaving the ToMe tower (see the module docstring).
+TOKEN_ORDERS = ('raster', 'merged')
 
 
 class CLIPToMeOutput(NamedTuple):
@@ -40,7 +52,8 @@ class CLIPToMeOutput(NamedTuple):
 
     Attributes:
         hidden_states (Tensor): ``[B, 1 + N - merge_num, D]`` output of the
-            feature layer (CLS first), what LLaVA's projector consumes.
+            feature layer (CLS first, then the patch tokens in
+            ``token_order``), what LLaVA's projector consumes.
         size (Tensor | None): ``[B, T, 1]`` token sizes (None if nothing was
             merged).
         source (Tensor): ``LongTensor[B, 1 + N]`` original token -> index in
@@ -184,8 +197,8 @@ def clip_tome_forward(vision_tower: nn.Module,
                       attn_layer: Optional[int] = None,
                       prop_attn: bool = False,
                       need_attn: bool = False,
-                      r_list: Optional[Sequence[int]] = None
-                      ) -> CLIPToMeOutput:
+                      r_list: Optional[Sequence[int]] = None,
+                      token_order: str = 'raster') -> CLIPToMeOutput:
     """ToMe forward of a HF CLIP vision tower up to the feature layer.
 
     Args:
@@ -206,14 +219,22 @@ def clip_tome_forward(vision_tower: nn.Module,
             patch scores. Defaults to False.
         r_list (Sequence[int], optional): Explicit ``r`` per block that runs;
             overrides ``merge_num``. Defaults to None.
+        token_order (str): ``'raster'``: the output tokens in raster order
+            of the first patch each holds (CLS first); ``'merged'``: in the
+            order merging leaves them (official code). Without merging both
+            are the tower's own order. Defaults to ``'raster'``.
 
     Returns:
         CLIPToMeOutput: See the class.
 
     Raises:
         ValueError: Images that do not fit the tower, an invalid
-            ``merge_num`` / ``attn_layer`` / ``feature_layer``.
+            ``merge_num`` / ``attn_layer`` / ``feature_layer`` /
+            ``token_order``.
     """
+    if token_order not in TOKEN_ORDERS:
+        raise ValueError(f'token_order={token_order!r} is not valid; choose '
+                         f'one of {TOKEN_ORDERS}')
     tower = clip_tower_parts(vision_tower)
     image_size, patch, num_layers = clip_geometry(vision_tower)
     if (pixel_values.dim() != 4
@@ -262,6 +283,9 @@ def clip_tome_forward(vision_tower: nn.Module,
     if x.shape[1] != counts[-1]:  # pragma: no cover - guarded by the core
         raise RuntimeError(f'ToMe produced {x.shape[1]} tokens, expected '
                            f'{counts[-1]}')
+    if token_order == 'raster' and x.shape[1] < source.shape[1]:
+        x, size, source = reorder_tokens(x, size, source,
+                                         source_order(source, x.shape[1]))
     patch_scores = None
     if cls_attn is not None:
         patch_scores = recover(cls_attn, attn_source[:, 1:])

@@ -332,6 +332,7 @@ def test_defaults_are_the_paper_intended_method():
     assert args.topk_space == 'recovered' and args.partner == 'derangement'
     assert args.margin_lam == 'kept' and args.compat is None
     assert args.prop_attn is False and args.attn_layer is None
+    assert args.token_order == 'raster'
     assert (args.resizemix_min, args.resizemix_max) == (0.1, 0.8)
 
 
@@ -342,11 +343,13 @@ def test_resolved_is_a_copy():
     assert resolved is not args
     assert (resolved.lam_schedule, resolved.loser_grad,
             resolved.length_norm, resolved.topk_space, resolved.partner,
-            resolved.margin_lam) == ('once', False, 'padded', 'merged',
-                                     'randperm', 'nominal')
+            resolved.margin_lam, resolved.token_order) == (
+                'once', False, 'padded', 'merged', 'randperm', 'nominal',
+                'merged')
     assert (args.lam_schedule, args.loser_grad, args.length_norm,
-            args.topk_space, args.partner, args.margin_lam) == (
-                'step', True, 'tokens', 'recovered', 'derangement', 'kept')
+            args.topk_space, args.partner, args.margin_lam,
+            args.token_order) == ('step', True, 'tokens', 'recovered',
+                                  'derangement', 'kept', 'raster')
 
 
 @pytest.mark.parametrize('kwargs,error,match', [
@@ -360,6 +363,7 @@ def test_resolved_is_a_copy():
     (dict(resizemix_min=0.5, resizemix_max=0.4), ValueError,
      'resizemix_min=0.5'),
     (dict(merge_num=True), ValueError, 'merge_num=True'),
+    (dict(token_order='sorted'), ValueError, "token_order='sorted'"),
 ])
 def test_bad_settings_are_refused(kwargs, error, match):
     """Each bad setting raises an error that names it."""

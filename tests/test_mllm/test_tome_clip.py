@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mergemix_mm.mllm import clip_merge_schedule, clip_tome_forward
+from mergemix_mm.models.tome import recover
 
 
 @pytest.fixture
@@ -108,7 +109,9 @@ def test_cls_attn_and_source_are_those_entering_attn_layer(tower):
     with torch.no_grad():
         out = clip_tome_forward(tower, x, r_list=[10, 12], attn_layer=1,
                                 need_attn=True)
-        first = clip_tome_forward(tower, x, feature_layer=1, r_list=[10])
+        # the tokens leaving block 0 as block 1 receives them: merge order
+        first = clip_tome_forward(tower, x, feature_layer=1, r_list=[10],
+                                  token_order='merged')
         ref = _cls_attention(layers[1], first.hidden_states)
     assert out.token_counts == [65, 55, 43]
     # source map after block 0 (= entering block 1), onto all 55 tokens
@@ -127,3 +130,49 @@ def test_cls_attn_and_source_are_those_entering_attn_layer(tower):
                                  need_attn=True)
     assert torch.equal(out0.attn_source, torch.arange(65).expand(2, 65))
     assert out0.cls_attn.shape == (2, 65)
+
+
+def _first_patch(source, n):
+    """First original token held by each of the ``n`` current tokens."""
+    return torch.stack([
+        torch.stack([(row == t).nonzero()[0, 0] for t in range(n)])
+        for row in source
+    ])
+
+
+@pytest.mark.parametrize('merge_num', [1, 24, 40])
+def test_token_order_raster_and_merged(tower, merge_num):
+    """By default the LLM receives the merged tokens in raster order of the
+    first patch each holds (as it receives un-merged tokens); ``'merged'``
+    keeps the order merging leaves them in (official code). Both hold the
+    same tokens."""
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        raster = clip_tome_forward(tower, x, merge_num, need_attn=True)
+        merged = clip_tome_forward(tower, x, merge_num, need_attn=True,
+                                   token_order='merged')
+    n = 65 - merge_num
+    first_r = _first_patch(raster.source, n)
+    first_m = _first_patch(merged.source, n)
+    assert (first_r.diff(dim=1) > 0).all() and (first_r[:, 0] == 0).all()
+    assert not (first_m.diff(dim=1) > 0).all()
+    assert torch.equal(first_r, first_m.sort(dim=1).values)
+    # the same token features and sizes per original patch
+    torch.testing.assert_close(recover(raster.hidden_states, raster.source),
+                               recover(merged.hidden_states, merged.source))
+    assert torch.equal(recover(raster.size[..., 0], raster.source),
+                       recover(merged.size[..., 0], merged.source))
+    # the mask attention describes the tokens entering attn_layer: the same
+    assert torch.equal(raster.patch_scores, merged.patch_scores)
+
+
+def test_token_order_without_merging_and_errors(tower):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = tower(x, output_hidden_states=True).hidden_states[-2]
+        for order in ('raster', 'merged'):
+            out = clip_tome_forward(tower, x, 0, token_order=order)
+            torch.testing.assert_close(out.hidden_states, ref, atol=1e-5,
+                                       rtol=1e-5)
+    with pytest.raises(ValueError, match="token_order='first'"):
+        clip_tome_forward(tower, x, 4, token_order='first')

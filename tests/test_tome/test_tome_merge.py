@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from mergemix_mm.models.tome import (bipartite_soft_matching, init_source,
                                      merge_source, merge_wavg, recover,
-                                     recover_patch_grid, source_to_sizes)
+                                     recover_patch_grid, reorder_tokens,
+                                     source_order, source_to_sizes)
 
 
 def _naive_matching(metric, r, p):
@@ -171,3 +172,59 @@ def test_recover_patch_grid():
     assert grid.tolist() == [[[1., 1.], [2., 3.]]]
     with pytest.raises(ValueError, match='num_extra_tokens'):
         recover_patch_grid(torch.zeros(1, 4), source, 1, (3, 3))
+
+
+def _merged(B=3, T=33, rs=(6, 5, 4), seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, 8, generator=g)
+    source, size = init_source(B, T, x.device), None
+    for r in rs:
+        m = bipartite_soft_matching(x, r, 1)
+        x, size = merge_wavg(x, size, m)
+        source = merge_source(source, m)
+    return x, size, source
+
+
+def test_source_order_restores_sequence_order():
+    """After merging the tokens are out of order ([CLS, unmerged A, B]);
+    ``source_order`` sorts them by the first original token they hold, and
+    ``reorder_tokens`` keeps tokens, sizes and the source map consistent."""
+    x, size, source = _merged()
+    B, n = x.shape[:2]
+    first = torch.stack([
+        torch.stack([(source[b] == t).nonzero()[0, 0] for t in range(n)])
+        for b in range(B)
+    ])
+    assert not (first.diff(dim=1) > 0).all()  # merging broke the order
+    order = source_order(source, n)
+    assert torch.equal(order, first.argsort(dim=1))
+    x2, size2, source2 = reorder_tokens(x, size, source, order)
+    first2 = first.gather(1, order)
+    assert (first2.diff(dim=1) > 0).all() and (first2[:, 0] == 0).all()
+    # every original token still reads the same features and size
+    assert torch.equal(recover(x2, source2), recover(x, source))
+    assert torch.equal(recover(size2[..., 0], source2),
+                       recover(size[..., 0], source))
+    assert torch.equal(source_to_sizes(source2, n).float(), size2[..., 0])
+    # with no merge the order is the identity
+    ident = init_source(2, 7)
+    assert torch.equal(source_order(ident, 7), ident)
+
+
+def test_reorder_tokens_gradient_and_errors():
+    x, size, source = _merged()
+    x = x.detach().requires_grad_()
+    order = source_order(source, x.shape[1])
+    out, none_size, _ = reorder_tokens(x, None, source, order)
+    assert none_size is None
+    out.mul(torch.arange(out.shape[1]).view(1, -1, 1)).sum().backward()
+    # each token gets the gradient of the position it moved to
+    assert torch.equal(x.grad[..., 0],
+                       torch.empty_like(order).scatter_(
+                           1, order,
+                           torch.arange(order.shape[1]).expand_as(order)
+                       ).float())
+    with pytest.raises(ValueError, match='order has shape'):
+        reorder_tokens(x, size, source, order[:, 1:])
+    with pytest.raises(ValueError, match='holds no original token'):
+        source_order(source, x.shape[1] + 1)

@@ -25,7 +25,7 @@ from torch import Tensor
 __all__ = [
     'Matching', 'bipartite_soft_matching', 'merge_wavg', 'merge_source',
     'init_source', 'recover', 'recover_patch_grid', 'source_to_sizes',
-    'head_mean_metric'
+    'head_mean_metric', 'source_order', 'reorder_tokens'
 ]
 
 
@@ -313,3 +313,58 @@ def source_to_sizes(source: Tensor, num_tokens: int) -> Tensor:
     counts = torch.zeros(
         source.shape[0], num_tokens, dtype=torch.long, device=source.device)
     return counts.scatter_add_(1, source, torch.ones_like(source))
+
+
+def source_order(source: Tensor, num_tokens: int) -> Tensor:
+    """Order of the current tokens by the first original token each holds.
+
+    Merging outputs ``[protected, unmerged A, B]``, so after one merge the
+    tokens are no longer in the order of the original sequence. Sorting them
+    by the smallest original index they hold restores that order without
+    merging and keeps protected tokens (which hold themselves) in front.
+
+    Args:
+        source (Tensor): ``LongTensor[B, N0]`` source map.
+        num_tokens (int): Number of current tokens ``T``.
+
+    Returns:
+        Tensor: ``LongTensor[B, T]``; ``order[b, i]`` is the current token
+        that goes to position ``i``.
+    """
+    B, n0 = source.shape
+    first = torch.full((B, num_tokens), n0, dtype=torch.long,
+                       device=source.device)
+    originals = torch.arange(n0, device=source.device).expand(B, -1)
+    first.scatter_reduce_(1, source, originals, reduce='amin')
+    if bool((first == n0).any()):
+        raise ValueError(f'source does not cover all {num_tokens} tokens: '
+                         'some token holds no original token')
+    return first.argsort(dim=1)
+
+
+def reorder_tokens(x: Tensor, size: Optional[Tensor], source: Tensor,
+                   order: Tensor
+                   ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """Permute tokens, their sizes and the source map consistently.
+
+    Args:
+        x (Tensor): Tokens ``[B, T, C]``.
+        size (Tensor, optional): Sizes ``[B, T, 1]`` or None.
+        source (Tensor): ``LongTensor[B, N0]`` into the current tokens.
+        order (Tensor): ``LongTensor[B, T]`` permutation, e.g. from
+            :func:`source_order`.
+
+    Returns:
+        tuple[Tensor, Tensor | None, Tensor]: The permuted tokens and sizes,
+        and the source map into the permuted tokens.
+    """
+    B, T, C = x.shape
+    if order.shape != (B, T):
+        raise ValueError(f'order has shape {tuple(order.shape)}, expected '
+                         f'{(B, T)} for tokens of shape {tuple(x.shape)}')
+    x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, C))
+    if size is not None:
+        size = size.gather(1, order.unsqueeze(-1))
+    position = torch.empty_like(order).scatter_(
+        1, order, torch.arange(T, device=order.device).expand(B, -1))
+    return x, size, position.gather(1, source)

@@ -135,6 +135,13 @@ def qwen_window_index(visual: nn.Module, grid_thw: Tensor) -> Tensor:
         patch_size=visual.patch_size)[0]
 
 
+#: Largest attention-probability block (heads x queries x keys, float32
+#: elements) the saliency pass holds at once; queries are processed in
+#: chunks below it (2**26 elements: 256 MB), so that a high-resolution image
+#: (thousands of patches) does not need its whole ``[H, n, n]`` matrix.
+SALIENCY_CHUNK_ELEMENTS = 2**26
+
+
 class _StopTower(Exception):
     """Raised by the saliency hook to skip the blocks after it."""
 
@@ -184,7 +191,9 @@ def qwen_vision_saliency(visual: nn.Module,
     The saliency of a patch is the attention it receives at block
     ``block_index``, averaged over heads and over the queries of the same
     image; a unit (one LLM token, ``merge x merge`` patches) sums its
-    patches. The tower runs without gradient and stops after that block.
+    patches. The tower runs without gradient and stops after that block;
+    the attention is computed in query chunks of at most
+    :data:`SALIENCY_CHUNK_ELEMENTS` probabilities.
 
     Args:
         visual (nn.Module): ``Qwen2_5_VisionTransformerPretrainedModel``.
@@ -215,10 +224,15 @@ def qwen_vision_saliency(visual: nn.Module,
         received = hidden.new_zeros(S, dtype=torch.float)
         bounds = cu.tolist()
         for s, e in zip(bounds[:-1], bounds[1:]):
-            qi = q[s:e].transpose(0, 1).float()  # [H, n, d]
+            qi = q[s:e].transpose(0, 1).float() * module.scaling  # [H, n, d]
             ki = k[s:e].transpose(0, 1).float()
-            probs = ((qi * module.scaling) @ ki.transpose(1, 2)).softmax(-1)
-            received[s:e] = probs.mean(dim=(0, 1))
+            heads, n = qi.shape[:2]
+            chunk = max(1, SALIENCY_CHUNK_ELEMENTS // (heads * n))
+            total = qi.new_zeros(n)
+            for c in range(0, n, chunk):
+                probs = (qi[:, c:c + chunk] @ ki.transpose(1, 2)).softmax(-1)
+                total += probs.sum(dim=(0, 1))
+            received[s:e] = total / (heads * n)
         captured['received'] = received
         raise _StopTower
 

@@ -533,6 +533,36 @@ def test_qwen_saliency_equals_eager_attention_received(tiny_qwen,
         torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
 
 
+def test_qwen_saliency_in_query_chunks(tiny_qwen, monkeypatch):
+    """With a chunk budget smaller than one image's attention matrix the
+    queries are processed in chunks (including a ragged last one), with the
+    same saliency as in one piece."""
+    from mergemix_mm.mllm import tome_qwen
+    model, processor, _ = tiny_qwen
+    visual = _sharpen(model.model.visual.eval())
+    out = processor(images=_qwen_images([(32, 48), (40, 40)]),
+                    return_tensors='pt')
+    pv, grid = out['pixel_values'], out['image_grid_thw']
+    whole = qwen_vision_saliency(visual, pv, grid)
+    heads = visual.blocks[0].attn.num_heads
+    calls = []
+    matmul = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        calls.append(a.shape[-2])
+        return matmul(a, b)
+
+    # 96 and 100 patches per image: chunks of 7 queries, the last ragged
+    monkeypatch.setattr(tome_qwen, 'SALIENCY_CHUNK_ELEMENTS',
+                        heads * 100 * 7)
+    monkeypatch.setattr(torch.Tensor, '__matmul__', spy)
+    chunked = qwen_vision_saliency(visual, pv, grid)
+    monkeypatch.undo()
+    assert max(calls) <= 7 and len(calls) > 2 * 96 // 7
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
 def test_qwen_non_square_pairs_keep_their_top_units(tiny_qwen, monkeypatch):
     """Two 32x48 images interleaved with two 40x40 ones: pairs form inside
     each size, are reported in batch-row order, and each loser keeps

@@ -67,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument('--stage1-epochs', type=int, default=6)
     p.add_argument('--lr2', type=float, default=5e-4)
     p.add_argument('--merge-num', type=int, default=32)
-    p.add_argument('--token-order', choices=['raster', 'merged'],
-                   default='raster',
+    p.add_argument('--token-order', choices=['merged', 'raster'],
+                   default='merged',
                    help='order of the merged visual tokens sent to the LLM '
                    '(MergeMixArguments.token_order)')
     p.add_argument('--threads', type=positive_int, default=1,

@@ -38,7 +38,7 @@ _CHOICES = dict(
     topk_space=('recovered', 'merged'),
     partner=('derangement', 'randperm'),
     margin_lam=('kept', 'nominal'),
-    token_order=('raster', 'merged'),
+    token_order=('merged', 'raster'),
     loss_combine=('mean', 'sum'),
     compat=(None, 'llava'),
 )
@@ -62,10 +62,11 @@ class MergeMixArguments:
         prop_attn (bool): Proportional attention in the ToMe tower.
             Defaults to False.
         token_order (str): Order of the merged visual tokens sent to the
-            LLM (LLaVA with ``merge_num > 0``): ``'raster'``, by the first
-            patch each token holds, the order LLaVA's LLM was trained on;
-            ``'merged'``: the order merging leaves them in (official code).
-            Defaults to ``'raster'``.
+            LLM (LLaVA with ``merge_num > 0``): ``'merged'``, the order
+            merging leaves them in (official code); ``'raster'``, by the
+            first patch each token holds (the order of un-merged tokens).
+            Defaults to ``'merged'`` (see ``docs/mllm.md``: better on the
+            digits demo).
         qwen_saliency_block (int, optional): Full-attention block of the
             Qwen2.5-VL tower used for the mask (Qwen2.5-VL only). Defaults
             to None: the last.
@@ -116,9 +117,10 @@ class MergeMixArguments:
     prop_attn: bool = field(
         default=False, metadata=dict(help='proportional attention in ToMe'))
     token_order: str = field(
-        default='raster',
-        metadata=dict(help="merged visual tokens to the LLM in 'raster' "
-                      "order (first patch) or in 'merged' order"))
+        default='merged',
+        metadata=dict(help="merged visual tokens to the LLM in 'merged' "
+                      "order (official) or in 'raster' order (first "
+                      'patch)'))
     qwen_saliency_block: Optional[int] = field(
         default=None,
         metadata=dict(help='Qwen2.5-VL full-attention block for the mask '

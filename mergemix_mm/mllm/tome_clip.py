@@ -19,11 +19,10 @@ that run with :func:`~mergemix_mm.models.tome.schedule_from_merge_num`, so
 the LLM receives exactly ``N - merge_num`` patch tokens (e.g. 576 - 288).
 
 Merging outputs ``[CLS, unmerged A, B]`` (A and B alternate over the
-sequence), so the merged tokens leave the tower out of raster order, while
-LLaVA's LLM was trained on raster-ordered visual tokens at consecutive
-positions. By default (``token_order='raster'``) the final tokens are put
-back in raster order of the first patch each holds; ``'merged'`` keeps the
-merge order, as the official MergeMix LLaVA code does.
+sequence), so the merged tokens leave the tower out of raster order
+(``token_order='merged'``, the default and the official MergeMix LLaVA
+code). ``'raster'`` puts them back in raster order of the first patch each
+holds, the order of un-merged tokens.
 """
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -44,7 +43,7 @@ __all__ = [
 ]
 
 #: Orders of the tokens leaving the ToMe tower (see the module docstring).
-TOKEN_ORDERS = ('raster', 'merged')
+TOKEN_ORDERS = ('merged', 'raster')
 
 
 class CLIPToMeOutput(NamedTuple):
@@ -198,7 +197,7 @@ def clip_tome_forward(vision_tower: nn.Module,
                       prop_attn: bool = False,
                       need_attn: bool = False,
                       r_list: Optional[Sequence[int]] = None,
-                      token_order: str = 'raster') -> CLIPToMeOutput:
+                      token_order: str = 'merged') -> CLIPToMeOutput:
     """ToMe forward of a HF CLIP vision tower up to the feature layer.
 
     Args:
@@ -219,10 +218,10 @@ def clip_tome_forward(vision_tower: nn.Module,
             patch scores. Defaults to False.
         r_list (Sequence[int], optional): Explicit ``r`` per block that runs;
             overrides ``merge_num``. Defaults to None.
-        token_order (str): ``'raster'``: the output tokens in raster order
-            of the first patch each holds (CLS first); ``'merged'``: in the
-            order merging leaves them (official code). Without merging both
-            are the tower's own order. Defaults to ``'raster'``.
+        token_order (str): ``'merged'``: the output tokens in the order
+            merging leaves them (official code); ``'raster'``: in raster
+            order of the first patch each holds (CLS first). Without merging
+            both are the tower's own order. Defaults to ``'merged'``.
 
     Returns:
         CLIPToMeOutput: See the class.

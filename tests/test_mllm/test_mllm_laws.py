@@ -332,7 +332,7 @@ def test_defaults_are_the_paper_intended_method():
     assert args.topk_space == 'recovered' and args.partner == 'derangement'
     assert args.margin_lam == 'kept' and args.compat is None
     assert args.prop_attn is False and args.attn_layer is None
-    assert args.token_order == 'raster'
+    assert args.token_order == 'merged'
     assert (args.resizemix_min, args.resizemix_max) == (0.1, 0.8)
 
 
@@ -343,13 +343,14 @@ def test_resolved_is_a_copy():
     assert resolved is not args
     assert (resolved.lam_schedule, resolved.loser_grad,
             resolved.length_norm, resolved.topk_space, resolved.partner,
-            resolved.margin_lam, resolved.token_order) == (
-                'once', False, 'padded', 'merged', 'randperm', 'nominal',
-                'merged')
+            resolved.margin_lam) == ('once', False, 'padded', 'merged',
+                                     'randperm', 'nominal')
     assert (args.lam_schedule, args.loser_grad, args.length_norm,
-            args.topk_space, args.partner, args.margin_lam,
-            args.token_order) == ('step', True, 'tokens', 'recovered',
-                                  'derangement', 'kept', 'raster')
+            args.topk_space, args.partner, args.margin_lam) == (
+                'step', True, 'tokens', 'recovered', 'derangement', 'kept')
+    raster = MergeMixArguments(compat='llava', token_order='raster')
+    assert raster.resolved().token_order == 'merged'  # the official order
+    assert raster.token_order == 'raster'
 
 
 @pytest.mark.parametrize('kwargs,error,match', [

@@ -110,8 +110,7 @@ def test_cls_attn_and_source_are_those_entering_attn_layer(tower):
         out = clip_tome_forward(tower, x, r_list=[10, 12], attn_layer=1,
                                 need_attn=True)
         # the tokens leaving block 0 as block 1 receives them: merge order
-        first = clip_tome_forward(tower, x, feature_layer=1, r_list=[10],
-                                  token_order='merged')
+        first = clip_tome_forward(tower, x, feature_layer=1, r_list=[10])
         ref = _cls_attention(layers[1], first.hidden_states)
     assert out.token_counts == [65, 55, 43]
     # source map after block 0 (= entering block 1), onto all 55 tokens
@@ -142,15 +141,15 @@ def _first_patch(source, n):
 
 @pytest.mark.parametrize('merge_num', [1, 24, 40])
 def test_token_order_raster_and_merged(tower, merge_num):
-    """By default the LLM receives the merged tokens in raster order of the
-    first patch each holds (as it receives un-merged tokens); ``'merged'``
-    keeps the order merging leaves them in (official code). Both hold the
-    same tokens."""
+    """By default the LLM receives the merged tokens in the order merging
+    leaves them (official code); ``'raster'`` sorts them by the first patch
+    each holds (the order of un-merged tokens). Both hold the same
+    tokens."""
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        raster = clip_tome_forward(tower, x, merge_num, need_attn=True)
-        merged = clip_tome_forward(tower, x, merge_num, need_attn=True,
-                                   token_order='merged')
+        merged = clip_tome_forward(tower, x, merge_num, need_attn=True)
+        raster = clip_tome_forward(tower, x, merge_num, need_attn=True,
+                                   token_order='raster')
     n = 65 - merge_num
     first_r = _first_patch(raster.source, n)
     first_m = _first_patch(merged.source, n)

@@ -65,8 +65,15 @@ def test_progressive_attention_label_formula():
     assert half.item() == pytest.approx(0.6)
 
 
-def test_classifier_applies_pal_with_the_training_forward():
-    model, aug = build_bound(dict(type='MixPro', mask_patch_size=8))
+@pytest.mark.parametrize('eps', [None, 0.0, 0.3])
+def test_classifier_applies_pal_with_the_training_forward(eps):
+    """PAL weights from the training forward's attention and a similarity
+    against the area-mixed target with smoothed labels (0.1 by default, as
+    the official code's ``mix_targets``)."""
+    cfg = dict(type='MixPro', mask_patch_size=8)
+    if eps is not None:
+        cfg['similarity_smoothing'] = eps
+    model, aug = build_bound(cfg)
     model.eval()
     x, y = make_batch(4)
     seed_all(0)
@@ -85,8 +92,9 @@ def test_classifier_applies_pal_with_the_training_forward():
         model.loss(mixed, [DataSample().set_gt_label(i) for i in range(4)])
     out = forward_with_attention(model.backbone, mixed, attn_layer=-1)
     logits = model.head(out.outs)
-    target = lam_area[:, None] * y + (1 - lam_area[:, None]) * \
-        y[record.index]
+    ys = _smoothed(y, 0.1 if eps is None else eps)
+    target = lam_area[:, None] * ys + (1 - lam_area[:, None]) * \
+        ys[record.index]
     sim = torch.cosine_similarity(target, logits.softmax(-1), dim=1)
     lam = progressive_attention_lam(cls_attention_grid(out), record.mask,
                                     lam_area, sim)

@@ -81,6 +81,7 @@ AUGMENT_SETTINGS = [
     case('GridMix', dict(cut_area_ratio=(1.0, 0.5)), 'cut_area_ratio'),
     case('MixPro', dict(mask_patch_size=0), 'mask_patch_size'),
     case('MixPro', dict(attention_label='yes'), 'attention_label'),
+    case('MixPro', dict(similarity_smoothing=1.0), 'similarity_smoothing'),
     case('ResizeMixTau', dict(scope=(0.8, 0.1)), 'scope'),
     case('ResizeMixTau', dict(interpolation='bogus'), 'interpolation'),
     case('SaliencyMix', dict(work_size=0), 'work_size'),

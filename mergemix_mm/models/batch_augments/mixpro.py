@@ -19,9 +19,6 @@ from .mix_plan import PlannedMix, check_alpha, check_number, sample_beta
 __all__ = ['MixPro', 'progressive_attention_lam']
 
 _COMPAT = (None, 'openmixup')
-#: Label smoothing of OpenMixup's PAL target (``smoothing`` of its MixPro
-#: ``mix_args``, 0.1 by default and in every config).
-_OPENMIXUP_SMOOTHING = 0.1
 
 
 def progressive_attention_lam(attn: torch.Tensor, keep_mask: torch.Tensor,
@@ -82,7 +79,10 @@ class MixPro(ModelAwareMixin, PlannedMix):
     cosine-similarity progressive factor). Differences: the area term is the
     exact visible pixel area (the official code uses the cell count, which
     differs when ``H`` is not a multiple of ``mask_patch_size``), the
-    similarity is detached, and label smoothing is left to the head's loss.
+    similarity is detached, and label smoothing of the *loss* is left to the
+    head. The target the similarity compares with is smoothed as in the
+    official code (its ``mix_targets`` use ``MODEL.LABEL_SMOOTHING``, 0.1)
+    and in OpenMixup (``smoothing=0.1``): ``similarity_smoothing``.
 
     ``compat='openmixup'`` reproduces OpenMixup's port (commit 37e1372), which
     produced its published MixPro numbers:
@@ -95,8 +95,8 @@ class MixPro(ModelAwareMixin, PlannedMix):
     * the area term is the cell count share ``ceil(lam * cells) / cells``
       (not the visible pixel area);
     * :math:`s` compares the prediction of the training forward on the mixed
-      batch with the area-mixed target built from labels smoothed with 0.1
-      (``(1 - 0.1) y + 0.1 / K``);
+      batch with the area-mixed target built from smoothed labels (as by
+      default);
     * the per-sample :math:`\lambda` is averaged over the batch (OpenMixup's
       head multiplies batch-mean loss terms by the ``[N, 1]`` weights, and
       its loss parser averages them), so every row of the target uses the
@@ -118,6 +118,10 @@ class MixPro(ModelAwareMixin, PlannedMix):
             MaskMix). Defaults to True.
         compat (str, optional): None (paper and official MixPro code) or
             ``'openmixup'`` (OpenMixup's port, see above). Defaults to None.
+        similarity_smoothing (float): Label smoothing ``eps`` of the
+            area-mixed target that :math:`s` compares the prediction with
+            (``(1 - eps) y + eps / K``), in ``[0, 1)``. Defaults to 0.1, the
+            value of the official code and OpenMixup.
     """
 
     needs_train_forward = True
@@ -127,11 +131,15 @@ class MixPro(ModelAwareMixin, PlannedMix):
                  mask_patch_size: int = 64,
                  attn_layer: int = -1,
                  attention_label: bool = True,
-                 compat: Optional[str] = None):
+                 compat: Optional[str] = None,
+                 similarity_smoothing: float = 0.1):
         if compat not in _COMPAT:
             raise ValueError(
                 f'MixPro: compat={compat!r} must be one of {_COMPAT}.')
         self.compat = compat
+        self.similarity_smoothing = check_number(
+            'MixPro', 'similarity_smoothing', similarity_smoothing, low=0,
+            high=1, high_open=True)
         self.alpha = check_alpha('MixPro', alpha)
         self.mask_patch_size = check_number(
             'MixPro', 'mask_patch_size', mask_patch_size, low=1, integer=True)
@@ -248,9 +256,9 @@ class MixPro(ModelAwareMixin, PlannedMix):
             Tensor: ``[B]`` per-sample weights (before any batch mean).
         """
         scores = record.clean_scores.float()
+        eps = self.similarity_smoothing
+        scores = (1 - eps) * scores + eps / scores.shape[1]
         if self.compat == 'openmixup':
-            eps = _OPENMIXUP_SMOOTHING
-            scores = (1 - eps) * scores + eps / scores.shape[1]
             attn = record.extra.get('clean_attn')
             if attn is None:
                 attn = self.clean_attention(record.clean_inputs)

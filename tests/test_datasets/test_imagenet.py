@@ -115,6 +115,38 @@ def test_folder_inputs_and_label_files(tmp_path, prepared):
             sorted(_read(osp.join(src, 'meta', 'val.txt'))), fname
 
 
+def test_class_subset_with_full_validation_labels(tmp_path, prepared,
+                                                  capsys):
+    """A class subset (e.g. ImageNet-100): only some training class
+    folders, with the full validation tar and devkit, or a validation folder
+    with every class. Validation keeps the subset's classes and labels;
+    the other images are skipped and counted."""
+    src, arch = prepared
+    tool = load_tool('prepare_imagenet')
+    wnids = arch['wnids']
+    subset = tmp_path / 'train_subset'
+    for w in wnids[:2]:
+        shutil.copytree(osp.join(src, 'train', w), subset / w)
+    expected = sorted(
+        [f'{w}/{n}', str(wnids.index(w))]
+        for n, w in arch['val_truth'].items() if w in wnids[:2])
+    dropped = len(arch['val_truth']) - len(expected)
+    assert expected and dropped
+    for kind, kwargs in (('tar', dict(val_tar=arch['val_tar'],
+                                      devkit=arch['devkit'])),
+                         ('dir', dict(val_dir=osp.join(src, 'val')))):
+        out = str(tmp_path / f'subset_{kind}')
+        assert tool.prepare_imagenet(out, train_dir=str(subset),
+                                     **kwargs) == []
+        assert _read(osp.join(out, 'meta', 'classes.txt')) == \
+            [[w] for w in wnids[:2]]
+        assert sorted(_read(osp.join(out, 'meta', 'val.txt'))) == expected
+        assert sorted(os.listdir(osp.join(out, 'val'))) == wnids[:2]
+    err = capsys.readouterr().err
+    assert f'val: skipped {dropped} image(s) of classes outside the 2' in err
+    assert 'val: skipped 1 class folder(s) outside the 2 classes' in err
+
+
 def test_flat_val_without_labels_is_an_error(tmp_path, imagenet_archives):
     arch = imagenet_archives()
     with pytest.raises(ValueError, match='--devkit'):

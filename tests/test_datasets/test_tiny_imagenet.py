@@ -68,6 +68,25 @@ def test_src_dir_input_matches_archive(tmp_path, prepared):
             assert a.read() == b.read()
 
 
+def test_src_dir_as_out_is_refused_before_writing(tmp_path, tiny_zip):
+    """Converting an extracted folder into itself cannot work (the layout
+    is rewritten and the original folders would stay behind); it is refused
+    up front, naming both settings, and nothing is written."""
+    import zipfile
+    archive, _, _ = tiny_zip()
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / 'data')
+    root = tmp_path / 'data' / 'tiny-imagenet-200'
+    before = sorted(str(p) for p in tmp_path.rglob('*'))
+    tool = load_tool('prepare_tiny_imagenet')
+    for src, out in ((root, root), (tmp_path / 'data', root),
+                     (root, root / 'converted')):
+        with pytest.raises(ValueError, match='--src-dir .* and --out .*'
+                           'same folder'):
+            tool.prepare_tiny_imagenet(str(out), src_dir=str(src))
+    assert sorted(str(p) for p in tmp_path.rglob('*')) == before
+
+
 def test_check_names_missing_split(prepared, capsys):
     out, _, _ = prepared
     tool = load_tool('prepare_tiny_imagenet')

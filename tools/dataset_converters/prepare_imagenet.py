@@ -201,13 +201,20 @@ def _extract_train_tar(train_tar: str, out_train: str) -> int:
     return count
 
 
-def _place_class_folders(src: str, dst: str, mode: str, desc: str) -> int:
+def _place_class_folders(src: str, dst: str, mode: str, desc: str,
+                         keep: Optional[Sequence[str]] = None) -> int:
+    """Place ``src/<wnid>/...`` images under ``dst``; with ``keep``, only
+    the classes it lists (the others are counted and reported)."""
     if osp.abspath(src) == osp.abspath(dst):
         return 0
-    count = 0
+    keep = None if keep is None else set(keep)
+    count, skipped = 0, []
     for wnid in tqdm(sorted(os.listdir(src)), desc=desc, file=sys.stderr):
         cdir = osp.join(src, wnid)
         if not osp.isdir(cdir):
+            continue
+        if keep is not None and wnid not in keep:
+            skipped.append(wnid)
             continue
         for root, _, files in os.walk(cdir):
             for fn in sorted(files):
@@ -216,6 +223,10 @@ def _place_class_folders(src: str, dst: str, mode: str, desc: str) -> int:
                     place_file(osp.join(root, fn), osp.join(dst, wnid, rel),
                                mode)
                     count += 1
+    if skipped:
+        print(f'{desc}: skipped {len(skipped)} class folder(s) outside the '
+              f'{len(keep)} classes of meta/classes.txt (a subset), e.g. '
+              f'{skipped[0]}', file=sys.stderr)
     return count
 
 
@@ -319,7 +330,7 @@ def prepare_imagenet(out: str,
         if val_dir and not osp.isdir(val_dir):
             raise FileNotFoundError(f'--val-dir: {val_dir!r} does not exist.')
         if val_dir and _has_subfolders(val_dir):
-            n = _place_class_folders(val_dir, out_val, mode, 'val')
+            n = _place_class_folders(val_dir, out_val, mode, 'val', classes)
         else:
             if devkit:
                 labels = read_devkit_labels(devkit)
@@ -330,7 +341,8 @@ def prepare_imagenet(out: str,
                     'flat validation images need labels: give --devkit '
                     'ILSVRC2012_devkit_t12.tar.gz or --val-labels FILE.')
             unlabelled = []
-            n = 0
+            keep = None if classes is None else set(classes)
+            n = outside = 0
             if val_tar:
                 require_file(val_tar, '--val-tar (ILSVRC2012_img_val.tar)')
                 items = ((name, f, None)
@@ -345,6 +357,9 @@ def prepare_imagenet(out: str,
                 if wnid is None:
                     unlabelled.append(name)
                     continue
+                if keep is not None and wnid not in keep:
+                    outside += 1  # a class subset: not one of its classes
+                    continue
                 dst = osp.join(out_val, wnid, osp.basename(name))
                 if f is not None:
                     write_fileobj(f, dst)
@@ -355,6 +370,10 @@ def prepare_imagenet(out: str,
                 raise ValueError(
                     f'{len(unlabelled)} validation image(s) have no label in '
                     f'the label source, e.g. {unlabelled[0]!r}.')
+            if outside:
+                print(f'val: skipped {outside} image(s) of classes outside '
+                      f'the {len(keep)} classes of meta/classes.txt (a '
+                      'subset)', file=sys.stderr)
         print(f'val: placed {n} images', file=sys.stderr)
         if not n and not osp.isdir(out_val):
             source = (f'--val-tar: {val_tar!r}' if val_tar else

@@ -83,7 +83,8 @@ def _index(folder: str, classes: Sequence[str], split: str) -> List[str]:
             raise ValueError(f'{split} folder {cdir!r} is not listed in '
                              'wnids.txt.')
         for fn in sorted(os.listdir(cdir)):
-            lines.append(f'{wnid}/{fn} {index[wnid]}')
+            if fn.lower().endswith(('.jpeg', '.jpg', '.png')):
+                lines.append(f'{wnid}/{fn} {index[wnid]}')
     return lines
 
 
@@ -103,7 +104,23 @@ def prepare_tiny_imagenet(out: str,
 
     Returns:
         list[str]: Problems found by the final check (empty on success).
+
+    Raises:
+        ValueError: If ``src_dir`` is ``out`` or contains it (the layout is
+            rewritten, ``train/<wnid>/images/`` becomes ``train/<wnid>/``, so
+            the output must be another folder).
     """
+    if src_dir is not None:
+        src, dst = osp.realpath(src_dir), osp.realpath(out)
+        if dst == src or dst.startswith(src + os.sep) or \
+                osp.realpath(osp.join(src_dir, TOP)) == dst:
+            raise ValueError(
+                f'--src-dir {src_dir!r} and --out {out!r} are the same '
+                'folder (or --out lies inside it): the converter rewrites '
+                'the layout (train/<wnid>/images/ -> train/<wnid>/, val '
+                'images into class folders), so give another --out, e.g. '
+                'data/tiny-imagenet-200-mm (add --mode symlink to avoid '
+                'copying).')
     extract_or_place(out, archive, src_dir, mode, TOP,
                      '--archive (tiny-imagenet-200.zip)', 'tiny-imagenet',
                      route=_route, progress=True)

@@ -56,7 +56,9 @@ train_pipeline = [
         total_level=10,
         magnitude_level=7,
         magnitude_std=0.5,
-        # pad value in RGB order (the images are RGB)
+        # OpenMixup's pad value: the CIFAR mean in BGR order (RGB is
+        # 125, 123, 114), applied as is to these RGB images, as OpenMixup
+        # does
         hparams=dict(pad_val=[114, 123, 125], interpolation='bicubic')),
     dict(type='PackInputs'),
 ]

@@ -24,6 +24,7 @@ identically every epoch, so there is nothing to carry over, but persistent
 workers restart their stream after a resume) and third-party generators with
 their own state.
 """
+import logging
 import random
 from typing import Any, Dict, List, Optional
 
@@ -129,23 +130,33 @@ class RNGStateHook(Hook):
         self.neutral_validation = neutral_validation and enable
         self.enable = enable
         self._gathered: Optional[List[Dict[str, Any]]] = None
+        self._gathered_at: Optional[int] = None
         self._to_restore: Optional[Dict[str, Any]] = None
         self._before_val: Optional[Dict[str, Any]] = None
 
     # -- saving --------------------------------------------------------
-    def _gather(self) -> None:
+    def _gather(self, runner) -> None:
         """All ranks' states, collected before rank 0 saves (all ranks take
-        part; ``Runner.save_checkpoint`` itself only runs on rank 0)."""
-        _, world_size = get_dist_info()
+        part; ``Runner.save_checkpoint`` itself only runs on rank 0), stamped
+        with the iteration count they belong to (validation, which is
+        neutral, does not change it, so a best checkpoint saved after it
+        uses the epoch's states)."""
+        rank, world_size = get_dist_info()
         if world_size > 1:
-            self._gathered = all_gather_object(get_rng_state())
+            states = all_gather_object(get_rng_state())
+            if rank == 0:
+                self._gathered = states
+                self._gathered_at = runner.iter
 
     def _will_save_iter_checkpoint(self, runner) -> bool:
+        """Whether a CheckpointHook saves after this iteration, with the
+        condition of ``CheckpointHook.after_train_iter`` (``save_begin``
+        included)."""
         from mmengine.hooks import CheckpointHook
         for hook in runner.hooks:
             if isinstance(hook, CheckpointHook) and not hook.by_epoch:
                 if hook.interval > 0 and self.every_n_train_iters(
-                        runner, hook.interval):
+                        runner, hook.interval, hook.save_begin):
                     return True
                 if hook.save_last and self.is_last_train_iter(runner):
                     return True
@@ -153,7 +164,7 @@ class RNGStateHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         if self.enable:
-            self._gather()
+            self._gather(runner)
 
     def after_train_iter(self,
                          runner,
@@ -162,19 +173,31 @@ class RNGStateHook(Hook):
                          outputs=None) -> None:
         if self.enable and get_dist_info()[1] > 1 and \
                 self._will_save_iter_checkpoint(runner):
-            self._gather()
+            self._gather(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if not self.enable:
             return
         states = self._gathered
-        if states is None or len(states) != get_dist_info()[1]:
+        world_size = get_dist_info()[1]
+        if states is not None and self._gathered_at != runner.iter:
+            # gathered for another save point: the other ranks' states
+            # would be those of an earlier step, restored without a word
+            print_log(
+                'RNGStateHook: the random states of the other ranks were '
+                f'gathered at iteration {self._gathered_at}, not at '
+                f'{runner.iter} where this checkpoint is saved; only rank '
+                "0's state is stored (a resume does not restore the "
+                'others).',
+                logger='current', level=logging.WARNING)
+            states = None
+        if states is None or len(states) != world_size:
             states = [get_rng_state()]
         else:
             states = list(states)
             states[0] = get_rng_state()  # rank 0's state at saving time
         checkpoint[_KEY] = states
-        self._gathered = None
+        self._gathered = self._gathered_at = None
 
     # -- resuming ------------------------------------------------------
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -274,6 +274,12 @@ class NonFiniteGuardHook(Hook):
                 rows = (f' at batch positions {bad}' if bad else
                         ' on another rank')
                 self._fail_or_skip(runner, where, f'inputs (NaN/Inf{rows})')
+                # Skipped without a forward: count the batch as a step of
+                # the accumulation window, as a skipped loss is, and discard
+                # the window's gradients if its update falls here.
+                optim_wrapper._inner_count += 1
+                if optim_wrapper.should_update():
+                    optim_wrapper.zero_grad()
                 return {}
 
         state: Dict[str, Any] = dict(bad=None, grads=None)

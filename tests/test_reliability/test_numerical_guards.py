@@ -405,3 +405,53 @@ def test_attention_based_augments_stay_finite(tiny_vit_cfg, name, case):
                for i, s in enumerate(mixed_scores)]
     losses = model.loss(mixed, samples)
     assert all(torch.isfinite(v).all() for v in losses.values()), losses
+
+
+def _accumulated_run(kind):
+    """Six iterations with gradient accumulation 2 and one bad batch (NaN
+    input or NaN loss) at iteration 2, skipped; the iterations whose
+    optimizer step ran, the wrapper's count and the final weights."""
+    from mmengine.model import BaseModel
+
+    class Linear(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, inputs, nan_loss=False, mode='loss'):
+            loss = (self.w * inputs).sum()
+            return dict(loss=loss * float('nan') if nan_loss else loss)
+
+    model = Linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps, step = [], optimizer.step
+    optimizer.step = lambda *a, **k: (steps.append(runner.iter + 1),
+                                      step(*a, **k))[1]
+    wrapper = OptimWrapper(optimizer, accumulative_counts=2)
+    wrapper.initialize_count_status(model, 0, 6)
+    hook = NonFiniteGuardHook(action='skip')
+    runner = SimpleNamespace(model=model, iter=0, epoch=0, train_loop=None)
+    hook.before_train(runner)
+    for i in range(6):
+        runner.iter = i
+        data = dict(inputs=torch.arange(1., 4.) * (i + 1), nan_loss=False)
+        if i == 1:
+            if kind == 'input':
+                data['inputs'] = torch.tensor([1., float('nan'), 1.])
+            else:
+                data['nan_loss'] = True
+        model.train_step(data, wrapper)
+    return steps, wrapper._inner_count, model.w.detach().clone()
+
+
+def test_skipped_input_counts_in_the_accumulation_window():
+    """A batch skipped for NaN inputs counts as a step of the gradient
+    accumulation window, exactly like a batch skipped for a NaN loss (the
+    window's gradients are discarded): the windows stay aligned and the
+    last update is applied."""
+    loss_steps, loss_count, loss_w = _accumulated_run('loss')
+    input_steps, input_count, input_w = _accumulated_run('input')
+    assert loss_steps == [4, 6] and loss_count == 6
+    assert (input_steps, input_count) == (loss_steps, loss_count)
+    assert torch.equal(input_w, loss_w)

@@ -17,7 +17,8 @@ Mixup / CutMix / ResizeMix instead of a bare ``AssertionError``).
 from mmpretrain.engine.hooks import SwitchRecipeHook
 
 from ..models.batch_augments.base import bind_model_aware_augments
-from ..models.classifiers.mergemix_classifier import normalize_batch_augments
+from ..models.classifiers.mergemix_classifier import (
+    bind_classifier_augments, normalize_batch_augments)
 
 __all__ = ['bind_model_aware_augments', 'patch_switch_recipe_hook']
 
@@ -55,7 +56,9 @@ def patch_switch_recipe_hook() -> None:
 
     def _switch_batch_augments(runner, batch_augments):
         original(runner, batch_augments)
-        bind_model_aware_augments(runner.model)
+        # as at build time: records only for MergeMixClassifier, and a
+        # re-scoring augment (TransMix) refused under a plain classifier
+        bind_classifier_augments(runner.model)
 
     _switch_batch_augments._binds_augments = True
     SwitchRecipeHook._switch_batch_augments = staticmethod(

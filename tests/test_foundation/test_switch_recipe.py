@@ -187,3 +187,53 @@ def test_schedule_names_a_bad_alpha():
     with pytest.raises(ValueError, match='Mixup: alpha=0.0'):
         SwitchRecipeHook([dict(action_epoch=2, batch_augments=dict(
             augments=[dict(type='Mixup', alpha=0.0)]))])
+
+
+@pytest.mark.parametrize('classifier', ['ImageClassifier',
+                                        'MergeMixClassifier'])
+def test_switch_binds_as_the_classifier_does_at_build(classifier):
+    """A switch applies the build-time policy of the classifier: under a
+    plain ImageClassifier MergeMix is bound without records and TransMix
+    (which re-scores labels from the training forward) is refused, naming
+    the model type; MergeMixClassifier keeps records for both."""
+    import copy
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+    from mmpretrain.registry import MODELS
+
+    import mergemix_mm  # noqa: F401
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(MIXUP)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    model_cfg['type'] = classifier
+    model = MODELS.build(model_cfg)
+    hook = SwitchRecipeHook(schedule=[
+        dict(action_epoch=1, batch_augments=dict(type='MergeMix',
+                                                 attn_layer=2)),
+        dict(action_epoch=2, batch_augments=dict(type='TransMix',
+                                                 attn_layer=2)),
+    ])
+
+    class _Runner:
+        pass
+
+    runner = _Runner()
+    runner.model = model
+    plain = classifier == 'ImageClassifier'
+    hook._switch_batch_augments(runner, hook.schedule[1]['batch_augments'])
+    mergemix = model.data_preprocessor.batch_augments.augments[0]
+    assert mergemix.model is model
+    assert mergemix.keep_records is not plain
+    if plain:
+        with pytest.raises(ValueError, match="TransMix re-scores labels.*"
+                           "needs model type='MergeMixClassifier'"):
+            hook._switch_batch_augments(
+                runner, hook.schedule[2]['batch_augments'])
+    else:
+        hook._switch_batch_augments(runner,
+                                    hook.schedule[2]['batch_augments'])
+        transmix = model.data_preprocessor.batch_augments.augments[0]
+        assert transmix.model is model and transmix.keep_records

@@ -1,3 +1,7 @@
-from .mergemix_classifier import MergeMixClassifier, normalize_batch_augments
+from .mergemix_classifier import (MergeMixClassifier, bind_classifier_augments,
+                                  normalize_batch_augments)
 
-__all__ = ['MergeMixClassifier', 'normalize_batch_augments']
+__all__ = [
+    'MergeMixClassifier', 'normalize_batch_augments',
+    'bind_classifier_augments'
+]

@@ -6,18 +6,23 @@ from numbers import Real
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.utils.batch_augments import Mixup
 from mmpretrain.registry import BATCH_AUGMENTS, MODELS
 from mmpretrain.structures import DataSample
+from torch import nn
 
 from ...utils.checks import check_bool, check_number
 from ..batch_augments.base import (MixRecord, ModelAwareMixin,
                                    bind_model_aware_augments,
                                    model_aware_augments, mix_scores)
 
-__all__ = ['MergeMixClassifier', 'normalize_batch_augments']
+__all__ = [
+    'MergeMixClassifier', 'normalize_batch_augments',
+    'bind_classifier_augments'
+]
 
 _AUX_LOSSES = (None, 'mixup', 'clean')
 
@@ -351,6 +356,38 @@ class MergeMixClassifier(ImageClassifier):
         return log_vars
 
 
+def bind_classifier_augments(model: nn.Module) -> None:
+    """Bind the model-aware batch augments of a classifier to it.
+
+    :class:`MergeMixClassifier` binds them all and keeps their records. A
+    plain ``ImageClassifier`` binds those that only need the model for a
+    no-grad pass (MergeMix) and keeps no records (nobody consumes them);
+    one that re-scores labels from the training forward (TransMix-style) is
+    refused, because the plain classifier would train on its un-rescored
+    labels without a word. Used at build time and by ``SwitchRecipeHook``
+    after every switch.
+
+    Args:
+        model (nn.Module): The classifier, or a model wrapper around it.
+
+    Raises:
+        ValueError: For an augment that needs
+            :class:`MergeMixClassifier` under another classifier.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    if isinstance(model, MergeMixClassifier):
+        bind_model_aware_augments(model)
+        return
+    for aug in model_aware_augments(model):
+        if aug.needs_train_forward:
+            raise ValueError(
+                f'{type(aug).__name__} re-scores labels from the training '
+                "forward and needs model type='MergeMixClassifier' "
+                f"(got type='{type(model).__name__}'); change model.type.")
+    bind_model_aware_augments(model, keep_records=False)
+
+
 def _support_plain_image_classifier() -> None:
     """Let model-aware augments work under mmpretrain's ``ImageClassifier``.
 
@@ -368,15 +405,8 @@ def _support_plain_image_classifier() -> None:
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if isinstance(self, MergeMixClassifier):
-            return
-        for aug in model_aware_augments(self):
-            if aug.needs_train_forward:
-                raise ValueError(
-                    f'{type(aug).__name__} re-scores labels from the training '
-                    "forward and needs model type='MergeMixClassifier' "
-                    f"(got type='{type(self).__name__}'); change model.type.")
-        bind_model_aware_augments(self, keep_records=False)
+        if not isinstance(self, MergeMixClassifier):
+            bind_classifier_augments(self)
 
     __init__._mergemix_patched = True
     ImageClassifier.__init__ = __init__

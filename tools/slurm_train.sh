@@ -4,12 +4,19 @@ set -x
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
-WORK_DIR=${4:-"work_dirs/${JOB_NAME}"}
+# WORK_DIR is optional: a 4th argument that starts with '-' is already a
+# train.py flag (e.g. --resume), not a work dir
+if [[ $# -ge 4 && "$4" != -* ]]; then
+    WORK_DIR=$4
+    PY_ARGS=("${@:5}")  # an array: arguments with spaces stay whole
+else
+    WORK_DIR="work_dirs/${JOB_NAME}"
+    PY_ARGS=("${@:4}")
+fi
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PY_ARGS=("${@:5}")  # an array: arguments with spaces stay whole
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 srun -p "${PARTITION}" \

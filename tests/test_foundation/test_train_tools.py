@@ -152,3 +152,30 @@ def test_slurm_scripts_pass_arguments_whole(tmp_path, script, head):
     args = proc.stdout.splitlines()
     assert args[-2:] == ['--cfg-options', value]
     assert '--launcher=slurm' in args
+
+
+@pytest.mark.parametrize('extra, work_dir, passed', [
+    ([], 'work_dirs/job', []),
+    (['mine'], 'mine', []),
+    (['mine', '--amp'], 'mine', ['--amp']),
+    (['--resume'], 'work_dirs/job', ['--resume']),
+    (['--cfg-options', 'a=1'], 'work_dirs/job', ['--cfg-options', 'a=1']),
+])
+def test_slurm_train_work_dir_is_optional(tmp_path, extra, work_dir,
+                                          passed):
+    """WORK_DIR may be left out: a 4th argument that is a flag goes to
+    train.py (a requeued ``... cfg.py --resume`` used to train from scratch
+    in a work dir named '--resume')."""
+    fake = tmp_path / 'srun'
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{tmp_path}{os.pathsep}{os.environ["PATH"]}')
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'slurm_train.sh'), 'part', 'job',
+         'cfg.py', *extra], capture_output=True, text=True, env=env,
+        timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.splitlines()
+    tail = args[args.index('--launcher=slurm') + 1:]
+    assert args[args.index('--launcher=slurm') - 1] == f'--work-dir={work_dir}'
+    assert tail == passed

@@ -14,6 +14,7 @@ the classifier's ``train_cfg`` does: the same shorthands (one augment dict,
 a list) and the same checks (an error naming a bad ``alpha`` of mmpretrain's
 Mixup / CutMix / ResizeMix instead of a bare ``AssertionError``).
 """
+from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.engine.hooks import SwitchRecipeHook
 
 from ..models.batch_augments.base import bind_model_aware_augments
@@ -39,9 +40,27 @@ def _normalized_schedule(schedule) -> list:
     return out
 
 
+def _check_epoch_loop(hook, runner) -> None:
+    """Refuse a schedule that an iteration-based loop would never apply.
+
+    ``IterBasedTrainLoop`` runs ``before_train_epoch`` once, as epoch 1, so
+    only ``action_epoch=1`` entries would take effect and the others would
+    be ignored without a word.
+    """
+    later = sorted(e for e in hook.schedule if e > 1)
+    train_loop = getattr(runner, 'train_loop', None)
+    if later and train_loop is not None and \
+            not isinstance(train_loop, EpochBasedTrainLoop):
+        raise ValueError(
+            f'SwitchRecipeHook: action_epoch={later[0]} can never be reached '
+            f'in an iteration-based training loop '
+            f'({type(train_loop).__name__} runs as one epoch); use '
+            "train_cfg=dict(by_epoch=True, ...) or switch at epoch 1 only.")
+
+
 def patch_switch_recipe_hook() -> None:
-    """Wrap ``SwitchRecipeHook.__init__`` and
-    ``SwitchRecipeHook._switch_batch_augments`` (idempotent)."""
+    """Wrap ``SwitchRecipeHook.__init__``, ``before_train`` and
+    ``_switch_batch_augments`` (idempotent)."""
     init = SwitchRecipeHook.__init__
     if not getattr(init, '_normalizes_augments', False):
 
@@ -50,6 +69,15 @@ def patch_switch_recipe_hook() -> None:
 
         __init__._normalizes_augments = True
         SwitchRecipeHook.__init__ = __init__
+    before_train = SwitchRecipeHook.before_train
+    if not getattr(before_train, '_checks_loop', False):
+
+        def checked_before_train(self, runner):
+            _check_epoch_loop(self, runner)
+            before_train(self, runner)
+
+        checked_before_train._checks_loop = True
+        SwitchRecipeHook.before_train = checked_before_train
     original = SwitchRecipeHook._switch_batch_augments
     if getattr(original, '_binds_augments', False):
         return

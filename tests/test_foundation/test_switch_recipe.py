@@ -237,3 +237,32 @@ def test_switch_binds_as_the_classifier_does_at_build(classifier):
                                     hook.schedule[2]['batch_augments'])
         transmix = model.data_preprocessor.batch_augments.augments[0]
         assert transmix.model is model and transmix.keep_records
+
+
+@pytest.mark.parametrize('loop, epochs, error', [
+    ('IterBasedTrainLoop', [2], True),
+    ('IterBasedTrainLoop', [1], False),
+    ('EpochBasedTrainLoop', [1, 3], False),
+])
+def test_iteration_loop_refuses_unreachable_switches(loop, epochs, error):
+    """An iteration-based loop runs as one epoch: a switch at a later epoch
+    would never happen, so it is refused before training (mmpretrain's hook
+    ignored it without a word)."""
+    from mmengine import runner as mm_runner
+    from mmpretrain.engine.hooks import SwitchRecipeHook
+
+    import mergemix_mm  # noqa: F401
+    hook = SwitchRecipeHook(schedule=[
+        dict(action_epoch=e, batch_augments=None) for e in epochs])
+    cls = getattr(mm_runner, loop)
+
+    class _Runner:
+        _resume = False
+        train_loop = cls.__new__(cls)
+
+    if error:
+        with pytest.raises(ValueError, match='action_epoch=2 can never be '
+                           'reached in an iteration-based'):
+            hook.before_train(_Runner())
+    else:
+        hook.before_train(_Runner())

@@ -42,6 +42,10 @@ TOME_EXTRA = [
     ('tome_speed_avx512_s14',
      'AVX-512 host, the same command re-run (2026-12-07, quiet machine): '
      'tuned allocator, 4 processes x 8 rounds'),
+    ('tome_speed_s15',
+     'AVX-512 host, the same command, next session (2026-12-07 21:20, '
+     'quiet machine, slower absolute times): tuned allocator, 4 processes '
+     'x 8 rounds'),
 ]
 
 

@@ -139,6 +139,10 @@ def _non_finite_grads(model: Any, optim_wrapper: Any) -> List[str]:
     ]
 
 
+#: Key of the skip counts in a checkpoint's ``meta``.
+_CKPT_KEY = 'nonfinite_guard'
+
+
 @HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
     """Guard training against NaN/Inf losses and inputs.
@@ -156,7 +160,8 @@ class NonFiniteGuardHook(Hook):
         check_inputs (bool): Also check floating-point batch inputs.
             Defaults to True.
         max_skipped (int, optional): With ``'skip'``, raise once more than
-            this many steps were skipped in total. None: no limit.
+            this many steps were skipped in total (the counts are saved in
+            checkpoints and carried over by ``--resume``). None: no limit.
             Defaults to None.
         max_consecutive_skips (int, optional): With ``'skip'``, raise once
             more than this many steps in a row were skipped (the model has
@@ -217,6 +222,21 @@ class NonFiniteGuardHook(Hook):
         if self._model is not None:
             self._model.__dict__.pop('train_step', None)
             self._model = None
+
+    # The skip counts are part of the run: ``max_skipped`` counts "in
+    # total", also across a ``--resume``.
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.enable:
+            checkpoint.setdefault('meta', {})[_CKPT_KEY] = dict(
+                num_skipped=self.num_skipped, consecutive=self.consecutive)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.enable or not getattr(runner, '_resume', False):
+            return  # load_from (fine-tuning, testing) starts a new count
+        counts = checkpoint.get('meta', {}).get(_CKPT_KEY)
+        if counts:
+            self.num_skipped = int(counts['num_skipped'])
+            self.consecutive = int(counts['consecutive'])
 
     # ------------------------------------------------------------------
     def _where(self, runner, data) -> Dict[str, Any]:

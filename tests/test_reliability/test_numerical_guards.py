@@ -455,3 +455,25 @@ def test_skipped_input_counts_in_the_accumulation_window():
     assert loss_steps == [4, 6] and loss_count == 6
     assert (input_steps, input_count) == (loss_steps, loss_count)
     assert torch.equal(input_w, loss_w)
+
+
+def test_skip_counts_survive_a_resume_but_not_load_from():
+    """``max_skipped`` counts in total: the counts go into the checkpoint
+    and come back on ``--resume``; ``load_from`` (fine-tuning) starts a new
+    count."""
+    hook = NonFiniteGuardHook(action='skip', max_skipped=5)
+    hook.num_skipped, hook.consecutive = 4, 1
+    checkpoint = dict(meta=dict(epoch=3))
+    hook.before_save_checkpoint(SimpleNamespace(), checkpoint)
+    assert checkpoint['meta'] == dict(
+        epoch=3, nonfinite_guard=dict(num_skipped=4, consecutive=1))
+    resumed = NonFiniteGuardHook(action='skip', max_skipped=5)
+    resumed.after_load_checkpoint(SimpleNamespace(_resume=True), checkpoint)
+    assert (resumed.num_skipped, resumed.consecutive) == (4, 1)
+    fresh = NonFiniteGuardHook(action='skip', max_skipped=5)
+    fresh.after_load_checkpoint(SimpleNamespace(_resume=False), checkpoint)
+    assert (fresh.num_skipped, fresh.consecutive) == (0, 0)
+    # an older checkpoint without the counts
+    old = NonFiniteGuardHook(action='skip')
+    old.after_load_checkpoint(SimpleNamespace(_resume=True), dict(meta={}))
+    assert old.num_skipped == 0

@@ -85,6 +85,11 @@ def test_src_dir_as_out_is_refused_before_writing(tmp_path, tiny_zip):
                            'same folder'):
             tool.prepare_tiny_imagenet(str(out), src_dir=str(src))
     assert sorted(str(p) for p in tmp_path.rglob('*')) == before
+    # an output next to the extracted folder, inside the folder given as
+    # --src-dir (which holds tiny-imagenet-200/), is fine
+    assert tool.prepare_tiny_imagenet(
+        str(tmp_path / 'data' / 'tiny-mm'), src_dir=str(tmp_path / 'data'),
+        mode='symlink') == []
 
 
 def test_check_names_missing_split(prepared, capsys):

@@ -106,19 +106,23 @@ def prepare_tiny_imagenet(out: str,
         list[str]: Problems found by the final check (empty on success).
 
     Raises:
-        ValueError: If ``src_dir`` is ``out`` or contains it (the layout is
-            rewritten, ``train/<wnid>/images/`` becomes ``train/<wnid>/``, so
-            the output must be another folder).
+        ValueError: If ``out`` is the folder read from ``src_dir`` (itself,
+            or its ``tiny-imagenet-200`` sub-folder) or lies inside it: the
+            layout is rewritten, ``train/<wnid>/images/`` becomes
+            ``train/<wnid>/``, so the output must be another folder.
     """
     if src_dir is not None:
-        src, dst = osp.realpath(src_dir), osp.realpath(out)
-        if dst == src or dst.startswith(src + os.sep) or \
-                osp.realpath(osp.join(src_dir, TOP)) == dst:
+        src = src_dir
+        if osp.isdir(osp.join(src_dir, TOP)):
+            src = osp.join(src_dir, TOP)  # as extract_or_place reads it
+        src, dst = osp.realpath(src), osp.realpath(out)
+        if dst == src or dst.startswith(src + os.sep):
             raise ValueError(
                 f'--src-dir {src_dir!r} and --out {out!r} are the same '
-                'folder (or --out lies inside it): the converter rewrites '
-                'the layout (train/<wnid>/images/ -> train/<wnid>/, val '
-                'images into class folders), so give another --out, e.g. '
+                'folder (or --out lies inside the folder read): the '
+                'converter rewrites the layout (train/<wnid>/images/ -> '
+                'train/<wnid>/, val images into class folders), so give '
+                'another --out, e.g. '
                 'data/tiny-imagenet-200-mm (add --mode symlink to avoid '
                 'copying).')
     extract_or_place(out, archive, src_dir, mode, TOP,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 
 from ...utils.checks import check_bool
+from ..losses.mixed_label_ce import smooth_targets
 from ..tome import ToMeOutput, forward_with_attention, vit_geometry
 from .attention_utils import attention_pass, cls_attention_grid
 from .base import MixRecord, ModelAwareMixin, check_batch, derangement, \
@@ -255,9 +256,9 @@ class MixPro(ModelAwareMixin, PlannedMix):
         Returns:
             Tensor: ``[B]`` per-sample weights (before any batch mean).
         """
-        scores = record.clean_scores.float()
-        eps = self.similarity_smoothing
-        scores = (1 - eps) * scores + eps / scores.shape[1]
+        scores = smooth_targets(record.clean_scores,
+                                record.clean_scores.shape[1],
+                                self.similarity_smoothing)
         if self.compat == 'openmixup':
             attn = record.extra.get('clean_attn')
             if attn is None:

@@ -231,7 +231,7 @@ class MergeMixClassifier(ImageClassifier):
                 'merging, which needs a ToMe backbone (e.g. '
                 f"type='ToMeVisionTransformer'); got "
                 f'{type(self.backbone).__name__}.')
-        bind_model_aware_augments(self)
+        bind_classifier_augments(self)
 
     @property
     def model_aware_augments(self) -> List[ModelAwareMixin]:

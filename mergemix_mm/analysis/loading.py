@@ -94,11 +94,23 @@ def config_img_size(backbone: nn.Module) -> int:
     return h
 
 
-def settings_schedules(settings: Sequence[str], backbone: nn.Module,
-                       img_size: int) -> Dict[str, List[int]]:
+def settings_schedules(settings: Sequence[str],
+                       backbone: nn.Module,
+                       img_size: int,
+                       schedule_options: Optional[dict] = None
+                       ) -> Dict[str, List[int]]:
     """``r`` per block of every ``--settings`` entry of the ToMe tools,
     checked against the tokens a ``img_size`` px image gives ``backbone``
     before anything runs.
+
+    Args:
+        settings (Sequence[str]): ``'none'``, ``'merge<N>'`` or ``'r<N>'``.
+        backbone (nn.Module): The ViT (a ToMe backbone, mmpretrain or timm).
+        img_size (int): Input size.
+        schedule_options (dict, optional): ``inflect`` / ``compat`` of the
+            ``'merge<N>'`` schedules. Defaults to None: the backbone's own
+            (``merge_inflect`` and ``schedule_compat`` of a ToMe backbone),
+            else the default schedule.
 
     Raises:
         ValueError: Naming ``--img-size`` (not a positive multiple of the
@@ -107,6 +119,8 @@ def settings_schedules(settings: Sequence[str], backbone: nn.Module,
     """
     from ..models.tome import (check_schedule, schedule_from_setting,
                                vit_geometry)
+    if schedule_options is None:
+        schedule_options = getattr(backbone, 'schedule_options', {})
     geo = vit_geometry(backbone)
     ph, pw = geo.patch_size
     if img_size < 1 or img_size % ph or img_size % pw:
@@ -116,7 +130,8 @@ def settings_schedules(settings: Sequence[str], backbone: nn.Module,
     schedules = {}
     for setting in settings:
         try:
-            r_list = schedule_from_setting(setting, geo.num_layers)
+            r_list = schedule_from_setting(setting, geo.num_layers,
+                                           **schedule_options)
         except ValueError as err:
             raise ValueError(f'--settings {setting}: {err}') from err
         check_schedule(r_list, num_tokens, geo.num_extra_tokens,

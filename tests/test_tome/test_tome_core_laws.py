@@ -427,7 +427,7 @@ def test_benchmark_ratios_follow_their_definitions(monkeypatch):
     cpu = {0: [4., 4., 4.], 4: [1., 2., 2.]}
     clock = dict(wall=0., cpu=0.)
 
-    def fake_forward_fn(model, r_list):
+    def fake_forward_fn(model, r_list, prop_attn=False):
         key, calls = r_list[0], iter(range(3))
 
         def fn(x):

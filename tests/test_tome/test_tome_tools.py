@@ -196,3 +196,53 @@ def test_tools_need_img_size_for_a_non_square_config(tmp_path):
     rows = _load('get_flops').main([cfg, '--img-size', '32', '--settings',
                                     'none'])
     assert rows[0]['tokens'][0] == 17
+
+
+@pytest.mark.parametrize('backbone', [
+    dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
+         arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                   feedforward_channels=64)),
+    dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224', img_size=32,
+         patch_size=4, embed_dim=32, depth=4, num_heads=2),
+])
+def test_tools_use_the_config_backbone_schedule_options(tmp_path, backbone):
+    """``merge<N>`` rows of a config follow its backbone's ``merge_inflect``
+    / ``schedule_compat`` (they used the default spread), and the speed tool
+    times the merged forwards with the backbone's ``prop_attn``."""
+    import torch
+
+    from mergemix_mm.models.tome import schedule_from_merge_num
+    own = dict(backbone, merge_inflect=0.5, schedule_compat='openmixup',
+               prop_attn=True)
+    expected = schedule_from_merge_num(4, 20, inflect=0.5, compat='openmixup')
+    assert expected == [2, 4, 6, 8]
+    assert schedule_from_merge_num(4, 20) != expected
+    flops = _load('get_flops')
+    rows = flops.main([_write_config(tmp_path, own), '--settings', 'merge20'])
+    assert rows[0]['tokens'] == [65, 63, 59, 53, 45]
+    default_rows = flops.main(
+        [_write_config(tmp_path, backbone), '--settings', 'merge20'])
+    assert default_rows[0]['tokens'] == [65, 57, 52, 48, 45]
+
+    speed = _load('benchmark_speed')
+    cfg = _write_config(tmp_path, own)
+    out = speed.main([cfg, '--settings', 'none', 'merge20', '--repeats',
+                      '1', '--warmup', '0', '--batch-size', '1'])
+    assert out['results']['merge20']['r_list'] == expected
+    assert out['meta']['schedule_options'] == dict(inflect=0.5,
+                                                   compat='openmixup')
+    assert out['meta']['prop_attn'] is True
+    model = speed.build_from_config(cfg)
+    fwd = speed.forward_fn(model, expected, prop_attn=True)
+    x = torch.randn(2, 3, 32, 32)
+    from mergemix_mm.models.tome import tome_timm_forward, tome_vit_forward
+    tome = tome_vit_forward if hasattr(model, 'layers') else tome_timm_forward
+    with torch.no_grad():
+        merged = fwd(x)
+        prop = tome(model, x, expected, prop_attn=True,
+                    trace_source=False).outs
+        plain = tome(model, x, expected, prop_attn=False,
+                     trace_source=False).outs
+    first = (lambda o: o[0]) if isinstance(merged, tuple) else (lambda o: o)
+    assert torch.equal(first(merged), first(prop))
+    assert not torch.allclose(first(merged), first(plain))

@@ -11,7 +11,9 @@ Example::
         --repeats 10 --out-json speed.json --out-md speed.md
 
     # the backbone of an mmpretrain config (its image size unless
-    # --img-size is given; the settings replace its own merge schedule)
+    # --img-size is given; the settings replace its own merge schedule,
+    # merge<N> spread with its merge_inflect / schedule_compat, merged
+    # forwards with its prop_attn)
     python tools/analysis/benchmark_speed.py \
         configs/mergemix/deit-small-p16_4xb256-mergemix-300e_in1k.py \
         --settings none merge49
@@ -40,7 +42,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _analysis_common import check_at_least_one, run_cli  # noqa: E402
 
 __all__ = [
-    'parse_setting', 'build_model', 'build_from_config', 'forward_fn',
+    'parse_setting', 'build_model', 'build_config_backbone',
+    'build_from_config', 'forward_fn',
     'run_benchmark',
     'measure_merge_overhead', 'environment_info', 'format_markdown', 'main'
 ]
@@ -52,9 +55,9 @@ def parse_setting(name: str, num_layers: int) -> List[int]:
     return schedule_from_setting(name, num_layers)
 
 
-def build_from_config(config: str) -> torch.nn.Module:
-    """The ViT backbone of an mmpretrain config, randomly initialised, in
-    eval mode; a ``ToMeTimmViT`` gives its timm model.
+def build_config_backbone(config: str) -> torch.nn.Module:
+    """The backbone of an mmpretrain config as the config builds it (a
+    ``ToMeTimmViT`` stays wrapped), randomly initialised.
 
     Raises:
         FileNotFoundError: If ``config`` does not exist.
@@ -64,12 +67,29 @@ def build_from_config(config: str) -> torch.nn.Module:
 
     from mergemix_mm.analysis import load_config
     from mergemix_mm.models.tome import vit_geometry
-    from mergemix_mm.models.tome.timm_vit import is_timm_vit
     model = load_config(config).model
     backbone = MODELS.build(model.backbone if 'backbone' in model else model)
+    vit_geometry(backbone)  # names the type of a non-ViT backbone
+    return backbone
+
+
+def build_from_config(config: str) -> torch.nn.Module:
+    """The ViT backbone of an mmpretrain config, randomly initialised, in
+    eval mode; a ``ToMeTimmViT`` gives its timm model.
+
+    Raises:
+        FileNotFoundError: If ``config`` does not exist.
+        ValueError: If the config's backbone is not a supported ViT.
+    """
+    return _timed_module(build_config_backbone(config))
+
+
+def _timed_module(backbone: torch.nn.Module) -> torch.nn.Module:
+    """The module the benchmark times (a ``ToMeTimmViT``'s timm model), in
+    eval mode."""
+    from mergemix_mm.models.tome.timm_vit import is_timm_vit
     if is_timm_vit(getattr(backbone, 'model', None)):
         backbone = backbone.model  # ToMeTimmViT
-    vit_geometry(backbone)  # names the type of a non-ViT backbone
     # not ``return backbone.eval()``: mmpretrain's BaseBackbone.train (so
     # VisionTransformer.eval) returns None
     backbone.eval()
@@ -112,7 +132,8 @@ def build_model(arch: str = 'deit-small',
 
 
 def forward_fn(model: torch.nn.Module,
-               r_list: Sequence[int]) -> Callable[[torch.Tensor], Any]:
+               r_list: Sequence[int],
+               prop_attn: bool = False) -> Callable[[torch.Tensor], Any]:
     """The forward timed for one setting: with ``r_list`` merging nothing,
     the stock forward (mmpretrain: the backbone's outputs, with a ToMe
     backbone's own schedule switched off; timm: the pooled pre-logits
@@ -123,6 +144,8 @@ def forward_fn(model: torch.nn.Module,
         model (nn.Module): mmpretrain ``ToMeVisionTransformer`` /
             ``VisionTransformer`` or timm ``VisionTransformer``, eval mode.
         r_list (Sequence[int]): ``r`` per block.
+        prop_attn (bool): Proportional attention in the merged forward.
+            Defaults to False.
 
     Returns:
         Callable: The forward.
@@ -138,7 +161,8 @@ def forward_fn(model: torch.nn.Module,
             return lambda x: _unmerged(model, x)  # a config's ToMe backbone
         return lambda x: model(x)  # merging off: the stock forward
     fwd = tome_timm_forward if timm_model else tome_vit_forward
-    return lambda x: fwd(model, x, r_list, trace_source=False).outs
+    return lambda x: fwd(
+        model, x, r_list, prop_attn=prop_attn, trace_source=False).outs
 
 
 def _unmerged(model: torch.nn.Module, x: torch.Tensor) -> Any:
@@ -165,14 +189,21 @@ def run_benchmark(model: torch.nn.Module,
                   warmup: int = 2,
                   progress: bool = True,
                   extra: Optional[Dict[str, Tuple[Sequence[int],
-                                                  Callable]]] = None
-                  ) -> Dict[str, dict]:
+                                                  Callable]]] = None,
+                  schedules: Optional[Dict[str, Sequence[int]]] = None,
+                  prop_attn: bool = False) -> Dict[str, dict]:
     """Time every setting, interleaved, and return per-setting statistics.
 
     Args:
         extra (dict, optional): More forwards to time in the same rounds:
             name -> ``(r_list, fn)`` with ``fn(images)``; e.g. another
             implementation of a setting. Defaults to None.
+        schedules (dict, optional): ``r`` per block of the settings (e.g.
+            from :func:`mergemix_mm.analysis.settings_schedules` with a
+            config backbone's schedule options). Defaults to None: parsed
+            from the names with the default schedule.
+        prop_attn (bool): Proportional attention in the merged forwards.
+            Defaults to False.
 
     Returns:
         dict: setting -> ``r_list``, ``times_s``, ``median_s``,
@@ -187,8 +218,8 @@ def run_benchmark(model: torch.nn.Module,
     """
     from mergemix_mm.models.tome import vit_geometry
     num_layers = vit_geometry(model).num_layers
-    r_lists = {s: parse_setting(s, num_layers) for s in settings}
-    fns = {s: forward_fn(model, r) for s, r in r_lists.items()}
+    r_lists = _setting_schedules(settings, num_layers, schedules)
+    fns = {s: forward_fn(model, r, prop_attn) for s, r in r_lists.items()}
     for name, (r_list, fn) in (extra or {}).items():
         if name in fns:
             raise ValueError(f'extra setting {name!r} is already a setting')
@@ -238,6 +269,19 @@ def run_benchmark(model: torch.nn.Module,
     return results
 
 
+def _setting_schedules(settings: Sequence[str], num_layers: int,
+                       schedules: Optional[Dict[str, Sequence[int]]]
+                       ) -> Dict[str, List[int]]:
+    """``r`` per block of each setting: from ``schedules`` where given, else
+    parsed from the name."""
+    schedules = schedules or {}
+    return {
+        s: list(schedules[s]) if s in schedules else parse_setting(
+            s, num_layers)
+        for s in settings
+    }
+
+
 @contextlib.contextmanager
 def merge_step_replaced(fn: Callable) -> Iterator[Callable]:
     """Within the block, the functional ToMe forwards (mmpretrain's
@@ -254,14 +298,18 @@ def merge_step_replaced(fn: Callable) -> Iterator[Callable]:
         mmpretrain_vit.merge_tokens, timm_vit.merge_tokens = saved
 
 
-def measure_merge_overhead(model: torch.nn.Module,
-                           settings: Sequence[str],
-                           batch_size: int = 16,
-                           img_size: int = 224,
-                           repeats: int = 3) -> Dict[str, dict]:
+def measure_merge_overhead(
+        model: torch.nn.Module,
+        settings: Sequence[str],
+        batch_size: int = 16,
+        img_size: int = 224,
+        repeats: int = 3,
+        schedules: Optional[Dict[str, Sequence[int]]] = None,
+        prop_attn: bool = False) -> Dict[str, dict]:
     """Share of the forward time spent in ToMe's merging step (matching,
     weighted merge, source update), measured by timing every call of the
     functional ``merge_tokens`` in separate, instrumented forwards.
+    ``schedules`` and ``prop_attn`` as in :func:`run_benchmark`.
 
     Returns:
         dict: setting -> ``forward_s`` (median instrumented forward),
@@ -279,12 +327,12 @@ def measure_merge_overhead(model: torch.nn.Module,
         return out
 
     results = {}
+    r_lists = _setting_schedules(settings, num_layers, schedules)
     with merge_step_replaced(timed) as merge, torch.inference_mode():
-        for s in settings:
-            r_list = parse_setting(s, num_layers)
+        for s, r_list in r_lists.items():
             if not any(r_list):
                 continue
-            fn = forward_fn(model, r_list)
+            fn = forward_fn(model, r_list, prop_attn)
             fwd, merge_s = [], []
             for _ in range(repeats):
                 spent[0] = 0.0
@@ -351,6 +399,14 @@ def format_markdown(results: Dict[str, dict], meta: dict) -> str:
         lines.append(f"| {s} | {','.join(map(str, r['r_list']))} | {out} | "
                      f"{r['median_s']:.4f} | {r['images_per_s']:.1f} | "
                      f"{r['speedup']:.3f}x | {r['cpu_speedup']:.3f}x |")
+    opts = meta.get('schedule_options') or {}
+    if opts or meta.get('prop_attn'):
+        lines += [
+            '', "The config's ToMe backbone: `merge<N>` spread with "
+            f"merge_inflect={opts.get('inflect', -0.5)}, schedule_compat="
+            f"{opts.get('compat')}; proportional attention "
+            f"{'on' if meta.get('prop_attn') else 'off'}."
+        ]
     env = meta['env']
     lines += [
         '', f"Repeats: {meta['repeats']} (after {meta['warmup']} warm-up "
@@ -407,9 +463,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    schedule_options, prop_attn = None, False
     if args.config:
         from mergemix_mm.analysis import config_img_size
-        model = build_from_config(args.config)
+        backbone = build_config_backbone(args.config)
+        # a config's ToMe backbone: its merge<N> spread and attention
+        schedule_options = getattr(backbone, 'schedule_options', None)
+        prop_attn = bool(getattr(backbone, 'prop_attn', False))
+        model = _timed_module(backbone)
         args.arch, args.backend = args.config, (
             'mmpretrain' if hasattr(model, 'layers') else 'timm')
         size = config_img_size(model)
@@ -428,13 +489,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     from mergemix_mm.analysis import settings_schedules
     from mergemix_mm.models.tome import vit_geometry
     # every setting checked before the (long) timing loop starts
-    settings_schedules(args.settings, model, args.img_size)
+    schedules = settings_schedules(args.settings, model, args.img_size,
+                                   schedule_options or {})
     geo = vit_geometry(model)
     grid = (args.img_size // geo.patch_size[0]) * (
         args.img_size // geo.patch_size[1])
     env = environment_info()
     results = run_benchmark(model, args.settings, args.batch_size,
-                            args.img_size, args.repeats, args.warmup)
+                            args.img_size, args.repeats, args.warmup,
+                            schedules=schedules, prop_attn=prop_attn)
     if hasattr(os, 'getloadavg'):
         env['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
     command = 'python ' + ' '.join([osp.relpath(sys.argv[0])] + list(
@@ -448,6 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         repeats=args.repeats,
         warmup=args.warmup,
         num_tokens=grid + geo.num_extra_tokens,
+        schedule_options=schedule_options or {},
+        prop_attn=prop_attn,
         env=env)
     md = format_markdown(results, meta)
     print(md)

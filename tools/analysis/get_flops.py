@@ -16,8 +16,9 @@ Examples::
     # from an mmpretrain config (the classifier's backbone and head)
     python tools/analysis/get_flops.py configs/xxx.py --settings none merge98
 
-Settings: ``none``, ``merge<N>`` (MergeMix schedule), ``r<N>`` (ToMe
-constant r).
+Settings: ``none``, ``merge<N>`` (MergeMix schedule; a config's ToMe
+backbone spreads it with its own ``merge_inflect`` / ``schedule_compat``),
+``r<N>`` (ToMe constant r).
 """
 import argparse
 import os.path as osp

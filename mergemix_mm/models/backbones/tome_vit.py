@@ -86,6 +86,17 @@ class ToMeMixin:
             check_schedule(test, num_tokens, num_protected, setting=name)
         return train, test, (train_name, name)
 
+    @property
+    def schedule_options(self) -> dict:
+        """How this backbone spreads a ``merge_num`` over its blocks:
+        ``inflect`` (``merge_inflect``) and ``compat``
+        (``schedule_compat``), as keyword arguments of
+        :func:`~mergemix_mm.models.tome.schedule_from_merge_num` and
+        :func:`~mergemix_mm.models.tome.schedule_from_setting`."""
+        geo = self._tome_geometry_args
+        return dict(inflect=geo['merge_inflect'],
+                    compat=geo['schedule_compat'])
+
     def check_merge_schedule(self,
                              merge_num: int = 0,
                              tome_r: Optional[RType] = None,

@@ -193,7 +193,10 @@ def schedule_from_merge_num(num_layers: int,
     return r_list
 
 
-def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
+def schedule_from_setting(setting: str,
+                          num_layers: int,
+                          inflect: float = -0.5,
+                          compat: Optional[str] = None) -> List[int]:
     """``r`` per block for a setting name of the ToMe tools.
 
     Args:
@@ -201,6 +204,10 @@ def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
             schedule of ``N`` merged tokens, :func:`schedule_from_merge_num`)
             or ``'r<N>'`` (ToMe's constant ``r=N``, :func:`parse_r`).
         num_layers (int): Number of blocks.
+        inflect (float): Inflection of the ``'merge<N>'`` schedule (a
+            backbone's ``merge_inflect``). Defaults to -0.5.
+        compat (str, optional): ``schedule_compat`` of the ``'merge<N>'``
+            schedule. Defaults to None.
 
     Returns:
         list[int]: ``r`` per block.
@@ -211,7 +218,8 @@ def schedule_from_setting(setting: str, num_layers: int) -> List[int]:
     if setting == 'none':
         return [0] * num_layers
     if setting.startswith('merge') and setting[5:].isdigit():
-        return schedule_from_merge_num(num_layers, int(setting[5:]))
+        return schedule_from_merge_num(
+            num_layers, int(setting[5:]), inflect=inflect, compat=compat)
     if setting.startswith('r') and setting[1:].isdigit():
         return parse_r(num_layers, int(setting[1:]))
     raise ValueError(

@@ -72,6 +72,9 @@ def check_imagenet_layout(data_root: str,
     if not osp.isdir(data_root):
         return [f'dataset root {data_root!r} does not exist']
     problems = []
+    classes_file = osp.join(data_root, IMAGENET_CLASSES_FILE)
+    num_classes = (len(read_lines(classes_file))
+                   if osp.isfile(classes_file) else None)
     for split in splits:
         folder = osp.join(data_root, split)
         ann = osp.join(data_root, 'meta', f'{split}.txt')
@@ -95,14 +98,24 @@ def check_imagenet_layout(data_root: str,
             problems.append(f'split {split!r}: annotation file {ann!r} is '
                             'empty')
             continue
-        bad = [ln for ln in lines[:1000] if len(ln.rsplit(' ', 1)) != 2
-               or not ln.rsplit(' ', 1)[1].lstrip('-').isdigit()]
+        rows = [ln.rsplit(' ', 1) for ln in lines]
+        bad = [ln for ln, row in zip(lines, rows)
+               if len(row) != 2 or not row[1].isdigit()]
         if bad:
             problems.append(
                 f'split {split!r}: annotation file {ann!r} has lines that are '
-                f'not "<path> <int label>", e.g. {bad[0]!r}')
+                f'not "<path> <label>" with a label >= 0, e.g. {bad[0]!r}')
             continue
-        paths = [osp.join(folder, ln.rsplit(' ', 1)[0]) for ln in lines]
+        high = [] if num_classes is None else [
+            ln for ln, row in zip(lines, rows) if int(row[1]) >= num_classes
+        ]
+        if high:
+            problems.append(
+                f'split {split!r}: annotation file {ann!r} has labels outside '
+                f'the {num_classes} classes of {classes_file!r}, e.g. '
+                f'{high[0]!r}')
+            continue
+        paths = [osp.join(folder, row[0]) for row in rows]
         missing = sample_missing_files(paths, max_images_checked)
         if missing:
             problems.append(

@@ -170,6 +170,32 @@ def test_check_names_missing_split(prepared, capsys):
                for p in problems)
 
 
+@pytest.mark.parametrize('label, message', [
+    ('-1', 'with a label >= 0'),
+    ('x', 'with a label >= 0'),
+    (None, 'labels outside the'),
+])
+def test_check_refuses_bad_labels(prepared, label, message):
+    """A hand-written meta file with a negative, non-integer or too large
+    label (checked on every line, not only the first 1000) is a problem
+    naming the file; the converter's own files pass."""
+    out, _ = prepared
+    assert check_imagenet_layout(out) == []
+    ann = osp.join(out, 'meta', 'val.txt')
+    with open(osp.join(out, 'meta', 'classes.txt')) as f:
+        num_classes = len(f.read().split())
+    with open(ann) as f:
+        lines = f.read().splitlines()
+    path = lines[-1].rsplit(' ', 1)[0]
+    bad = f'{path} {num_classes if label is None else label}'
+    with open(ann, 'w') as f:
+        f.write('\n'.join(lines * 700 + [bad]) + '\n')
+    problems = check_imagenet_layout(out)
+    assert len(problems) == 1 and problems[0].startswith("split 'val'")
+    assert message in problems[0] and repr(ann) in problems[0]
+    assert repr(bad) in problems[0]
+
+
 def test_missing_folders_fail_with_named_paths(tmp_path, prepared):
     out, _ = prepared
     missing_root = str(tmp_path / 'no_imagenet')

@@ -73,8 +73,14 @@ def parse_args(argv=None):
     parser.add_argument('--gpu', action='store_true',
                         help='CIFAR-shaped DeiT-S run on CUDA instead')
     parser.add_argument('--out', default=common.RESULTS)
-    parser.add_argument('--name', default='cost')
-    return parser.parse_args(argv)
+    parser.add_argument(
+        '--name', default=None,
+        help="result file stem (default 'cost', 'cost_gpu' with --gpu, so a "
+        'GPU run does not replace the CPU results)')
+    args = parser.parse_args(argv)
+    if args.name is None:
+        args.name = 'cost_gpu' if args.gpu else 'cost'
+    return args
 
 
 def _setup(setting: dict, device: str, method: str = 'vanilla'):

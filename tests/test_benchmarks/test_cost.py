@@ -19,6 +19,14 @@ def test_counts_below_one_are_rejected(argv, capsys):
     assert f'argument {argv[0]}' in capsys.readouterr().err
 
 
+def test_gpu_results_do_not_replace_the_cpu_results():
+    """``--gpu`` used to write ``cost.json`` / ``cost.md`` over the CPU
+    results (and the CPU-only accuracy-vs-cost plot then lost its data)."""
+    assert cost.parse_args([]).name == 'cost'
+    assert cost.parse_args(['--gpu']).name == 'cost_gpu'
+    assert cost.parse_args(['--gpu', '--name', 'x']).name == 'x'
+
+
 def test_unknown_method_names_the_option():
     threads = torch.get_num_threads()
     try:

@@ -4,6 +4,9 @@ _base_ = [
     '../_base_/schedules/finegrained_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
+# Fine-tunes from ImageNet weights as in the paper: pass --cfg-options
+# load_from=PATH, an mmpretrain-format checkpoint (see
+# configs/mergemix/README.md); without it, this trains from scratch.
 # Mixup alpha 1.0, the alpha of the paper's fine-grained Table A2.
 model = dict(
     head=dict(num_classes=200),

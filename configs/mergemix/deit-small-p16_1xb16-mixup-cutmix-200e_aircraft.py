@@ -4,6 +4,9 @@ _base_ = [
     '../_base_/schedules/finegrained_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
+# Fine-tunes from ImageNet weights as in the paper: pass --cfg-options
+# load_from=PATH, an mmpretrain-format checkpoint (see
+# configs/mergemix/README.md); without it, this trains from scratch.
 # DeiT recipe: Mixup(0.8) or CutMix(1.0), chosen 50/50 per batch.
 model = dict(
     head=dict(num_classes=100),

@@ -9,7 +9,8 @@ _base_ = [
 # ALGORITHM.md §8.2).
 model = dict(
     head=dict(num_classes=1000),
-    backbone=dict(merge_num=49),  # ToMe-49 schedule of the backbone
+    backbone=dict(merge_num=49),  # as OpenMixup sets it; inert here:
+    # with tome_in_mix=True the mask pass merges with the augment's merge_num
     # tome_in_mix=True: merging only in the mask pass; training forwards and
     # test un-merged
     tome_in_mix=True,

@@ -4,11 +4,15 @@ _base_ = [
     '../_base_/schedules/finegrained_adamw_200e.py',
     '../_base_/default_runtime.py',
 ]
+# Fine-tunes from ImageNet weights as in the paper: pass --cfg-options
+# load_from=PATH, an mmpretrain-format checkpoint (see
+# configs/mergemix/README.md); without it, this trains from scratch.
 # MergeMix, official recipe (cub200/.../vit_b_mergemix_l9_a1_tm98_s in
 # OpenMixup; ALGORITHM.md §8.2).
 model = dict(
     head=dict(num_classes=200),
-    backbone=dict(merge_num=98),  # ToMe-98 schedule of the backbone
+    backbone=dict(merge_num=98),  # as OpenMixup sets it; inert here:
+    # with tome_in_mix=True the mask pass merges with the augment's merge_num
     # tome_in_mix=True: merging only in the mask pass; training forwards and
     # test un-merged
     tome_in_mix=True,

@@ -7,7 +7,8 @@ _base_ = [
 # MergeMix, official recipe (cifar100/.../deit_b_mergemix_..._4bs25_ep200 in
 # OpenMixup; ALGORITHM.md §8.2).
 model = dict(
-    backbone=dict(merge_num=98),  # ToMe-98 schedule of the backbone
+    backbone=dict(merge_num=98),  # as OpenMixup sets it; inert here:
+    # with tome_in_mix=True the mask pass merges with the augment's merge_num
     # tome_in_mix=True: merging only in the mask pass; training forwards and
     # test un-merged
     tome_in_mix=True,

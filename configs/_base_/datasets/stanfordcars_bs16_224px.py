@@ -10,9 +10,8 @@
 #   8,144 train / 8,041 test.
 # Prepare with:
 #   python tools/dataset_converters/prepare_stanford_cars.py --archives \
-#       cars_train.tgz cars_test.tgz car_devkit.tgz
-# cars_test_annos_withlabels.mat \
-#       --out data/stanford_cars
+#       cars_train.tgz cars_test.tgz car_devkit.tgz \
+#       cars_test_annos_withlabels.mat --out data/stanford_cars
 # To skip unreadable images during training (logged with their paths and a
 # running count) set train_dataloader.dataset.skip_bad_samples=True.
 dataset_type = 'StanfordCarsLocal'

@@ -208,11 +208,15 @@ class LlavaAdapter:
         rows_with = int((per_row > 0).sum())
         bad = (per_row > 0) & (per_row != n_feat)
         if bad.any() or rows_with != n_img:
+            # the merge count that gave these features (set_merge_num may
+            # have changed it since the adapter was built)
+            merged = (f' (merge_num={self.num_visual_tokens(0) - n_feat})'
+                      if n_img else '')
             raise ValueError(
                 'visual-token budget mismatch: rows have '
                 f'{per_row.tolist()} <image> tokens but the vision tower '
-                f'gives {n_feat} tokens for each of {n_img} images '
-                f'(merge_num={self.args.merge_num}); build the collator with '
+                f'gives {n_feat} tokens for each of {n_img} images{merged}; '
+                'build the collator with '
                 'num_image_tokens=model.num_visual_tokens()')
         if n_img:
             embeds = embeds.masked_scatter(

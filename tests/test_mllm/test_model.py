@@ -156,9 +156,12 @@ def test_visual_token_budget_is_asserted(tiny_llava, make_samples):
         wrapper(**bad(make_samples(2)), lam=0.5)
     with pytest.raises(ValueError, match='merge_num=64'):
         MergeMixVLM(model, MergeMixArguments(merge_num=64))
-    # inference budget can differ from the training budget
+    # inference budget can differ from the training budget; the error then
+    # names the merge count in force (it named the built one)
     wrapper.set_merge_num(48)
     assert wrapper.num_visual_tokens() == 16
+    with pytest.raises(ValueError, match=r'images \(merge_num=48\)'):
+        wrapper(**good(make_samples(2)), lam=0.5)
 
 
 def test_eval_mode_is_sft_and_generate_runs(tiny_llava, make_samples):

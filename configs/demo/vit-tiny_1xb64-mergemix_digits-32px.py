@@ -2,7 +2,9 @@
 # The mask comes from block 2 (of 4) of the model being trained, after a
 # no-grad ToMe pass that merges 32 of the 64 patch tokens. Labels use the kept
 # pixel fraction (lam_scale=False, as OpenMixup's ImageNet recipe); see
-# configs/mergemix/digits/ for the re-scaled variants.
+# configs/mergemix/digits/ for the re-scaled variants. No auxiliary loss
+# (aux_loss=None): the official recipe's extra Mixup loss is the -auxmixup
+# config of configs/mergemix/digits/.
 _base_ = [
     '../_base_/models/vit-tiny-p4_digits-32px.py',
     '../_base_/datasets/digits_bs64_32px.py',

@@ -163,6 +163,27 @@ def test_head_mean_metric_is_the_mean_over_heads():
     assert head_mean_metric(keys).tolist() == [[[2.], [3.]], [[8.], [9.]]]
 
 
+@pytest.mark.parametrize('heads', [1, 2, 6])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64,
+                                   torch.bfloat16])
+def test_head_mean_metric_on_strided_qkv_keys(heads, dtype):
+    """The keys as the blocks hand them over (a strided view of the fused
+    qkv output): the metric is the mean over heads for every dtype and head
+    count, and gradients reach the keys."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(3, 5, 3, heads, 8, generator=g, dtype=torch.float64)
+    qkv = qkv.to(dtype).requires_grad_()
+    keys = qkv.permute(2, 0, 3, 1, 4)[1]  # [B, H, T, d], not contiguous
+    assert not keys.is_contiguous()
+    metric = head_mean_metric(keys)
+    assert metric.shape == (3, 5, 8) and metric.dtype == dtype
+    torch.testing.assert_close(metric, keys.mean(dim=1))
+    metric.sum().backward()
+    expected = torch.zeros_like(qkv)
+    expected[:, :, 1] = 1 / heads
+    torch.testing.assert_close(qkv.grad, expected)
+
+
 def test_negative_attn_layer_counts_from_the_end():
     assert normalize_attn_layer(-4, 4) == 0
     assert normalize_attn_layer(-1, 4) == 3

@@ -46,6 +46,9 @@ TOME_EXTRA = [
      'AVX-512 host, the same command, next session (2026-12-07 21:20, '
      'quiet machine, slower absolute times): tuned allocator, 4 processes '
      'x 8 rounds'),
+    ('tome_speed_s16',
+     'AVX-512 host, the same command, next session (2026-12-07 22:54, '
+     'merging step unchanged): tuned allocator, 4 processes x 8 rounds'),
 ]
 
 

@@ -84,3 +84,61 @@ def test_publish_errors_name_the_problem(tmp_path, capsys):
         tool.publish(str(work), CONFIG, str(tmp_path / 'o'))
     assert tool.main([str(tmp_path / 'missing'), '--config', CONFIG]) == 1
     assert 'no mmengine run' in capsys.readouterr().err
+
+
+def test_publish_counts_come_from_the_checkpoint(tmp_path):
+    """mmengine does not log an epoch's last iteration when it is not a
+    multiple of the logging interval (30 epochs x 22 iterations, interval
+    10: the last logged iteration is 658); the record takes the checkpoint's
+    own counts."""
+    tool = _tool()
+    work = tmp_path / 'work'
+    ckpt = _fake_work_dir(work)
+    log = work / '20261123_120000' / 'vis_data' / '20261123_120000.json'
+    log.write_text(log.read_text().replace('"iter": 660', '"iter": 658'))
+    torch.save(dict(meta=dict(epoch=30, iter=660),
+                    state_dict=dict(w=torch.ones(2))), ckpt)
+    rec = tool.publish(str(work), CONFIG, str(tmp_path / 'runs'))
+    assert (rec['epochs'], rec['iterations']) == (30, 660)
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), ckpt)  # no meta
+    rec = tool.publish(str(work), CONFIG, str(tmp_path / 'runs'))
+    assert (rec['epochs'], rec['iterations']) == (30, 658)  # the log's
+
+
+def test_weights_hash_of_0d_tensors_and_unchanged_for_the_rest(tmp_path):
+    """A 0-d tensor (BatchNorm's num_batches_tracked) used to crash the
+    hash; for every other tensor the bytes hashed are those of
+    ``value.view(torch.uint8)``, so published hashes stay valid."""
+    tool = _tool()
+    state = dict(w=torch.arange(6.).reshape(2, 3), b=torch.zeros(0),
+                 m=torch.tensor([[True, False]]),
+                 h=torch.arange(4, dtype=torch.float16))
+    path = tmp_path / 'a.pth'
+    torch.save(dict(state_dict=state), path)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].contiguous()
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b'')
+    assert tool.weights_sha256(str(path)) == digest.hexdigest()
+    state['n'] = torch.tensor(7)
+    torch.save(dict(state_dict=state), path)
+    with_0d = tool.weights_sha256(str(path))
+    state['n'] = torch.tensor(8)
+    torch.save(dict(state_dict=state), path)
+    assert tool.weights_sha256(str(path)) != with_0d
+
+
+def test_publish_writes_nothing_when_the_checkpoint_cannot_be_read(
+        tmp_path):
+    tool = _tool()
+    work = tmp_path / 'work'
+    ckpt = _fake_work_dir(work)
+    ckpt.write_bytes(b'not a checkpoint')
+    out = tmp_path / 'runs'
+    with pytest.raises(Exception):
+        tool.publish(str(work), CONFIG, str(out))
+    assert not out.exists()

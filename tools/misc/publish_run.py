@@ -54,7 +54,14 @@ def sha256sum(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(path: str) -> str:
+def _load_checkpoint(path: str):
+    """A *local* checkpoint, loaded with pickle (only use it on files you
+    trust, e.g. your own runs)."""
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def weights_sha256(path: str, ckpt=None) -> str:
     """SHA-256 over a checkpoint's ``state_dict`` only: parameter names,
     dtypes, shapes and values in key order.
 
@@ -62,9 +69,14 @@ def weights_sha256(path: str) -> str:
     name, so two runs with bit-identical weights have different file hashes;
     this hash is equal for them. Loads a *local* checkpoint with pickle
     (only use it on files you trust, e.g. your own runs).
+
+    Args:
+        path (str): The checkpoint.
+        ckpt (object, optional): ``path`` already loaded. Defaults to None.
     """
     import torch
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    if ckpt is None:
+        ckpt = _load_checkpoint(path)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     digest = hashlib.sha256()
     for key in sorted(state):
@@ -75,7 +87,10 @@ def weights_sha256(path: str) -> str:
         digest.update(key.encode())
         digest.update(str(value.dtype).encode())
         digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes()
+        # flattened first: a 0-d tensor (e.g. BatchNorm's
+        # num_batches_tracked) cannot be viewed as bytes; for the others
+        # the bytes are the same
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes()
                       if value.numel() else b'')
     return digest.hexdigest()
 
@@ -229,13 +244,12 @@ def publish(work_dir: str,
     trains = [r for r in records if 'loss' in r]
     ckpt = checkpoint_of(work_dir, checkpoint)
     name = name or osp.splitext(osp.basename(config))[0]
-    os.makedirs(out, exist_ok=True)
     log_copy = osp.join(out, f'{name}.log.json')
-    if len(segments) == 1:
-        shutil.copyfile(json_log, log_copy)
-    else:
-        with open(log_copy, 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in records)
+    # the checkpoint's own counts: the log skips an epoch's last iteration
+    # when it is not a multiple of the logging interval
+    loaded = _load_checkpoint(ckpt)
+    meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
+    last = trains[-1] if trains else {}
     record = dict(
         name=name,
         config=osp.relpath(osp.abspath(config), ROOT),
@@ -243,15 +257,22 @@ def publish(work_dir: str,
         run=stamp,
         top1=vals[-1]['accuracy/top1'],
         top1_by_val=[v['accuracy/top1'] for v in vals],
-        epochs=trains[-1].get('epoch') if trains else None,
-        iterations=trains[-1].get('iter') if trains else None,
+        epochs=meta.get('epoch', last.get('epoch')),
+        iterations=meta.get('iter', last.get('iter')),
         wall_time_s=(None if any(w is None for w in walls) else
                      sum(walls)),
         log=osp.basename(log_copy),
         checkpoint=osp.basename(ckpt),
         checkpoint_bytes=osp.getsize(ckpt),
         checkpoint_sha256=sha256sum(ckpt),
-        weights_sha256=weights_sha256(ckpt))
+        weights_sha256=weights_sha256(ckpt, loaded))
+    # nothing is written before every field is known
+    os.makedirs(out, exist_ok=True)
+    if len(segments) == 1:
+        shutil.copyfile(json_log, log_copy)
+    else:
+        atomic_write_text(''.join(json.dumps(r) + '\n' for r in records),
+                          log_copy)
     if len(segments) > 1:  # resumed: the runs the log and times cover
         record['runs'] = [osp.basename(seg) for seg, _ in segments]
     atomic_write_text(json.dumps(record, indent=1),

@@ -38,11 +38,16 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
         torch.device: The device.
 
     Raises:
-        ValueError: If CUDA is asked for but not available.
+        ValueError: If ``device`` is not a device string, or CUDA is asked
+            for but not available.
     """
     if device is None:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f'--device {device!r} is not a device: {err}') from err
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {device}: CUDA is not available on this '
                          'machine; use --device cpu.')

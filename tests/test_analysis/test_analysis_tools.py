@@ -208,3 +208,28 @@ def test_tools_match_on_gpu(tools, tiny_config, tiny_checkpoint, tmp_path):
         str(tmp_path / 'v'), '--device', 'cuda', '--num-samples', '2'
     ])
     assert_png(str(tmp_path / 'v' / summary['augments'][0]['png']))
+
+
+@pytest.mark.parametrize('name', ['visualize_mix', 'calibration',
+                                  'occlusion'])
+def test_bad_out_and_device_fail_before_the_work(tools, tiny_config,
+                                                 tiny_checkpoint, tmp_path,
+                                                 capsys, name):
+    """An ``--out`` that names a file (or lies under one) is a usage error
+    naming ``--out`` at parse time (it used to fail after the whole
+    evaluation with a bare FileExistsError); a ``--device`` that is not a
+    device is a ValueError naming ``--device`` (was torch's RuntimeError)."""
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    ckpt = (['--checkpoint', tiny_checkpoint] if name == 'visualize_mix'
+            else [tiny_checkpoint])
+    for out in (a_file, a_file / 'sub'):
+        with pytest.raises(SystemExit):
+            tools[name].parse_args([tiny_config, *ckpt, '--out', str(out)])
+        assert '--out' in capsys.readouterr().err
+    args = tools[name].parse_args(
+        [tiny_config, *ckpt, '--out', str(tmp_path / 'new' / 'dir')])
+    assert args.out == str(tmp_path / 'new' / 'dir')
+    with pytest.raises(ValueError, match="--device 'gpu' is not a device"):
+        tools[name].main([tiny_config, *ckpt, '--out', str(tmp_path / 'o'),
+                          '--device', 'gpu'])

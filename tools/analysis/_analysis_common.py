@@ -9,6 +9,7 @@ option helpers. The library side (loading, prediction, plots) is
 :mod:`mergemix_mm.analysis`.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -17,7 +18,7 @@ __all__ = [
     'add_label_args', 'add_loader_args', 'check_per_checkpoint',
     'default_labels', 'check_inputs', 'iter_checkpoint_models',
     'command_line', 'run_cli', 'cfg_options_action', 'check_loader_args',
-    'check_at_least_one'
+    'check_at_least_one', 'check_out_dir'
 ]
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -104,6 +105,22 @@ def check_loader_args(parser: argparse.ArgumentParser,
     """Fail (``parser.error``) on a ``--batch-size`` or ``--max-batches``
     below 1, before anything is built or written."""
     check_at_least_one(parser, args, ('batch_size', 'max_batches'))
+
+
+def check_out_dir(parser: argparse.ArgumentParser, out: str) -> None:
+    """Fail (``parser.error``) when ``--out`` cannot become the output
+    folder: it is an existing file, or its nearest existing parent is not a
+    writable folder. Checked before anything runs, so that a long
+    evaluation does not end in a traceback."""
+    if osp.exists(out) and not osp.isdir(out):
+        parser.error(f'--out {out!r} exists and is not a directory')
+    parent = osp.abspath(out)
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        parser.error(f'--out {out!r}: {parent!r} is a file, not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        parser.error(f'--out {out!r}: {parent!r} is not writable')
 
 
 def default_labels(paths: Sequence[str]) -> List[str]:

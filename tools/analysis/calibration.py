@@ -29,7 +29,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
                               check_inputs, check_loader_args,
-                              check_per_checkpoint,
+                              check_out_dir, check_per_checkpoint,
                               command_line, default_labels,
                               iter_checkpoint_models, run_cli)
 
@@ -53,6 +53,7 @@ def parse_args(argv=None):
     check_loader_args(parser, args)
     if args.num_bins < 1:
         parser.error(f'--num-bins {args.num_bins} must be >= 1')
+    check_out_dir(parser, args.out)
     return args
 
 

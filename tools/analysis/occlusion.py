@@ -32,7 +32,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
                               check_inputs, check_loader_args,
-                              check_per_checkpoint,
+                              check_out_dir, check_per_checkpoint,
                               command_line, default_labels,
                               iter_checkpoint_models, run_cli)
 
@@ -91,6 +91,7 @@ def parse_args(argv=None):
         parser.error(f'--fill {args.fill} must be a finite number')
     if args.patch_size is not None and args.patch_size < 1:
         parser.error(f'--patch-size {args.patch_size} must be >= 1')
+    check_out_dir(parser, args.out)
     return args
 
 

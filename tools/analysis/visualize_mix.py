@@ -31,7 +31,8 @@ import textwrap
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from _analysis_common import cfg_options_action, run_cli  # noqa: E402
+from _analysis_common import (  # noqa: E402
+    cfg_options_action, check_out_dir, run_cli)
 
 __all__ = ['parse_args', 'main']
 
@@ -87,6 +88,7 @@ def parse_args(argv=None):
         parser.error(f'--num-samples {args.num_samples} is more than '
                      f'--batch-size {args.batch_size}: the rows come from '
                      'one mixed batch')
+    check_out_dir(parser, args.out)
     return args
 
 

@@ -233,3 +233,20 @@ def test_bad_out_and_device_fail_before_the_work(tools, tiny_config,
     with pytest.raises(ValueError, match="--device 'gpu' is not a device"):
         tools[name].main([tiny_config, *ckpt, '--out', str(tmp_path / 'o'),
                           '--device', 'gpu'])
+
+
+def test_every_checkpoint_sees_the_same_train_images(tools, tiny_config,
+                                                     tiny_checkpoint):
+    """With a random pipeline (``--split train``) the checkpoints of one
+    run are compared on the same crops: the generators are re-seeded per
+    checkpoint (the second checkpoint used to get other crops)."""
+    import argparse
+    iter_checkpoint_models = tools['calibration'].iter_checkpoint_models
+    args = argparse.Namespace(checkpoints=[tiny_checkpoint] * 2,
+                              cfg_options=None, split='train', batch_size=8)
+    firsts = []
+    for *_, loader in iter_checkpoint_models(args, ['a', 'b'],
+                                             [tiny_config] * 2, 'cpu'):
+        firsts.append(next(iter(loader))['inputs'])
+    assert len(firsts) == 2
+    assert all(torch.equal(x, y) for x, y in zip(*firsts))

@@ -161,12 +161,18 @@ def iter_checkpoint_models(
 
     Yields:
         tuple: ``(label, config, checkpoint, model, loader)``: the model in
-        eval mode on ``device`` and the ``args.split`` dataloader.
+        eval mode on ``device`` and the ``args.split`` dataloader. The
+        random generators are re-seeded before each loader is handed out,
+        so every checkpoint sees the same images also where the pipeline
+        is random (``--split train``: crops, flips).
     """
+    from mmengine.runner import set_random_seed
+
     from mergemix_mm.analysis import build_loader, build_model, load_config
     for label, config, ckpt in zip(labels, configs, args.checkpoints):
         cfg = load_config(config, args.cfg_options)
         model = build_model(cfg, ckpt, device)
+        set_random_seed(0)
         loader = build_loader(cfg, args.split, args.batch_size)
         yield label, config, ckpt, model, loader
 

@@ -250,3 +250,43 @@ def test_every_checkpoint_sees_the_same_train_images(tools, tiny_config,
         firsts.append(next(iter(loader))['inputs'])
     assert len(firsts) == 2
     assert all(torch.equal(x, y) for x, y in zip(*firsts))
+
+
+def test_occlusion_of_configs_with_other_batch_and_patch_sizes(
+        tools, tiny_config, tiny_checkpoint, tmp_path, monkeypatch):
+    """The masks are drawn batch by batch, so every checkpoint runs with the
+    first config's test batch size (a config with another one used to get
+    other occlusions); with different cell sizes each curve names its own
+    (the title used to give the first checkpoint's for all)."""
+    from mmengine.runner import save_checkpoint
+    other = tmp_path / 'p4.py'
+    other.write_text(f'_base_ = [{tiny_config!r}]\n'
+                     'model = dict(backbone=dict(patch_size=4))\n'
+                     'test_dataloader = dict(batch_size=64)\n')
+    torch.manual_seed(2)
+    model = build_model(load_config(str(other)))
+    other_ckpt = str(tmp_path / 'p4.pth')
+    save_checkpoint(dict(state_dict=model.state_dict()), other_ckpt)
+    tool = tools['occlusion']
+    seen, plotted = [], {}
+    import mergemix_mm.analysis as analysis
+    original = analysis.occlusion_curve
+
+    def spy_curve(model, loader, *args, **kwargs):
+        seen.append(loader.batch_size)
+        return original(model, loader, *args, **kwargs)
+
+    def spy_plot(curves, path, title=None):
+        plotted.update(labels=list(curves), title=title)
+
+    monkeypatch.setattr(analysis, 'occlusion_curve', spy_curve)
+    monkeypatch.setattr(analysis, 'plot_occlusion', spy_plot)
+    tool.main([tiny_config, tiny_checkpoint, other_ckpt, '--configs',
+               tiny_config, str(other), '--labels', 'A', 'B',
+               '--fractions', '0', '0.5', '--out', str(tmp_path / 'occ'),
+               '--device', 'cpu', '--max-batches', '1'])
+    assert seen == [150, 150]
+    assert plotted['labels'] == ['A (8x8)', 'B (4x4)']
+    assert plotted['title'].startswith('random patch occlusion (')
+    md = (tmp_path / 'occ' / 'occlusion.md').read_text()
+    assert 'Occlusion cells: A 8x8, B 4x4.' in md

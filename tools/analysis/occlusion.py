@@ -3,9 +3,10 @@
 At each fraction f in 0, 0.1, ..., 1.0, ``round(f * N)`` of the N patches of
 every test image (the ViT's patch grid, or ``--patch-size`` cells) are set to
 ``--fill`` (default 0) *after* normalisation, i.e. to the dataset mean
-colour. The occlusions depend only on ``--seed`` and the (unshuffled) test
-loader, so all checkpoints see the same ones. Several checkpoints go on one
-plot.
+colour. The occlusions depend only on ``--seed``, the fractions, the batch
+size and the (unshuffled) test loader, so all checkpoints see the same ones
+(with ``--configs``, every checkpoint runs with the first config's batch
+size unless ``--batch-size`` is given). Several checkpoints go on one plot.
 
 Examples::
 
@@ -120,6 +121,13 @@ def main(argv=None):
     if len(set(labels)) != len(labels):
         raise ValueError(f'--labels {labels} must be distinct.')
     device = resolve_device(args.device)
+    if args.batch_size is None and len(set(configs)) > 1:
+        # the occlusion masks are drawn batch by batch: one batch size for
+        # every checkpoint, so that all of them see the same occlusions
+        from mergemix_mm.analysis import load_config
+        loader_cfg = load_config(configs[0], args.cfg_options).get(
+            f'{args.split}_dataloader') or {}
+        args.batch_size = loader_cfg.get('batch_size')
     curves, records = {}, []
     for label, config, ckpt, model, loader in iter_checkpoint_models(
             args, labels, configs, device):
@@ -139,15 +147,25 @@ def main(argv=None):
         print(f'{label} (top-1 %, patch {curve["patch_size"]}): {pairs}')
     os.makedirs(args.out, exist_ok=True)  # only now: nothing on failure
     png = osp.join(args.out, 'occlusion.png')
-    patch = records[0]['patch_size']
-    plot_occlusion(
-        curves, png, f'random {patch[0]}x{patch[1]} patch occlusion '
-        f'({records[0]["num_samples"]} images)')
+    sizes = {tuple(r['patch_size']) for r in records}
+    if len(sizes) == 1:
+        (ph, pw), = sizes
+        title, plotted = f'random {ph}x{pw} patch occlusion', curves
+    else:  # each curve names its own cell size
+        title = 'random patch occlusion'
+        plotted = {f"{label} ({c['patch_size'][0]}x{c['patch_size'][1]})": c
+                   for label, c in curves.items()}
+    counts = sorted({r['num_samples'] for r in records})
+    plot_occlusion(plotted, png, f"{title} "
+                   f"({'/'.join(map(str, counts))} images)")
     table = format_table(curves)
     command = command_line('occlusion', argv)
     with open(osp.join(args.out, 'occlusion.md'), 'w') as f:
+        cells = ', '.join(f"{r['label']} {r['patch_size'][0]}x"
+                          f"{r['patch_size'][1]}" for r in records)
         f.write(f'# Random patch occlusion (top-1 %, split {args.split!r}, '
                 f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
+                f'Occlusion cells: {cells}.\n\n'
                 f'{table}\n\n![occlusion](occlusion.png)\n')
     with open(osp.join(args.out, 'occlusion.json'), 'w') as f:
         json.dump(dict(command=command,

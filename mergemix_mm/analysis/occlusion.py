@@ -1,12 +1,13 @@
 """Robustness to random patch occlusion (Fig. 5 of the MergeMix paper).
 
 A fraction ``f`` of the patch grid is hidden in every test image: exactly
-``round(f * N)`` of the ``N`` patches, chosen uniformly at random per image,
-are set to ``fill`` *after* normalisation. With the default ``fill = 0`` an
-occluded patch shows the dataset mean colour (the data preprocessor's
-``mean``). The random choice depends only on the seed, the batch order and
-the fraction, so every checkpoint evaluated with the same seed and loader
-sees the same occlusions.
+``floor(f * N + 0.5)`` (``f * N`` rounded half up) of the ``N`` patches,
+chosen uniformly at random per image, are set to ``fill`` *after*
+normalisation. With the default ``fill = 0`` an occluded patch shows the
+dataset mean colour (the data preprocessor's ``mean``). The random choice
+depends only on the seed, the batch size and order and the fraction, so
+every checkpoint evaluated with the same seed and loader sees the same
+occlusions.
 """
 import math
 from typing import Dict, Optional, Sequence, Tuple
@@ -69,7 +70,8 @@ def random_patch_mask(
         grid: Tuple[int, int],
         fraction: float,
         generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``[B, h, w]`` bool, True on exactly ``round(fraction * h * w)``
+    """``[B, h, w]`` bool, True on exactly
+    ``floor(fraction * h * w + 0.5)``
     random cells per image.
 
     The random numbers are drawn on the CPU, so the result does not depend on

@@ -290,3 +290,14 @@ def test_occlusion_of_configs_with_other_batch_and_patch_sizes(
     assert plotted['title'].startswith('random patch occlusion (')
     md = (tmp_path / 'occ' / 'occlusion.md').read_text()
     assert 'Occlusion cells: A 8x8, B 4x4.' in md
+
+
+def test_calibration_labels_must_be_distinct(tools, tiny_config,
+                                             tiny_checkpoint, tmp_path):
+    """Two checkpoints with one label could not be told apart in the table
+    and the figure; refused before any work, as occlusion.py does."""
+    with pytest.raises(ValueError, match='must be distinct'):
+        tools['calibration'].main([
+            tiny_config, tiny_checkpoint, tiny_checkpoint, '--labels', 'A',
+            'A', '--out', str(tmp_path / 'cal'), *FAST])
+    assert not (tmp_path / 'cal').exists()

@@ -82,6 +82,8 @@ def main(argv=None):
                                       resolve_device)
 
     labels = args.labels or default_labels(args.checkpoints)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f'--labels {labels} must be distinct.')
     device = resolve_device(args.device)
     rows, records = [], []
     for label, config, ckpt, model, loader in iter_checkpoint_models(

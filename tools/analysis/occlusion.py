@@ -1,12 +1,13 @@
 """Robustness to random patch occlusion: top-1 vs occluded share.
 
-At each fraction f in 0, 0.1, ..., 1.0, ``round(f * N)`` of the N patches of
-every test image (the ViT's patch grid, or ``--patch-size`` cells) are set to
-``--fill`` (default 0) *after* normalisation, i.e. to the dataset mean
-colour. The occlusions depend only on ``--seed``, the fractions, the batch
-size and the (unshuffled) test loader, so all checkpoints see the same ones
-(with ``--configs``, every checkpoint runs with the first config's batch
-size unless ``--batch-size`` is given). Several checkpoints go on one plot.
+At each fraction f in 0, 0.1, ..., 1.0, ``floor(f * N + 0.5)`` (f * N
+rounded half up) of the N patches of every test image (the ViT's patch grid,
+or ``--patch-size`` cells) are set to ``--fill`` (default 0) *after*
+normalisation, i.e. to the dataset mean colour. The occlusions depend only
+on ``--seed``, the fractions, the batch size and the (unshuffled) test
+loader, so all checkpoints see the same ones (with ``--configs``, every
+checkpoint runs with the first config's batch size unless ``--batch-size``
+is given). Several checkpoints go on one plot.
 
 Examples::
 

@@ -106,6 +106,9 @@ def test_grid_geometry_follows_the_laws(alpha, seed):
                    cut_area_ratio=1.0, cut_aspect_ratio=1.0).build_mix(x)
     (cell_h, cell_w), (hole_h, hole_w) = plan['grid']['cell'], \
         plan['grid']['hole']
+    # the whole 64 px image is the crop: n_holes=4 cells of 16 px per row
+    assert tuple(plan['grid']['crop'][2:]) == (64, 64)
+    assert cell_w == 16
     assert cell_h == max(int(cell_w * 0.5), 2)
     ratio = math.sqrt(1 - lam)
     assert hole_w == min(max(int(cell_w * ratio), 1), cell_w - 1)

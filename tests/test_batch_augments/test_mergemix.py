@@ -369,6 +369,21 @@ def test_mode_elem_draws_one_lam_per_sample():
     torch.testing.assert_close(draws['elem'], ref)
 
 
+@pytest.mark.parametrize('mode', ['batch', 'elem'])
+def test_lambda_is_drawn_from_beta_alpha(mode):
+    """lambda ~ Beta(alpha, alpha) with the configured alpha (every other
+    test uses alpha=1, where a hard-coded Beta(1, 1) would also pass)."""
+    x, _ = batch()
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2, alpha=0.2,
+                                   lam_scale=False, mode=mode)))
+    np.random.seed(3)
+    draw = aug.build_mix(x)['lam_draw']
+    np.random.seed(3)
+    ref = np.random.beta(0.2, 0.2, size=8 if mode == 'elem' else None)
+    ref = torch.as_tensor(ref, dtype=torch.float32).expand(8)
+    torch.testing.assert_close(draw, ref)
+
+
 @pytest.mark.parametrize('attn_eval_mode', [True, False])
 def test_attn_eval_mode_turns_off_drop_path_in_mask_pass(attn_eval_mode):
     """With ``attn_eval_mode`` the mask pass ignores dropout / drop-path, so
@@ -457,3 +472,33 @@ def test_mask_leaked_llava_keeps_complement():
     torch.testing.assert_close(ma['patch_mask'] + mb['patch_mask'],
                                torch.ones_like(ma['patch_mask']))
     torch.testing.assert_close(mb['lam_mask'], 1 - ma['lam_mask'])
+
+
+@pytest.mark.parametrize('lam_margin', [-1.0, 0.49])
+def test_lam_scale_rescores_the_kept_fraction_on_both_paths(
+        monkeypatch, lam_margin):
+    """``lam_scale=True`` (the published CIFAR recipe) re-scales the label
+    weights from the kept fraction on the mask path and from lambda on the
+    linear (``lam_margin``) path; the emitted weights are its output."""
+    import mergemix_mm.models.batch_augments.mergemix as mm_module
+    calls = []
+
+    def spy(lam_mask, mu, tau=1e-5):
+        out = rescale_lam(lam_mask, mu, tau)
+        calls.append((lam_mask.clone(), mu, out))
+        return out
+
+    monkeypatch.setattr(mm_module, 'rescale_lam', spy)
+    x, _ = batch()
+    aug = get_aug(build_model(dict(type='MergeMix', attn_layer=2,
+                                   merge_num=8, lam_scale=True,
+                                   lam_reduction='sample',
+                                   lam_margin=lam_margin)))
+    np.random.seed(0)  # lambda 0.449: half of the patches kept
+    mix = aug.build_mix(x)
+    assert mix['linear'] == (lam_margin > 0)
+    (lam_mask, mu, out), = calls
+    torch.testing.assert_close(lam_mask, mix['lam_mask'].float())
+    assert mu == 8 / 64
+    torch.testing.assert_close(mix['lam'], out)
+    assert not torch.allclose(mix['lam'], mix['lam_mask'].float())

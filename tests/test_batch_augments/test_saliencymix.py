@@ -1,3 +1,6 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 from baseline_utils import check_contract, make_batch, seed_all
@@ -102,3 +105,16 @@ def test_reference_mode_uses_one_box_for_the_batch():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         SaliencyMix(**kwargs)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 4])
+def test_box_side_is_cutmix_law(seed):
+    """The unclipped box has sides ``int(64 * sqrt(1 - lam))`` for the drawn
+    lambda (the test above reads the size back from the plan)."""
+    x, _ = make_batch(4, size=64)
+    seed_all(seed)
+    lam = np.random.beta(1.0, 1.0)
+    seed_all(seed)
+    plan = SaliencyMix(alpha=1.0).build_mix(x)
+    side = int(64 * math.sqrt(1 - lam))
+    assert tuple(plan['cut']) == (side, side)

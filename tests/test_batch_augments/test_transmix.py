@@ -144,3 +144,13 @@ def test_cls_attention_grid_shares_merged_tokens_attention():
     total = out.attn[:, :, 0, 1:].float().mean(1).sum(1)
     torch.testing.assert_close(
         cls_attention_grid(out).flatten(1).sum(1), total)
+
+
+def test_cutmix_box_law(monkeypatch):
+    """``cutmix_box``: sides ``int(H * sqrt(1 - lam))`` and
+    ``int(W * sqrt(1 - lam))`` around the drawn centre."""
+    from mergemix_mm.models.batch_augments import box_utils
+    monkeypatch.setattr(box_utils.np.random, 'randint', lambda n: n // 2)
+    y1, y2, x1, x2 = box_utils.cutmix_box(0.64, 100, 50)
+    assert (y2 - y1, x2 - x1) == (60, 30)
+    assert (y1, x1) == (20, 10)

@@ -85,9 +85,15 @@ def test_batch_reduction_equals_per_sample_with_mean_lambda():
 
 
 def test_loss_in_fp32_for_half_logits():
+    """The log-softmax runs in float32 (its value, not only the dtype: fp32
+    targets would promote a half log-softmax's result to float32 too)."""
     logits, labels, _, _ = make_batch()
-    loss = head('sample').loss_module(logits.half(), labels)
+    half = logits.half()
+    loss = head('sample').loss_module(half, labels)
     assert loss.dtype == torch.float32
+    torch.testing.assert_close(
+        loss, head('sample').loss_module(half.float(), labels),
+        rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -325,6 +325,35 @@ def test_attention_dropout_is_off_in_eval_mode(backend):
     torch.testing.assert_close(plain, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('backend', ['mmpretrain', 'timm'])
+def test_attention_dropout_is_applied_in_training(backend):
+    """Train mode with attention dropout 0.5: the unmerged ToMe forward
+    drops the same attention weights as the stock forward (same seed), and
+    another seed gives another output."""
+    x = _images()
+    if backend == 'mmpretrain':
+        model = _mm_vit(True, layer_cfgs=dict(attn_drop_rate=0.5))
+        forward = tome_vit_forward
+
+        def stock(x):
+            return model(x)[0]
+    else:
+        model = _timm_vit(attn_drop_rate=0.5).train()
+        forward = tome_timm_forward
+
+        def stock(x):
+            return model.forward_head(model.forward_features(x), True)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        ref = stock(x)
+        torch.manual_seed(5)
+        plain = forward(model, x, [0] * 4).outs[0]
+        torch.manual_seed(6)
+        other = forward(model, x, [0] * 4).outs[0]
+    torch.testing.assert_close(plain, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(plain, other, atol=1e-3)
+
+
 def test_drop_path_of_both_branches_matches_stock_in_training():
     """Train mode with drop path 0.5: the unmerged ToMe forward draws the
     same stochastic-depth masks, in the same order, as the stock layers

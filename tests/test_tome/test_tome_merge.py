@@ -228,3 +228,23 @@ def test_reorder_tokens_gradient_and_errors():
         reorder_tokens(x, size, source, order[:, 1:])
     with pytest.raises(ValueError, match='holds no original token'):
         source_order(source, x.shape[1] + 1)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_sizes_stay_float32_under_half_precision(dtype):
+    """Sizes are kept in float32 whatever the token dtype, so they stay
+    exact integers (bfloat16 holds integers exactly only up to 256): after
+    token 1 has absorbed 300 others its size is 301, and the merged value
+    is the size-weighted mean."""
+    from mergemix_mm.models.tome import Matching
+    T, C = 604, 4
+    x = torch.zeros(1, T, C, dtype=dtype)
+    x[0, 1] = 1.
+    keep = torch.cat([torch.arange(2), torch.arange(302, T)])[None]
+    matching = Matching(304, 300, keep, torch.arange(2, 302)[None],
+                        torch.ones(1, 300, dtype=torch.long))
+    out, size = merge_wavg(x, torch.ones(1, T, 1, dtype=dtype), matching)
+    assert size.dtype == torch.float32
+    assert size[0, 1, 0].item() == 301 and size.sum().item() == T
+    torch.testing.assert_close(out[0, 1].float(), torch.full((C, ), 1 / 301),
+                               rtol=0, atol=2e-3)  # bf16 tokens

@@ -93,3 +93,22 @@ def test_softening_is_limited_by_the_smaller_area():
     mask = binarise_mask(img, 0.1, max_soft=0.5)
     assert (mask > 0).sum().item() <= 20
     assert mask.mean().item() == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize('decay_power', [1.0, 5.0])
+def test_decay_power_reaches_the_spectrum(monkeypatch, decay_power):
+    """The configured ``decay_power`` is the one the low-frequency image is
+    drawn with (every other test uses the default 3)."""
+    import mergemix_mm.models.batch_augments.fmix as fmix
+    seen = []
+    original = fmix.low_frequency_image
+
+    def spy(size, power, *args, **kwargs):
+        seen.append(power)
+        return original(size, power, *args, **kwargs)
+
+    monkeypatch.setattr(fmix, 'low_frequency_image', spy)
+    x, _ = make_batch(2, size=32)
+    seed_all(0)
+    FMix(decay_power=decay_power).build_mix(x)
+    assert seen == [decay_power]

@@ -502,3 +502,29 @@ def test_lam_scale_rescores_the_kept_fraction_on_both_paths(
     assert mu == 8 / 64
     torch.testing.assert_close(mix['lam'], out)
     assert not torch.allclose(mix['lam'], mix['lam_mask'].float())
+
+
+def test_llava_mask_keeps_the_most_attended_merged_tokens():
+    """``compat='llava'``: the top ``floor(lam * n)`` merged tokens by the
+    CLS row (heads summed) are kept, expanded through the source map of the
+    tokens entering the block (the least attended ones, or another query
+    row, used to pass)."""
+    model = build_model(dict(type='MergeMix', attn_layer=1, compat='llava',
+                             lam_scale=False))
+    aug = get_aug(model)
+    x, _ = batch()
+    model.eval()  # no drop-path: the reference pass is the same
+    np.random.seed(0)
+    mix = aug.build_mix(x)
+    out = forward_with_attention(
+        model.backbone, x, attn_layer=1, r_list=aug._schedule(4, 64, 1),
+        trace_source=True, stop_at_attn_layer=True)
+    cls_row = out.attn[:, :, 0, 1:].float().sum(1)  # [B, merged patches]
+    np.random.seed(0)
+    lam = float(np.random.beta(1.0, 1.0))
+    k = int(np.floor(lam * cls_row.shape[1]))
+    assert 0 < k < cls_row.shape[1]
+    top = cls_row.argsort(dim=1, descending=True, stable=True)[:, :k]
+    keep = torch.zeros_like(cls_row).scatter_(1, top, 1.0)
+    ref = recover(keep, out.source_in[:, 1:] - 1)
+    torch.testing.assert_close(mix['patch_mask'], ref.reshape(8, 8, 8))

@@ -64,3 +64,31 @@ def test_tau_law_pastes_small_boxes():
 def test_bad_hyper_parameters(kwargs, err):
     with pytest.raises(err, match=list(kwargs)[0]):
         ResizeMixTau(**kwargs)
+
+
+def test_box_side_is_int_h_tau(monkeypatch):
+    """An unclipped box (centre drawn at the image centre) has the side
+    ``int(H * tau)`` (rounded down to even by the half-size rule); the test
+    above checks only an upper bound."""
+    from mergemix_mm.models.batch_augments import box_utils
+    monkeypatch.setattr(box_utils.np.random, 'randint', lambda n: n // 2)
+    x, _ = make_batch(2, size=100)
+    monkeypatch.setattr(np.random, 'uniform', lambda lo, hi: 0.57)
+    plan = ResizeMixTau(scope=(0.1, 0.8)).build_mix(x)
+    y1, y2, x1, x2 = plan['box']
+    assert plan['tau'] == 0.57
+    assert (y2 - y1, x2 - x1) == (56, 56)  # int(100 * 0.57) = 57 -> 2 * 28
+
+
+@pytest.mark.parametrize('seed', [0, 2, 4])
+def test_use_alpha_draws_tau_from_beta(seed):
+    """``use_alpha=True``: tau is the Beta(alpha, alpha) draw when it falls
+    inside ``scope`` (else a uniform redraw)."""
+    x, _ = make_batch(2, size=32)
+    np.random.seed(seed)
+    ref = float(np.random.beta(2.0, 2.0))
+    assert 0.1 <= ref <= 0.8  # these seeds draw inside the scope
+    np.random.seed(seed)
+    plan = ResizeMixTau(scope=(0.1, 0.8), use_alpha=True,
+                        alpha=2.0).build_mix(x)
+    assert plan['tau'] == ref

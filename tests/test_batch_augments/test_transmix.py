@@ -154,3 +154,31 @@ def test_cutmix_box_law(monkeypatch):
     y1, y2, x1, x2 = box_utils.cutmix_box(0.64, 100, 50)
     assert (y2 - y1, x2 - x1) == (60, 30)
     assert (y1, x1) == (20, 10)
+
+
+@pytest.mark.parametrize('augment, read', [
+    (dict(type='SMMix'), lambda aug, x: aug.saliency(x)),
+    (dict(type='TokenMix'), lambda aug, x: aug.activation_map(x)),
+    (dict(type='AttentiveCutMix'), lambda aug, x: aug.saliency(x)),
+    (dict(type='AttentiveCutMix', grid_size=4),
+     lambda aug, x: aug.saliency(x)),
+])
+def test_attention_baselines_read_the_bound_models_cls_row(augment, read):
+    """SMMix's saliency, TokenMix's activation map (normalised to sum 1)
+    and AttentiveCutMix's ViT saliency (pooled to ``grid_size``) are the
+    head-mean CLS row of the bound model's last block in eval mode (the
+    other tests stub the maps or check only their shape)."""
+    model, aug = build_bound(augment)
+    x, _ = make_batch(2)
+    model.train()
+    with torch.no_grad():
+        got = read(aug, x)
+        assert model.training  # the eval-mode pass put the model back
+        model.eval()
+        out = forward_with_attention(model.backbone, x, attn_layer=-1)
+    ref = out.attn[:, :, 0, 1:].float().mean(1).reshape(2, 8, 8)
+    if augment['type'] == 'TokenMix':
+        ref = ref / ref.sum((1, 2), keepdim=True)
+    if augment.get('grid_size'):
+        ref = torch.nn.functional.adaptive_avg_pool2d(ref[:, None], 4)[:, 0]
+    torch.testing.assert_close(got, ref)

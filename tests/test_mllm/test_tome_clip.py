@@ -175,3 +175,34 @@ def test_token_order_without_merging_and_errors(tower):
                                        rtol=1e-5)
     with pytest.raises(ValueError, match="token_order='first'"):
         clip_tome_forward(tower, x, 4, token_order='first')
+
+
+def test_attention_dropout_is_applied_in_training(tiny_llava):
+    """Train mode with attention dropout 0.5: the unmerged ToMe tower drops
+    the same attention weights as HF's CLIP layers (same seed), and another
+    seed gives another output."""
+    tower = tiny_llava[0].model.vision_tower
+    layers = tower.vision_model.encoder.layers if hasattr(
+        tower, 'vision_model') else tower.encoder.layers
+    saved = [layer.self_attn.dropout for layer in layers]
+    was_training = tower.training
+    x = torch.randn(2, 3, 32, 32)
+    try:
+        for layer in layers:
+            layer.self_attn.dropout = 0.5
+        tower.train()
+        with torch.no_grad():
+            torch.manual_seed(3)
+            ref = tower(x, output_hidden_states=True).hidden_states[-1]
+            torch.manual_seed(3)
+            out = clip_tome_forward(tower, x, 0, feature_layer=-1)
+            torch.manual_seed(4)
+            other = clip_tome_forward(tower, x, 0, feature_layer=-1)
+    finally:
+        for layer, p in zip(layers, saved):
+            layer.self_attn.dropout = p
+        tower.train(was_training)
+    torch.testing.assert_close(out.hidden_states, ref, atol=1e-5,
+                               rtol=1e-5)
+    assert not torch.allclose(out.hidden_states, other.hidden_states,
+                              atol=1e-3)

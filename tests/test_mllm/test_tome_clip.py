@@ -206,3 +206,28 @@ def test_attention_dropout_is_applied_in_training(tiny_llava):
                                rtol=1e-5)
     assert not torch.allclose(out.hidden_states, other.hidden_states,
                               atol=1e-3)
+
+
+def test_cls_attention_uses_the_proportional_bias(tower):
+    """With ``prop_attn`` the captured CLS attention adds ``log(size)`` of
+    the keys, as the block's own attention does (hand-computed from the
+    layer's projections)."""
+    from mergemix_mm.mllm.tome_clip import _block
+    layers = tower.vision_model.encoder.layers if hasattr(
+        tower, 'vision_model') else tower.encoder.layers
+    layer = layers[0]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, layer.self_attn.embed_dim, generator=g)
+    size = torch.randint(1, 5, (2, 9, 1), generator=g).float()
+    source = torch.arange(9).expand(2, 9)
+    with torch.no_grad():
+        *_, cls_attn, _ = _block(layer, x, size, source, 0, True, True)
+        attn = layer.self_attn
+        h = layer.layer_norm1(x)
+        heads, d = attn.num_heads, attn.head_dim
+        q = attn.q_proj(h).view(2, 9, heads, d).transpose(1, 2)
+        k = attn.k_proj(h).view(2, 9, heads, d).transpose(1, 2)
+        logits = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)
+        logits = logits + size.log().transpose(1, 2)[:, None]
+        ref = logits.softmax(-1).mean(1)[:, 0]
+    torch.testing.assert_close(cls_attn, ref, atol=1e-6, rtol=1e-5)

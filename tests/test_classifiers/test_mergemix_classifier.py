@@ -71,10 +71,16 @@ def test_shorthand_config_builds_and_binds(where):
 
 
 def test_stock_image_classifier_rejects_shorthand_but_ours_accepts():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'type'"):
         MODELS.build(dict(type='ImageClassifier', backbone=BACKBONE, head=HEAD,
                           data_preprocessor=dict(num_classes=5),
                           train_cfg=dict(type='MergeMix')))
+    ours = MODELS.build(dict(type='MergeMixClassifier',
+                             backbone=copy.deepcopy(BACKBONE), head=HEAD,
+                             data_preprocessor=dict(num_classes=5),
+                             train_cfg=dict(type='MergeMix', attn_layer=1)))
+    (aug, ) = ours.data_preprocessor.batch_augments.augments
+    assert type(aug).__name__ == 'MergeMix' and aug.attn_layer == 1
 
 
 def test_mergemix_under_plain_image_classifier_is_bound():

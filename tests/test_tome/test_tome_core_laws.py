@@ -515,3 +515,21 @@ def test_benchmark_markdown_reports_tokens_out():
     md = tool.format_markdown(results, meta)
     assert '| none | 0,0,0,0 | 65 |' in md
     assert '| merge20 | 8,5,4,3 | 45 |' in md
+
+
+def test_gated_timm_attention_matches_stock():
+    """timm's gated attention (``Attention(gated=True)``: a sigmoid gate on
+    the attention output) is applied by the ToMe block: the unmerged
+    forward equals the stock one."""
+    from timm.layers import Attention
+    model = _timm_vit().eval()
+    for blk in model.blocks:
+        blk.attn = Attention(32, num_heads=4, qkv_bias=True, gated=True)
+    randomize_(model)
+    x = _images()
+    with torch.no_grad():
+        plain = tome_timm_forward(model, x, [0] * 4).outs[0]
+        ref = model.forward_head(model.forward_features(x), True)
+        merged = tome_timm_forward(model, x, [6, 4, 4, 4]).outs[0]
+    torch.testing.assert_close(plain, ref, rtol=1e-4, atol=1e-5)
+    assert merged.shape == ref.shape

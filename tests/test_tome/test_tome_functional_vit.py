@@ -95,8 +95,14 @@ def test_attention_capture_semantics(tiny_arch, images):
     assert out.source_in.shape == (3, 65)
     assert out.source_in.max() < t_in
     assert set(out.source_in[0].tolist()) == set(range(t_in))
-    # and the final map is source_in composed with blocks 2 and 3
+    # and the final map is source_in composed with blocks 2 and 3: later
+    # merges only join tokens, so originals that share a token entering
+    # block 2 share their final token, and every final token is used
     assert out.source.max() < out.token_counts[-1]
+    for b in range(3):
+        pairs = set(zip(out.source_in[b].tolist(), out.source[b].tolist()))
+        assert len({i for i, _ in pairs}) == len(pairs) == t_in
+        assert len({f for _, f in pairs}) == out.token_counts[-1]
 
     # the captured attention is the softmax of the stock qkv on those tokens
     captured = {}

@@ -18,8 +18,8 @@ from mmpretrain.datasets import ImageNet
 from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 from mmpretrain.registry import DATASETS
 
-from .layout import (is_local_path, raise_if_problems, read_lines,
-                     sample_missing_files)
+from .layout import (is_local_path, parse_annotation_lines,
+                     raise_if_problems, read_lines, sample_missing_files)
 from .safe_loading import enable_skip_bad_samples
 
 __all__ = ['ImageNetLocal', 'check_imagenet_layout', 'IMAGENET_SPLITS']
@@ -98,16 +98,15 @@ def check_imagenet_layout(data_root: str,
             problems.append(f'split {split!r}: annotation file {ann!r} is '
                             'empty')
             continue
-        rows = [ln.rsplit(' ', 1) for ln in lines]
-        bad = [ln for ln, row in zip(lines, rows)
-               if len(row) != 2 or not row[1].isdigit()]
+        rows = parse_annotation_lines(lines)
+        bad = [ln for ln, (_, label) in zip(lines, rows) if label is None]
         if bad:
             problems.append(
                 f'split {split!r}: annotation file {ann!r} has lines that are '
                 f'not "<path> <label>" with a label >= 0, e.g. {bad[0]!r}')
             continue
         high = [] if num_classes is None else [
-            ln for ln, row in zip(lines, rows) if int(row[1]) >= num_classes
+            ln for ln, (_, label) in zip(lines, rows) if label >= num_classes
         ]
         if high:
             problems.append(
@@ -115,7 +114,7 @@ def check_imagenet_layout(data_root: str,
                 f'the {num_classes} classes of {classes_file!r}, e.g. '
                 f'{high[0]!r}')
             continue
-        paths = [osp.join(folder, row[0]) for row in rows]
+        paths = [osp.join(folder, path) for path, _ in rows]
         missing = sample_missing_files(paths, max_images_checked)
         if missing:
             problems.append(

@@ -7,12 +7,12 @@ split/file and the offline converter command that prepares it. The converters
 in ``tools/dataset_converters`` use the same checks for ``--check``.
 """
 import os.path as osp
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 __all__ = [
     'DatasetLayoutError', 'is_local_path', 'format_layout_problems',
     'raise_if_problems', 'sample_missing_files', 'missing_images_problems',
-    'read_lines'
+    'read_lines', 'parse_annotation_lines'
 ]
 
 #: Documentation page that describes every layout.
@@ -151,3 +151,24 @@ def read_lines(path: str) -> List[str]:
     """
     with open(path, encoding='utf-8') as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def parse_annotation_lines(
+        lines: Sequence[str]) -> List[Tuple[str, Optional[int]]]:
+    """Split ``"<path> <label>"`` annotation lines.
+
+    Args:
+        lines (Sequence[str]): Lines of a ``meta/<split>.txt`` file.
+
+    Returns:
+        list[tuple[str, int | None]]: ``(path, label)`` per line; ``label``
+        is None when the line is not a path and a non-negative integer.
+    """
+    parsed = []
+    for line in lines:
+        row = line.rsplit(' ', 1)
+        if len(row) == 2 and row[1].isdigit():
+            parsed.append((row[0], int(row[1])))
+        else:
+            parsed.append((line, None))
+    return parsed

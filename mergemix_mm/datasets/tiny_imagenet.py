@@ -6,7 +6,7 @@ from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
 from .layout import (is_local_path, missing_images_problems,
-                     raise_if_problems, read_lines)
+                     parse_annotation_lines, raise_if_problems, read_lines)
 from .safe_loading import enable_skip_bad_samples
 
 __all__ = ['TinyImageNet', 'check_tiny_imagenet_layout', 'TINY_SPLITS']
@@ -58,19 +58,20 @@ def check_tiny_imagenet_layout(data_root: str,
     num_classes = len(read_lines(osp.join(data_root, TINY_CLASSES_FILE)))
     for split in splits:
         ann = osp.join(data_root, 'meta', f'{split}.txt')
-        entries = [ln.rsplit(' ', 1) for ln in read_lines(ann)]
-        if not entries:
+        lines = read_lines(ann)
+        if not lines:
             problems.append(f'split {split!r}: {ann!r} is empty')
             continue
-        bad = [e for e in entries if len(e) != 2 or not e[1].isdigit()
-               or int(e[1]) >= num_classes]
+        entries = parse_annotation_lines(lines)
+        bad = [ln for ln, (_, label) in zip(lines, entries)
+               if label is None or label >= num_classes]
         if bad:
             problems.append(
                 f'split {split!r}: {ann!r} has lines that are not "<path> '
-                f'<label in [0, {num_classes})>", e.g. {" ".join(bad[0])!r}')
+                f'<label in [0, {num_classes})>", e.g. {bad[0]!r}')
             continue
         problems += missing_images_problems(
-            split, [osp.join(data_root, split, e[0]) for e in entries],
+            split, [osp.join(data_root, split, path) for path, _ in entries],
             max_images_checked)
     return problems
 

@@ -107,6 +107,24 @@ def test_check_names_missing_split(prepared, capsys):
     assert check_tiny_imagenet_layout(out, ['train']) == []
 
 
+@pytest.mark.parametrize('label', ['-1', 'x', None])
+def test_check_refuses_bad_labels(prepared, label):
+    """A meta line whose label is not an integer in [0, classes) is a
+    problem that quotes the line."""
+    out, wnids, _ = prepared
+    ann = osp.join(out, 'meta', 'val.txt')
+    with open(ann) as f:
+        lines = f.read().splitlines()
+    path = lines[-1].rsplit(' ', 1)[0]
+    bad = f'{path} {len(wnids) if label is None else label}'
+    with open(ann, 'w') as f:
+        f.write('\n'.join(lines + [bad]) + '\n')
+    problems = check_tiny_imagenet_layout(out)
+    assert len(problems) == 1 and problems[0].startswith("split 'val'")
+    assert f'<label in [0, {len(wnids)})>' in problems[0]
+    assert repr(bad) in problems[0]
+
+
 def test_config_pipelines_run(prepared):
     out, _, _ = prepared
     cfg = Config.fromfile(CFG)

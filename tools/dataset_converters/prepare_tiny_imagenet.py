@@ -37,8 +37,8 @@ from _converter_common import (extract_or_place, run_converter,  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mergemix_mm.datasets.archives import place_file, write_lines  # noqa: E402
-from mergemix_mm.datasets.tiny_imagenet import \
-    check_tiny_imagenet_layout  # noqa: E402
+from mergemix_mm.datasets.tiny_imagenet import (  # noqa: E402
+    TinyImageNet, check_tiny_imagenet_layout)
 
 TOP = 'tiny-imagenet-200'
 STAGING = osp.join('val', '_unsorted')
@@ -83,7 +83,8 @@ def _index(folder: str, classes: Sequence[str], split: str) -> List[str]:
             raise ValueError(f'{split} folder {cdir!r} is not listed in '
                              'wnids.txt.')
         for fn in sorted(os.listdir(cdir)):
-            if fn.lower().endswith(('.jpeg', '.jpg', '.png')):
+            # the files the dataset class lists when it scans the folders
+            if fn.lower().endswith(TinyImageNet.IMG_EXTENSIONS):
                 lines.append(f'{wnid}/{fn} {index[wnid]}')
     return lines
 

@@ -119,9 +119,9 @@ def test_derangement_fallback_has_no_fixed_point(monkeypatch, n):
                     for s in range(1, n)}
 
 
-@pytest.mark.parametrize('lam, ratio', [(0.64, 0.6), (0.19, 0.9)])
-def test_cutmix_loser_box_side_law(monkeypatch, lam, ratio):
-    """The CutMix loser's box side ratio is ``sqrt(1 - lam)``."""
+def _box_side_ratios(monkeypatch, loser, lam, **kwargs):
+    """The ``side_ratio`` of every box the MLLM baseline ``loser`` draws
+    for two 20 px images at ``lam``."""
     import mergemix_mm.mllm.baselines as baselines
     seen = []
     original = baselines.random_box
@@ -131,8 +131,15 @@ def test_cutmix_loser_box_side_law(monkeypatch, lam, ratio):
         return original(height, width, side_ratio, generator)
 
     monkeypatch.setattr(baselines, 'random_box', spy)
-    images = torch.rand(2, 3, 20, 20)
-    baselines.cutmix_loser(images, torch.tensor([1, 0]), lam)
+    getattr(baselines, loser)(torch.rand(2, 3, 20, 20), torch.tensor([1, 0]),
+                              lam, **kwargs)
+    return seen
+
+
+@pytest.mark.parametrize('lam, ratio', [(0.64, 0.6), (0.19, 0.9)])
+def test_cutmix_loser_box_side_law(monkeypatch, lam, ratio):
+    """The CutMix loser's box side ratio is ``sqrt(1 - lam)``."""
+    seen = _box_side_ratios(monkeypatch, 'cutmix_loser', lam)
     assert seen == [pytest.approx(ratio)]
 
 
@@ -140,16 +147,6 @@ def test_cutmix_loser_box_side_law(monkeypatch, lam, ratio):
 def test_resizemix_loser_tau_law(monkeypatch, lam, tau):
     """The ResizeMix loser's side ratio is ``lo + (hi - lo) * lam`` (the
     official LLaVA law): the pasted partner grows with lambda."""
-    import mergemix_mm.mllm.baselines as baselines
-    seen = []
-    original = baselines.random_box
-
-    def spy(height, width, side_ratio, generator=None):
-        seen.append(side_ratio)
-        return original(height, width, side_ratio, generator)
-
-    monkeypatch.setattr(baselines, 'random_box', spy)
-    images = torch.rand(2, 3, 20, 20)
-    baselines.resizemix_loser(images, torch.tensor([1, 0]), lam,
-                              scope=(0.1, 0.8))
+    seen = _box_side_ratios(monkeypatch, 'resizemix_loser', lam,
+                            scope=(0.1, 0.8))
     assert seen == [pytest.approx(tau)]

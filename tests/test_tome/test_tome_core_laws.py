@@ -273,6 +273,24 @@ def _timm_vit(**kwargs):
     return randomize_(TimmViT(depth=4, **TIMM_TINY, **kwargs))
 
 
+def _attn_dropout_vit(backend, train):
+    """``(model, tome forward, stock forward)`` of a tiny ViT with attention
+    dropout 0.5 in train or eval mode."""
+    if backend == 'mmpretrain':
+        model = _mm_vit(train, layer_cfgs=dict(attn_drop_rate=0.5))
+
+        def stock(x):
+            return model(x)[0]
+
+        return model, tome_vit_forward, stock
+    model = _timm_vit(attn_drop_rate=0.5).train(train)
+
+    def stock(x):
+        return model.forward_head(model.forward_features(x), True)
+
+    return model, tome_timm_forward, stock
+
+
 @pytest.mark.parametrize('backend', ['mmpretrain', 'timm'])
 def test_captured_attention_is_taken_before_dropout(backend):
     """The returned attention is the plain softmax of the block's logits,
@@ -304,18 +322,7 @@ def test_attention_dropout_is_off_in_eval_mode(backend):
     """In eval mode attention dropout is inactive: merged forwards are
     deterministic and the unmerged one equals the stock forward."""
     x = _images()
-    if backend == 'mmpretrain':
-        model = _mm_vit(layer_cfgs=dict(attn_drop_rate=0.5))
-        forward = tome_vit_forward
-
-        def stock(x):
-            return model(x)[0]
-    else:
-        model = _timm_vit(attn_drop_rate=0.5).eval()
-        forward = tome_timm_forward
-
-        def stock(x):
-            return model.forward_head(model.forward_features(x), True)
+    model, forward, stock = _attn_dropout_vit(backend, train=False)
     with torch.no_grad():
         a = forward(model, x, [6, 4, 4, 4]).outs[0]
         b = forward(model, x, [6, 4, 4, 4]).outs[0]
@@ -331,18 +338,7 @@ def test_attention_dropout_is_applied_in_training(backend):
     drops the same attention weights as the stock forward (same seed), and
     another seed gives another output."""
     x = _images()
-    if backend == 'mmpretrain':
-        model = _mm_vit(True, layer_cfgs=dict(attn_drop_rate=0.5))
-        forward = tome_vit_forward
-
-        def stock(x):
-            return model(x)[0]
-    else:
-        model = _timm_vit(attn_drop_rate=0.5).train()
-        forward = tome_timm_forward
-
-        def stock(x):
-            return model.forward_head(model.forward_features(x), True)
+    model, forward, stock = _attn_dropout_vit(backend, train=True)
     with torch.no_grad():
         torch.manual_seed(5)
         ref = stock(x)

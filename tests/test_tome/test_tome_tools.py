@@ -142,13 +142,20 @@ def test_benchmark_config_errors(tmp_path):
         tool.main([cfg])
 
 
-@pytest.mark.parametrize('backbone', [
-    dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
-         arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                   feedforward_channels=64)),
-    dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224', img_size=32,
-         patch_size=4, embed_dim=32, depth=2, num_heads=2),
-])
+def _tiny_tome_backbones(depth):
+    """A 32 px, patch 4 ``ToMeVisionTransformer`` and ``ToMeTimmViT`` config
+    of ``depth`` blocks (65 tokens)."""
+    return [
+        dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
+             arch=dict(embed_dims=32, num_layers=depth, num_heads=2,
+                       feedforward_channels=64)),
+        dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224',
+             img_size=32, patch_size=4, embed_dim=32, depth=depth,
+             num_heads=2),
+    ]
+
+
+@pytest.mark.parametrize('backbone', _tiny_tome_backbones(2))
 def test_flops_of_a_config_at_its_own_image_size(tmp_path, backbone):
     """A config's FLOPs are counted at its backbone's image size (a 32 px
     model used to be counted at 224 px, 3137 tokens)."""
@@ -198,13 +205,7 @@ def test_tools_need_img_size_for_a_non_square_config(tmp_path):
     assert rows[0]['tokens'][0] == 17
 
 
-@pytest.mark.parametrize('backbone', [
-    dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
-         arch=dict(embed_dims=32, num_layers=4, num_heads=2,
-                   feedforward_channels=64)),
-    dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224', img_size=32,
-         patch_size=4, embed_dim=32, depth=4, num_heads=2),
-])
+@pytest.mark.parametrize('backbone', _tiny_tome_backbones(4))
 def test_tools_use_the_config_backbone_schedule_options(tmp_path, backbone):
     """``merge<N>`` rows of a config follow its backbone's ``merge_inflect``
     / ``schedule_compat`` (they used the default spread), and the speed tool

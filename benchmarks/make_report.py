@@ -49,6 +49,9 @@ TOME_EXTRA = [
     ('tome_speed_s16',
      'AVX-512 host, the same command, next session (2026-12-07 22:54, '
      'merging step unchanged): tuned allocator, 4 processes x 8 rounds'),
+    ('tome_speed_s17',
+     'AVX-512 host, the same command, next session (2026-12-08 01:04, '
+     'merging step unchanged): tuned allocator, 4 processes x 8 rounds'),
 ]
 
 

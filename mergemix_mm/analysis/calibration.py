@@ -17,6 +17,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..utils.checkpoint_safety import atomic_save_figure
+
 __all__ = [
     'CalibrationBin', 'CalibrationResult', 'calibration_bins',
     'expected_calibration_error', 'calibration_from_scores', 'plot_reliability'
@@ -244,5 +246,5 @@ def plot_reliability(results: Sequence[Tuple[str, CalibrationResult]],
         if col == 0:
             bottom.set_ylabel('share')
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)

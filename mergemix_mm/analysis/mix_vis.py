@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.batch_augments.base import MixRecord, mix_scores
+from ..utils.checkpoint_safety import atomic_save_figure
 
 __all__ = [
     'MixView', 'denormalize', 'describe_mix', 'estimate_partners',
@@ -450,7 +451,7 @@ def plot_mix_grid(view: MixView,
     height = fig.get_size_inches()[1]
     top = 1 - (0.18 * (title.count('\n') + 1) + 0.05) / height
     fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -511,4 +512,4 @@ def plot_mixed_batch(mixed: torch.Tensor,
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save_figure(fig, path, dpi=100)

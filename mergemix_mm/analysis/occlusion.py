@@ -15,6 +15,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..utils.checkpoint_safety import atomic_save_figure
+
 __all__ = [
     'DEFAULT_FRACTIONS', 'occlusion_patch_size', 'random_patch_mask',
     'occlude_patches', 'occlusion_curve', 'plot_occlusion'
@@ -232,5 +234,5 @@ def plot_occlusion(curves: Dict[str, dict],
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -40,8 +40,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 __all__ = [
-    'CheckpointCorruptError', 'atomic_save_checkpoint', 'atomic_write',
-    'atomic_write_text', 'check_checkpoint',
+    'CheckpointCorruptError', 'atomic_save_checkpoint', 'atomic_save_figure',
+    'atomic_write', 'atomic_write_text', 'check_checkpoint',
     'find_resumable_checkpoint', 'patch_atomic_checkpoint_save',
     'patch_resume_fallback', 'remove_stale_temp_files'
 ]
@@ -128,6 +128,20 @@ def atomic_write_text(text: str, filename: str) -> None:
         filename (str): Local destination path; its directory is created.
     """
     _atomic_replace(filename, lambda f: f.write(text), 'x')
+
+
+def atomic_save_figure(fig, filename: str, **kwargs) -> None:
+    """``fig.savefig`` to ``filename`` atomically (temp file + rename).
+
+    Args:
+        fig (matplotlib.figure.Figure): The figure.
+        filename (str): Local destination path; its directory is created.
+            The format comes from its extension (``png`` when it has none).
+        **kwargs: Passed to ``savefig`` (e.g. ``dpi``).
+    """
+    fmt = osp.splitext(filename)[1][1:].lower() or 'png'
+    _atomic_replace(filename,
+                    lambda f: fig.savefig(f, format=fmt, **kwargs), 'xb')
 
 
 def _is_local(filename: str, backend_args: Optional[dict]) -> bool:

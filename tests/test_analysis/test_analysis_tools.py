@@ -301,3 +301,40 @@ def test_calibration_labels_must_be_distinct(tools, tiny_config,
             tiny_config, tiny_checkpoint, tiny_checkpoint, '--labels', 'A',
             'A', '--out', str(tmp_path / 'cal'), *FAST])
     assert not (tmp_path / 'cal').exists()
+
+
+@pytest.mark.parametrize('name,outputs', [
+    ('calibration', ('reliability.png', 'calibration.md',
+                     'calibration.json')),
+    ('occlusion', ('occlusion.png', 'occlusion.md', 'occlusion.json')),
+    ('visualize_mix', ('mix_summary.json', )),
+])
+def test_failed_write_keeps_the_previous_outputs(tools, tiny_config,
+                                                 tiny_checkpoint, tmp_path,
+                                                 monkeypatch, name, outputs):
+    """A write that fails (here: the disk is full when the file is synced)
+    leaves every earlier output as it was, never a truncated one, and no
+    temporary files: figures, tables and JSON are written to a temporary
+    file and renamed into place."""
+    out = tmp_path / name
+    out.mkdir()
+    for f in outputs:
+        (out / f).write_bytes(b'old')
+    args = {
+        'calibration': [tiny_config, tiny_checkpoint, *FAST],
+        'occlusion': [tiny_config, tiny_checkpoint, '--fractions', '0', '1',
+                      *FAST],
+        'visualize_mix': [tiny_config, '--checkpoint', tiny_checkpoint,
+                          '--num-samples', '2', '--batch-size', '2',
+                          '--device', 'cpu'],
+    }[name]
+
+    def full(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError, match='No space left'):
+        tools[name].main([*args, '--out', str(out)])
+    for f in outputs:
+        assert (out / f).read_bytes() == b'old', f
+    assert not [f for f in os.listdir(out) if f.endswith('.tmp')]

@@ -371,6 +371,31 @@ def test_an_interrupted_write_leaves_no_temp_file(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_atomic_save_figure_format_and_failure(tmp_path, monkeypatch):
+    """The format follows the extension (PNG without one); a savefig that
+    fails half-way keeps the previous file and leaves no temporary file."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    cs.atomic_save_figure(fig, str(tmp_path / 'f.png'), dpi=50)
+    cs.atomic_save_figure(fig, str(tmp_path / 'sub' / 'f.pdf'))
+    cs.atomic_save_figure(fig, str(tmp_path / 'plain'))
+    assert (tmp_path / 'f.png').read_bytes()[:4] == b'\x89PNG'
+    assert (tmp_path / 'sub' / 'f.pdf').read_bytes()[:4] == b'%PDF'
+    assert (tmp_path / 'plain').read_bytes()[:4] == b'\x89PNG'
+    before = (tmp_path / 'f.png').read_bytes()
+
+    def broken(f, **kwargs):
+        f.write(b'\x89PNG partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(fig, 'savefig', broken)
+    with pytest.raises(OSError, match='No space left'):
+        cs.atomic_save_figure(fig, str(tmp_path / 'f.png'))
+    assert (tmp_path / 'f.png').read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['f.png', 'plain', 'sub']
+
+
 def test_atomic_write_text_takes_relative_and_home_paths(tmp_path,
                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)

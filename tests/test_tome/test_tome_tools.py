@@ -1,5 +1,7 @@
 """Tests for tools/analysis/get_flops.py and benchmark_speed.py."""
 import importlib.util
+import json
+import os
 import os.path as osp
 
 import pytest
@@ -93,6 +95,37 @@ def _write_config(tmp_path, backbone):
         "head=dict(type='VisionTransformerClsHead', num_classes=10, "
         'in_channels=32))\n')
     return str(path)
+
+
+def test_benchmark_writes_json_and_md_atomically(tmp_path, monkeypatch):
+    """--out-json / --out-md land complete in new folders; a write that
+    fails when the file is synced (disk full) keeps the previous file."""
+    tool = _load('benchmark_speed')
+    cfg = _write_config(
+        tmp_path,
+        dict(type='ToMeVisionTransformer', img_size=32, patch_size=4,
+             arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                       feedforward_channels=64)))
+    out_json = tmp_path / 'a' / 'speed.json'
+    out_md = tmp_path / 'b' / 'speed.md'
+    argv = [cfg, '--settings', 'none', 'r4', '--repeats', '1', '--warmup',
+            '0', '--batch-size', '1', '--out-json', str(out_json),
+            '--out-md', str(out_md)]
+    out = tool.main(argv)
+    saved = json.loads(out_json.read_text())
+    assert saved['results']['r4']['r_list'] == out['results']['r4'][
+        'r_list'] == [4, 4, 4, 4]
+    assert '| r4 |' in out_md.read_text()
+    out_json.write_text('old')
+
+    def full(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError, match='No space left'):
+        tool.main(argv)
+    assert out_json.read_text() == 'old'
+    assert os.listdir(out_json.parent) == ['speed.json']
 
 
 def test_benchmark_from_config(tmp_path):

@@ -488,6 +488,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         model = build_model(args.arch, args.img_size, args.backend)
     from mergemix_mm.analysis import settings_schedules
     from mergemix_mm.models.tome import vit_geometry
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
     # every setting checked before the (long) timing loop starts
     schedules = settings_schedules(args.settings, model, args.img_size,
                                    schedule_options or {})
@@ -517,13 +518,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     md = format_markdown(results, meta)
     print(md)
     if args.out_json:
-        os.makedirs(osp.dirname(osp.abspath(args.out_json)), exist_ok=True)
-        with open(args.out_json, 'w') as f:
-            json.dump(dict(meta=meta, results=results), f, indent=2)
+        atomic_write_text(
+            json.dumps(dict(meta=meta, results=results), indent=2),
+            args.out_json)
     if args.out_md:
-        os.makedirs(osp.dirname(osp.abspath(args.out_md)), exist_ok=True)
-        with open(args.out_md, 'w') as f:
-            f.write(md)
+        atomic_write_text(md, args.out_md)
     return dict(meta=meta, results=results)
 
 

@@ -80,6 +80,7 @@ def main(argv=None):
     from mergemix_mm.analysis import (calibration_from_scores,
                                       plot_reliability, predict_batches,
                                       resolve_device)
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
 
     labels = args.labels or default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
@@ -111,19 +112,18 @@ def main(argv=None):
     plot_reliability(rows, png)
     table = format_table(rows)
     command = command_line('calibration', argv)
-    with open(osp.join(args.out, 'calibration.md'), 'w') as f:
-        f.write(f'# Calibration ({args.num_bins} bins, split '
-                f'{args.split!r})\n\n`{command}`\n\n{table}\n\n'
-                '![reliability](reliability.png)\n')
-    with open(osp.join(args.out, 'calibration.json'), 'w') as f:
-        json.dump(dict(command=command,
-                       num_bins=args.num_bins,
-                       split=args.split,
-                       device=str(device),
-                       max_batches=args.max_batches,
-                       results=records),
-                  f,
-                  indent=2)
+    atomic_write_text(
+        f'# Calibration ({args.num_bins} bins, split {args.split!r})\n\n'
+        f'`{command}`\n\n{table}\n\n![reliability](reliability.png)\n',
+        osp.join(args.out, 'calibration.md'))
+    atomic_write_text(
+        json.dumps(dict(command=command,
+                        num_bins=args.num_bins,
+                        split=args.split,
+                        device=str(device),
+                        max_batches=args.max_batches,
+                        results=records),
+                   indent=2), osp.join(args.out, 'calibration.json'))
     print(table)
     print(f'wrote {png}')
     return records

@@ -117,6 +117,7 @@ def main(argv=None):
     configs = check_inputs(args)
     from mergemix_mm.analysis import (occlusion_curve, plot_occlusion,
                                       resolve_device)
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
 
     labels = args.labels or default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
@@ -161,23 +162,23 @@ def main(argv=None):
                    f"({'/'.join(map(str, counts))} images)")
     table = format_table(curves)
     command = command_line('occlusion', argv)
-    with open(osp.join(args.out, 'occlusion.md'), 'w') as f:
-        cells = ', '.join(f"{r['label']} {r['patch_size'][0]}x"
-                          f"{r['patch_size'][1]}" for r in records)
-        f.write(f'# Random patch occlusion (top-1 %, split {args.split!r}, '
-                f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
-                f'Occlusion cells: {cells}.\n\n'
-                f'{table}\n\n![occlusion](occlusion.png)\n')
-    with open(osp.join(args.out, 'occlusion.json'), 'w') as f:
-        json.dump(dict(command=command,
-                       split=args.split,
-                       fill=args.fill,
-                       seed=args.seed,
-                       device=str(device),
-                       max_batches=args.max_batches,
-                       results=records),
-                  f,
-                  indent=2)
+    cells = ', '.join(f"{r['label']} {r['patch_size'][0]}x"
+                      f"{r['patch_size'][1]}" for r in records)
+    atomic_write_text(
+        f'# Random patch occlusion (top-1 %, split {args.split!r}, '
+        f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
+        f'Occlusion cells: {cells}.\n\n'
+        f'{table}\n\n![occlusion](occlusion.png)\n',
+        osp.join(args.out, 'occlusion.md'))
+    atomic_write_text(
+        json.dumps(dict(command=command,
+                        split=args.split,
+                        fill=args.fill,
+                        seed=args.seed,
+                        device=str(device),
+                        max_batches=args.max_batches,
+                        results=records),
+                   indent=2), osp.join(args.out, 'occlusion.json'))
     print(table)
     print(f'wrote {png}')
     return records

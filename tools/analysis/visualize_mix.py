@@ -121,6 +121,7 @@ def main(argv=None):
                                       describe_mix, load_config,
                                       num_classes_of, pair_weights_text,
                                       plot_mix_grid, resolve_device)
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
 
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
@@ -186,8 +187,8 @@ def main(argv=None):
                                        class_names) for i in range(rows)
                  ]))
         print(f'{view.name}: {path}')
-    with open(osp.join(args.out, 'mix_summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(
+        json.dumps(summary, indent=2), osp.join(args.out, 'mix_summary.json'))
     return summary
 
 

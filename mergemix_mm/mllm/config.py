@@ -14,6 +14,7 @@ from numbers import Real
 from typing import Any, Dict, Optional
 
 from ..utils.checks import check_bool
+from .tome_clip import TOKEN_ORDERS
 
 __all__ = ['MergeMixArguments', 'METHODS', 'LLAVA_COMPAT']
 
@@ -38,7 +39,7 @@ _CHOICES = dict(
     topk_space=('recovered', 'merged'),
     partner=('derangement', 'randperm'),
     margin_lam=('kept', 'nominal'),
-    token_order=('merged', 'raster'),
+    token_order=TOKEN_ORDERS,
     loss_combine=('mean', 'sum'),
     compat=(None, 'llava'),
 )

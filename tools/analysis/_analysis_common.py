@@ -9,6 +9,7 @@ option helpers. The library side (loading, prediction, plots) is
 :mod:`mergemix_mm.analysis`.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import sys
@@ -181,6 +182,22 @@ def command_line(tool: str, argv: Optional[Sequence[str]] = None) -> str:
     """``python tools/analysis/<tool>.py ARGS`` as it was run."""
     return f'python tools/analysis/{tool}.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
+
+
+def write_report(args: argparse.Namespace, name: str, markdown: str,
+                 command: str, device, records: list, **settings) -> None:
+    """Write ``<out>/<name>.md`` (``markdown``) and ``<out>/<name>.json``
+    (the command, ``settings``, device, ``max_batches`` and ``records``),
+    each atomically (a failed write leaves the previous file)."""
+    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
+    atomic_write_text(markdown, osp.join(args.out, f'{name}.md'))
+    payload = dict(command=command,
+                   **settings,
+                   device=str(device),
+                   max_batches=args.max_batches,
+                   results=records)
+    atomic_write_text(json.dumps(payload, indent=2),
+                      osp.join(args.out, f'{name}.json'))
 
 
 def run_cli(main) -> None:

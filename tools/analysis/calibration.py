@@ -19,7 +19,6 @@ Writes ``DIR/reliability.png``, ``DIR/calibration.md`` and
 ``DIR/calibration.json``.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -31,7 +30,8 @@ from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
                               check_inputs, check_loader_args,
                               check_out_dir, check_per_checkpoint,
                               command_line, default_labels,
-                              iter_checkpoint_models, run_cli)
+                              iter_checkpoint_models, run_cli,
+                              write_report)
 
 __all__ = ['parse_args', 'main', 'format_table']
 
@@ -80,7 +80,6 @@ def main(argv=None):
     from mergemix_mm.analysis import (calibration_from_scores,
                                       plot_reliability, predict_batches,
                                       resolve_device)
-    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
 
     labels = args.labels or default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
@@ -112,18 +111,11 @@ def main(argv=None):
     plot_reliability(rows, png)
     table = format_table(rows)
     command = command_line('calibration', argv)
-    atomic_write_text(
+    write_report(
+        args, 'calibration',
         f'# Calibration ({args.num_bins} bins, split {args.split!r})\n\n'
         f'`{command}`\n\n{table}\n\n![reliability](reliability.png)\n',
-        osp.join(args.out, 'calibration.md'))
-    atomic_write_text(
-        json.dumps(dict(command=command,
-                        num_bins=args.num_bins,
-                        split=args.split,
-                        device=str(device),
-                        max_batches=args.max_batches,
-                        results=records),
-                   indent=2), osp.join(args.out, 'calibration.json'))
+        command, device, records, num_bins=args.num_bins, split=args.split)
     print(table)
     print(f'wrote {png}')
     return records

@@ -23,7 +23,6 @@ Writes ``DIR/occlusion.png``, ``DIR/occlusion.md`` and
 ``DIR/occlusion.json``.
 """
 import argparse
-import json
 import math
 import os
 import os.path as osp
@@ -36,7 +35,8 @@ from _analysis_common import (add_label_args, add_loader_args,  # noqa: E402
                               check_inputs, check_loader_args,
                               check_out_dir, check_per_checkpoint,
                               command_line, default_labels,
-                              iter_checkpoint_models, run_cli)
+                              iter_checkpoint_models, run_cli,
+                              write_report)
 
 __all__ = ['parse_args', 'main', 'format_table']
 
@@ -117,7 +117,6 @@ def main(argv=None):
     configs = check_inputs(args)
     from mergemix_mm.analysis import (occlusion_curve, plot_occlusion,
                                       resolve_device)
-    from mergemix_mm.utils.checkpoint_safety import atomic_write_text
 
     labels = args.labels or default_labels(args.checkpoints)
     if len(set(labels)) != len(labels):
@@ -164,21 +163,14 @@ def main(argv=None):
     command = command_line('occlusion', argv)
     cells = ', '.join(f"{r['label']} {r['patch_size'][0]}x"
                       f"{r['patch_size'][1]}" for r in records)
-    atomic_write_text(
+    write_report(
+        args, 'occlusion',
         f'# Random patch occlusion (top-1 %, split {args.split!r}, '
         f'fill {args.fill}, seed {args.seed})\n\n`{command}`\n\n'
         f'Occlusion cells: {cells}.\n\n'
         f'{table}\n\n![occlusion](occlusion.png)\n',
-        osp.join(args.out, 'occlusion.md'))
-    atomic_write_text(
-        json.dumps(dict(command=command,
-                        split=args.split,
-                        fill=args.fill,
-                        seed=args.seed,
-                        device=str(device),
-                        max_batches=args.max_batches,
-                        results=records),
-                   indent=2), osp.join(args.out, 'occlusion.json'))
+        command, device, records, split=args.split, fill=args.fill,
+        seed=args.seed)
     print(table)
     print(f'wrote {png}')
     return records

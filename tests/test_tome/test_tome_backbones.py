@@ -148,6 +148,9 @@ def test_named_archs_build():
     (dict(merge_num=8, tome_r=2), 'mutually exclusive'),
     (dict(merge_num=8, out_type='featmap'), 'featmap'),
     (dict(test_merge_num=70), 'test_merge_num=70'),
+    # an explicit 0 ("no merging at test") is a setting too, not "unset"
+    (dict(test_merge_num=0, test_tome_r=2), 'mutually exclusive'),
+    (dict(out_type='featmap', test_merge_num=8), 'featmap'),
     (dict(schedule_compat='x', merge_num=4), 'schedule_compat'),
 ])
 def test_bad_settings(tiny_arch, kwargs, match):

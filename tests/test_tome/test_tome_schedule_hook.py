@@ -272,6 +272,24 @@ def test_the_hook_keeps_its_own_copy_of_the_schedule():
     assert backbone.train_r_list == [2] * 4
 
 
+def test_a_featmap_backbone_refuses_merging_entries_up_front():
+    """out_type='featmap' needs every patch: the constructor refuses a
+    merging schedule, and so do check_merge_schedule, set_merge_schedule and
+    therefore the hook before the first epoch (not at the first merged
+    forward, epochs later)."""
+    backbone = _build(out_type='featmap')
+    with pytest.raises(ValueError, match='featmap'):
+        backbone.check_merge_schedule(merge_num=8)
+    with pytest.raises(ValueError, match='featmap'):
+        backbone.set_merge_schedule(test_merge_num=8)
+    assert backbone.train_r_list == backbone.test_r_list == [0] * 4
+    hook = ToMeScheduleHook([dict(action_epoch=2, merge_num=8)])
+    with pytest.raises(ValueError, match=r"action_epoch=2: .*featmap"):
+        hook.before_train(_runner(backbone))
+    # merging off stays possible
+    assert backbone.check_merge_schedule(merge_num=0) == ([0] * 4, [0] * 4)
+
+
 def test_check_merge_schedule_returns_the_schedules_without_applying():
     backbone = _build(merge_num=16)
     assert backbone.check_merge_schedule(tome_r=2, test_merge_num=8) == (

@@ -71,7 +71,7 @@ class ToMeMixin:
         if test_merge_num is None and test_tome_r is None:
             test = list(train)
         else:
-            if test_tome_r is not None and test_merge_num:
+            if test_tome_r is not None and test_merge_num is not None:
                 raise ValueError(
                     f'test_merge_num={test_merge_num} and test_tome_r='
                     f'{test_tome_r!r} are mutually exclusive')
@@ -84,7 +84,13 @@ class ToMeMixin:
             except ValueError as err:  # the message names merge_num/tome_r
                 raise ValueError(f'{name}: {err}') from err
             check_schedule(test, num_tokens, num_protected, setting=name)
+        self._check_merged_outputs(train, test)
         return train, test, (train_name, name)
+
+    def _check_merged_outputs(self, train: List[int],
+                              test: List[int]) -> None:
+        """Raise ValueError if the backbone's outputs cannot be produced
+        from merged tokens under these schedules (none by default)."""
 
     @property
     def schedule_options(self) -> dict:
@@ -236,6 +242,7 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
             the training schedule, 0 disables merging at test. Defaults to
             None.
         test_tome_r (int | tuple | list, optional): ``tome_r`` for eval mode.
+            Mutually exclusive with ``test_merge_num`` (0 included).
             Defaults to None.
         prop_attn (bool): Proportional attention (ToMe). Defaults to False,
             as in MergeMix.
@@ -263,8 +270,13 @@ class ToMeVisionTransformer(ToMeMixin, VisionTransformer):
             len(self.layers), num_patches + self.num_extra_tokens,
             self.num_extra_tokens, merge_num, tome_r, merge_inflect,
             test_merge_num, test_tome_r, prop_attn, schedule_compat)
-        if self.out_type == 'featmap' and (any(self.train_r_list)
-                                           or any(self.test_r_list)):
+
+    def _check_merged_outputs(self, train: List[int],
+                              test: List[int]) -> None:
+        """``out_type='featmap'`` needs the full patch grid: refused with a
+        schedule that merges, by the constructor, :meth:`set_merge_schedule`
+        and :meth:`check_merge_schedule` alike."""
+        if self.out_type == 'featmap' and (any(train) or any(test)):
             raise ValueError("out_type='featmap' cannot be combined with "
                              'token merging; use cls_token, avg_featmap or '
                              'raw')

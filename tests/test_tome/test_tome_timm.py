@@ -330,3 +330,65 @@ def test_init_cfg_is_not_undone_by_timm_init():
     model.init_weights()  # the classifier's LayerNorm constants apply
     assert torch.equal(norm.weight, torch.ones_like(norm.weight))
     assert not any('is_init' in k for k in model.state_dict())
+
+
+def test_grad_checkpointing_recomputes_the_merged_blocks(images):
+    """timm's set_grad_checkpointing holds for the merged forward too: the
+    blocks (merging step included) run again in the backward pass, with the
+    same outputs and gradients as without it, drop-path included."""
+    model = _timm(drop_path_rate=0.3).train()
+    calls = []
+    for blk in model.blocks:  # a block's first module: recomputing starts
+        blk.norm1.register_forward_pre_hook(lambda *a: calls.append(1))
+    r_list = [10, 8, 6, 4]
+    results = []
+    for ckpt in (False, True):
+        model.set_grad_checkpointing(ckpt)
+        model.zero_grad()
+        torch.manual_seed(0)
+        out = tome_timm_forward(model, images, r_list, trace_source=False)
+        calls.clear()
+        out.outs[0].square().sum().backward()
+        assert len(calls) == (4 if ckpt else 0)
+        results.append((out.outs[0].detach(), {
+            n: p.grad.clone()
+            for n, p in model.named_parameters() if p.grad is not None
+        }))
+    (ref, ref_grads), (got, grads) = results
+    torch.testing.assert_close(got, ref)
+    assert grads.keys() == ref_grads.keys() and 'blocks.0.attn.qkv.weight' \
+        in grads
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name])
+    with torch.no_grad():  # nothing to recompute without gradients
+        calls.clear()
+        tome_timm_forward(model, images, r_list)
+        assert len(calls) == 4
+
+
+def test_tome_timm_vit_with_cp():
+    kwargs = dict(type='ToMeTimmViT', model_name='vit_tiny_patch16_224',
+                  img_size=32, patch_size=4, depth=2, tome_r=4)
+    backbone = MODELS.build(dict(kwargs, with_cp=True))
+    assert backbone.model.grad_checkpointing
+    assert not MODELS.build(kwargs).model.grad_checkpointing
+    with pytest.raises(TypeError, match='with_cp'):
+        MODELS.build(dict(kwargs, with_cp='yes'))
+
+
+def test_distilled_deit_logits_from_the_final_tokens(images):
+    """The documented way to the logits of timm's distilled DeiT: its
+    forward_head on the final tokens (both heads, averaged), which reads
+    only the protected class and distillation tokens."""
+    from timm.models.deit import VisionTransformerDistilled
+    model = randomize_(VisionTransformerDistilled(num_classes=10,
+                                                  **TINY)).eval()
+    with torch.no_grad():
+        out = tome_timm_forward(model, images, [0] * 4)
+        torch.testing.assert_close(model.forward_head(out.tokens),
+                                   model(images), atol=1e-5, rtol=0)
+        merged = tome_timm_forward(model, images, [10, 8, 6, 4])
+        logits = model.forward_head(merged.tokens)
+        expected = (model.head(merged.tokens[:, 0]) +
+                    model.head_dist(merged.tokens[:, 1])) / 2
+        torch.testing.assert_close(logits, expected)

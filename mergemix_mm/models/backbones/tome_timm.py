@@ -6,6 +6,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
+from ...utils.checks import check_bool
 from ..tome.functional import (ToMeOutput, ViTGeometry,
                                check_img_size_setting)
 from ..tome.schedule import RType
@@ -73,6 +74,9 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
             has a head of the same shape. Defaults to ''.
         merge_num, tome_r, merge_inflect, test_merge_num, test_tome_r,
         prop_attn, schedule_compat: As :class:`ToMeVisionTransformer`.
+        with_cp (bool): Gradient checkpointing of the blocks (timm's
+            ``set_grad_checkpointing``), merged forwards included: less
+            memory, one more block forward per backward. Defaults to False.
         init_cfg (dict, optional): mmengine init config, applied over
             timm's own initialisation (timm's ``init_weights`` is not run
             again); not together with ``pretrained`` / ``checkpoint_path``.
@@ -93,9 +97,11 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                  test_tome_r: Optional[RType] = None,
                  prop_attn: bool = False,
                  schedule_compat: Optional[str] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None,
                  **timm_kwargs) -> None:
         super().__init__(init_cfg)
+        check_bool(type(self).__name__, 'with_cp', with_cp)
         import timm
         if checkpoint_path and not osp.isfile(checkpoint_path):
             raise FileNotFoundError(
@@ -116,6 +122,8 @@ class ToMeTimmViT(ToMeMixin, BaseBackbone):
                 f'{type(self.model).__name__}, not a timm VisionTransformer')
         if checkpoint_path:
             _load_timm_checkpoint(self.model, checkpoint_path)
+        if with_cp:
+            self.model.set_grad_checkpointing(True)
         # timm initialised the model when it built it. mmengine would call
         # the timm model's own ``init_weights`` again from ours, after
         # applying ``init_cfg``s, and so undo them; mark it as initialised.

@@ -16,6 +16,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
                     init_source, merge_source, merge_wavg)
@@ -209,7 +210,8 @@ def run_blocks(blocks: Sequence[nn.Module],
                trace_source: bool = True,
                stop_at_attn_layer: bool = False,
                after_block: Optional[Callable[[int, Tensor, Optional[Tensor]],
-                                              Tensor]] = None) -> BlockPass:
+                                              Tensor]] = None,
+               checkpoint_blocks: bool = False) -> BlockPass:
     """Run the blocks of a ViT with merging, the loop both forwards share.
 
     Args:
@@ -232,6 +234,10 @@ def run_blocks(blocks: Sequence[nn.Module],
         after_block (Callable, optional): ``(index, x, size) -> x`` called
             after every block except the one a stopping pass ends at (e.g.
             a final norm and per-layer outputs). Defaults to None.
+        checkpoint_blocks (bool): Gradient checkpointing: while gradients
+            are enabled, every block (merging step included) is run under
+            ``torch.utils.checkpoint`` and recomputed in the backward pass
+            (timm's ``set_grad_checkpointing``). Defaults to False.
 
     Returns:
         BlockPass: Tokens, sizes, source maps and attention.
@@ -243,15 +249,14 @@ def run_blocks(blocks: Sequence[nn.Module],
         need = i == attn_layer
         if need:
             source_in = source
-        x, size, source, a = block_forward(
-            block,
-            x,
-            counts[i] - counts[i + 1],
-            size,
-            source,
-            num_protected=num_protected,
-            prop_attn=prop_attn,
-            need_attn=need)
+        args = (block, x, counts[i] - counts[i + 1], size, source)
+        kwargs = dict(
+            num_protected=num_protected, prop_attn=prop_attn, need_attn=need)
+        if checkpoint_blocks and torch.is_grad_enabled():
+            x, size, source, a = checkpoint(
+                block_forward, *args, use_reentrant=False, **kwargs)
+        else:
+            x, size, source, a = block_forward(*args, **kwargs)
         if need:
             attn = a
             if stop_at_attn_layer:

@@ -203,10 +203,15 @@ def tome_timm_forward(model: nn.Module,
             describe the (un-normalised) state after that block. Defaults
             to False.
 
+    With ``model.set_grad_checkpointing()`` the blocks (merging included)
+    are recomputed in the backward pass, as in timm's own forward.
+
     Returns:
         ToMeOutput: ``outs`` is a 1-tuple with the pooled pre-logits features
-        (``model.head(outs[0])`` gives the logits); ``tokens`` are the final
-        normalised tokens.
+        (``model.head(outs[0])`` gives the logits; for timm's distilled DeiT,
+        whose pre-logits average the class and distillation tokens, use
+        ``model.forward_head(out.tokens)``, which averages its two heads);
+        ``tokens`` are the final normalised tokens.
 
     Raises:
         ValueError: Unsupported model or pooling, bad image size,
@@ -235,7 +240,8 @@ def tome_timm_forward(model: nn.Module,
         prop_attn=prop_attn,
         attn_layer=attn_layer,
         trace_source=trace_source,
-        stop_at_attn_layer=stop_at_attn_layer)
+        stop_at_attn_layer=stop_at_attn_layer,
+        checkpoint_blocks=bool(getattr(model, 'grad_checkpointing', False)))
     outs = ()
     if not stop_at_attn_layer:
         run = run._replace(tokens=model.norm(run.tokens))

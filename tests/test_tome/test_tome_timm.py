@@ -392,3 +392,41 @@ def test_distilled_deit_logits_from_the_final_tokens(images):
         expected = (model.head(merged.tokens[:, 0]) +
                     model.head_dist(merged.tokens[:, 1])) / 2
         torch.testing.assert_close(logits, expected)
+
+
+def test_hybrid_vit_tokens_cover_the_stem_stride():
+    """timm's hybrid ViTs (CNN stem + patches, HybridEmbed): a token covers
+    patch size x stem stride pixels (here 8 x 4 = 32 px), so the patch grid,
+    the recovered attention and MergeMix's pixel mask match the tokens."""
+    from mergemix_mm.models.tome import recover_patch_grid
+    kwargs = dict(img_size=128, embed_dim=32, depth=2, num_heads=2)
+    model = timm.create_model('vit_tiny_r_s16_p8_224', num_classes=0,
+                              **kwargs).eval()
+    assert tuple(model.patch_embed.grid_size) == (4, 4)
+    assert vit_geometry(model).patch_size == (32, 32)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        out = tome_timm_forward(model, x, [3, 2], attn_layer=1)
+    assert out.patch_resolution == (4, 4) and out.token_counts == [17, 14, 12]
+    grid = recover_patch_grid(out.attn[:, :, 0, :].mean(1), out.source_in, 1,
+                              out.patch_resolution)
+    assert grid.shape == (2, 4, 4)
+    with pytest.raises(ValueError, match='not divisible by the patch size '
+                       '32x32'):
+        tome_timm_forward(model, torch.randn(1, 3, 112, 112), [3, 2])
+
+    classifier = MODELS.build(
+        dict(type='MergeMixClassifier',
+             backbone=dict(type='ToMeTimmViT',
+                           model_name='vit_tiny_r_s16_p8_224', **kwargs),
+             head=dict(type='LinearClsHead', num_classes=5, in_channels=32),
+             train_cfg=dict(augments=[dict(type='MergeMix', merge_num=4)])))
+    classifier.train()
+    aug = classifier.data_preprocessor.batch_augments.augments[0]
+    mix = aug.build_mix(torch.randn(4, 3, 128, 128))
+    assert mix['patch_mask'].shape == (4, 4, 4)
+    # whole 32 px cells: the pixel mask is the patch mask, upsampled
+    torch.testing.assert_close(
+        mix['mask'][:, 0].float(),
+        mix['patch_mask'].float().repeat_interleave(32, 1).repeat_interleave(
+            32, 2))

@@ -55,12 +55,21 @@ def _check_model(model: nn.Module) -> None:
 def timm_vit_geometry(model: nn.Module) -> ViTGeometry:
     """``(patch_size, num_prefix_tokens, num_blocks)`` of a timm ViT.
 
+    ``patch_size`` is the pixel size of one token: the patch size, times
+    the stride of the CNN stem for timm's hybrid ViTs (``HybridEmbed``,
+    e.g. ``vit_tiny_r_s16_p8_224``: 8 px patches on a stride-4 feature map,
+    32 px per token).
+
     Raises:
         ValueError: If ``model`` is not a timm VisionTransformer.
     """
     _check_model(model)
-    ps = model.patch_embed.patch_size
-    return ViTGeometry((int(ps[0]), int(ps[1])), int(model.num_prefix_tokens),
+    embed = model.patch_embed
+    ph, pw = (int(v) for v in embed.patch_size)
+    ratio = getattr(embed, 'feature_ratio', None)  # HybridEmbed's stem
+    if ratio is not None:
+        ph, pw = ph * int(ratio[0]), pw * int(ratio[1])
+    return ViTGeometry((ph, pw), int(model.num_prefix_tokens),
                        len(model.blocks))
 
 

@@ -202,6 +202,38 @@ def test_tome_in_mix_decides_whether_classifying_forwards_merge(
     assert seen == [full if tome_in_mix else merged]
 
 
+def test_an_unused_backbone_schedule_is_logged():
+    """With tome_in_mix=True a ToMe backbone's own schedule never runs in
+    the classifier (the official configs set one anyway): said once in the
+    log, naming the schedule; nothing is said without one or with False."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Capture(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger = MMLogger.get_current_instance()
+    capture = Capture()
+    logger.addHandler(capture)
+    try:
+        build(backbone=copy.deepcopy(TOME_BACKBONE))
+        (message, ) = [m for m in capture.messages if 'unused' in m]
+        assert 'tome_in_mix=True' in message and 'train r [' in message
+        capture.messages.clear()
+        build(backbone=copy.deepcopy(TOME_BACKBONE), tome_in_mix=False)
+        build(backbone=dict(TOME_BACKBONE, merge_num=0))
+        build()
+        assert not [m for m in capture.messages if 'unused' in m]
+    finally:
+        logger.removeHandler(capture)
+
+
 def test_main_loss_uses_each_samples_label_weight_with_batch_head():
     """With a batch-reduction head the main loss is
     mean(lam) CE(y) + (1 - mean(lam)) CE(y[pi]) over the record's own

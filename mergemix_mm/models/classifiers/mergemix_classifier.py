@@ -6,6 +6,7 @@ from numbers import Real
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
@@ -231,6 +232,19 @@ class MergeMixClassifier(ImageClassifier):
                 'merging, which needs a ToMe backbone (e.g. '
                 f"type='ToMeVisionTransformer'); got "
                 f'{type(self.backbone).__name__}.')
+        if tome_in_mix and (any(getattr(self.backbone, 'train_r_list', ()))
+                            or any(getattr(self.backbone, 'test_r_list',
+                                           ()))):
+            # inert by design (the official configs set it), but said once
+            print_log(
+                'MergeMixClassifier(tome_in_mix=True): the classifying '
+                'forwards (train and test) do not merge tokens, so the '
+                f'backbone\'s merge schedule (train r '
+                f'{self.backbone.train_r_list}, test r '
+                f'{self.backbone.test_r_list}) is unused; the MergeMix mask '
+                'pass merges with the augment\'s own merge_num. Set '
+                'tome_in_mix=False to train and test with it.',
+                logger='current')
         bind_classifier_augments(self)
 
     @property

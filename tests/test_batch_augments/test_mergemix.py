@@ -221,6 +221,23 @@ def test_batch_of_one_passes_through_with_warning():
     torch.testing.assert_close(scores, y)
 
 
+def test_a_featmap_backbone_works_with_the_mask_pass():
+    """The mask pass stops at attn_layer and builds no backbone outputs,
+    so a stock ViT with out_type='featmap' (and a pooling neck) mixes
+    with merging like any other: the same mixed batch as out_type='raw'."""
+    results = []
+    for out_type in ('featmap', 'raw'):
+        model = build_model(backbone=dict(BACKBONE, out_type=out_type),
+                            neck=dict(type='GlobalAveragePooling'))
+        np.random.seed(1)
+        torch.manual_seed(1)
+        results.append(get_aug(model)(*batch()))
+    (mixed, scores), (ref_mixed, ref_scores) = results
+    torch.testing.assert_close(mixed, ref_mixed)
+    torch.testing.assert_close(scores, ref_scores)
+    assert not torch.equal(mixed, batch()[0])
+
+
 def test_nan_inputs_raise_naming_samples():
     aug = get_aug(build_model())
     x, y = batch()
@@ -241,6 +258,11 @@ def test_nan_inputs_raise_naming_samples():
     (dict(alpha=float('inf')), 'alpha=inf'),
     (dict(lam_margin=float('nan')), 'lam_margin=nan'),
     (dict(lam_margin=0.1, mode='elem'), "lam_margin=0.1 needs mode='batch'"),
+    # schedule options: refused when built, naming them (not merge_num at
+    # the first batch)
+    (dict(schedule_compat='foo'), "schedule_compat='foo'"),
+    (dict(merge_inflect=5.0), 'merge_inflect=5.0'),
+    (dict(merge_inflect=-1.5), 'merge_inflect=-1.5'),
 ])
 def test_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -152,6 +152,7 @@ def test_named_archs_build():
     (dict(test_merge_num=0, test_tome_r=2), 'mutually exclusive'),
     (dict(out_type='featmap', test_merge_num=8), 'featmap'),
     (dict(schedule_compat='x', merge_num=4), 'schedule_compat'),
+    (dict(merge_num=8, merge_inflect=5.0), 'merge_inflect=5.0'),
 ])
 def test_bad_settings(tiny_arch, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -6,8 +6,9 @@ import torch
 from mmpretrain.registry import BATCH_AUGMENTS
 
 from ...utils.checks import check_bool, check_number
-from ..tome import (ToMeOutput, check_cls_token, forward_with_attention,
-                    recover, schedule_from_merge_num, vit_geometry)
+from ..tome import (SCHEDULE_COMPATS, ToMeOutput, check_cls_token,
+                    forward_with_attention, recover, schedule_from_merge_num,
+                    vit_geometry)
 from .base import (MixRecord, ModelAwareMixin, check_batch, derangement,
                    mix_scores)
 
@@ -204,7 +205,10 @@ class MergeMix(ModelAwareMixin):
                             ('attn_eval_mode', attn_eval_mode)):
             check_bool('MergeMix', name, value)
         merge_inflect = check_number('MergeMix', 'merge_inflect',
-                                     merge_inflect)
+                                     merge_inflect, low=-1, high=1)
+        if schedule_compat not in SCHEDULE_COMPATS:
+            raise ValueError(f'MergeMix: schedule_compat={schedule_compat!r} '
+                             f'must be one of {SCHEDULE_COMPATS}.')
         self.alpha = alpha
         self.attn_layer = attn_layer
         self.merge_num = merge_num

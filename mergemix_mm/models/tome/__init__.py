@@ -7,9 +7,10 @@ from .merge import (Matching, bipartite_soft_matching, head_mean_metric,
                     recover_patch_grid, reorder_tokens, source_order,
                     source_to_sizes)
 from .mmpretrain_vit import tome_vit_forward
-from .schedule import (check_schedule, openmixup_raw_schedule, parse_r,
-                       resolve_schedule, schedule_from_merge_num,
-                       schedule_from_setting, search_r)
+from .schedule import (SCHEDULE_COMPATS, check_schedule,
+                       openmixup_raw_schedule, parse_r, resolve_schedule,
+                       schedule_from_merge_num, schedule_from_setting,
+                       search_r)
 from .timm_vit import tome_timm_forward
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
     'source_to_sizes', 'source_order', 'reorder_tokens', 'parse_r',
     'search_r', 'openmixup_raw_schedule',
     'schedule_from_merge_num', 'schedule_from_setting', 'check_schedule',
-    'resolve_schedule',
+    'resolve_schedule', 'SCHEDULE_COMPATS',
     'ToMeOutput', 'ViTGeometry', 'forward_with_attention', 'vit_geometry',
     'tome_vit_forward', 'tome_timm_forward', 'check_cls_token', 'vit_img_size'
 ]

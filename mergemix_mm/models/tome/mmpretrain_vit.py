@@ -172,7 +172,10 @@ def tome_vit_forward(backbone: nn.Module,
     n_extra = int(backbone.num_extra_tokens)
     num_tokens = x.shape[1] + n_extra
     counts = prepare_schedule(r_list, num_layers, num_tokens, n_extra)
-    if backbone.out_type == 'featmap' and counts[-1] < num_tokens:
+    # a pass that stops at attn_layer (MergeMix's mask pass) builds no
+    # outputs, so any out_type works there
+    if (backbone.out_type == 'featmap' and counts[-1] < num_tokens
+            and not stop_at_attn_layer):
         raise ValueError("out_type='featmap' cannot be used while merging "
                          'tokens; use cls_token, avg_featmap or raw')
 

@@ -22,11 +22,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     'parse_r', 'search_r', 'openmixup_raw_schedule', 'schedule_from_merge_num',
-    'schedule_from_setting', 'check_schedule', 'resolve_schedule'
+    'schedule_from_setting', 'check_schedule', 'resolve_schedule',
+    'SCHEDULE_COMPATS'
 ]
 
 RType = Union[int, Tuple[int, float], Sequence[int]]
-_COMPAT = (None, 'openmixup')
+SCHEDULE_COMPATS = (None, 'openmixup')
 
 
 def _check_int(value, name: str, allow_negative: bool = False) -> int:
@@ -137,6 +138,8 @@ def openmixup_raw_schedule(num_layers: int,
     merge_num = _check_int(merge_num, 'merge_num')
     if num_layers < 1:
         raise ValueError(f'num_layers={num_layers} must be >= 1')
+    if not -1.0 <= float(inflect) <= 1.0:
+        raise ValueError(f'merge_inflect={inflect} must lie in [-1, 1]')
     if num_layers == 1:
         return [merge_num]
     r = search_r(num_layers, merge_num, inflect)
@@ -172,9 +175,9 @@ def schedule_from_merge_num(num_layers: int,
         ValueError: For a negative ``merge_num``, an unknown ``compat`` or,
             with ``num_tokens``, a schedule the blocks cannot merge.
     """
-    if compat not in _COMPAT:
+    if compat not in SCHEDULE_COMPATS:
         raise ValueError(f'schedule_compat={compat!r} must be one of '
-                         f'{_COMPAT}')
+                         f'{SCHEDULE_COMPATS}')
     raw = openmixup_raw_schedule(num_layers, merge_num, inflect)
     r_list = [max(v, 0) for v in raw]
     if compat is None:

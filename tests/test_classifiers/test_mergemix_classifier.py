@@ -338,6 +338,33 @@ def test_aux_loss_uses_its_own_targets_with_batch_reduction(augment,
     torch.testing.assert_close(aux, expected)
 
 
+@pytest.mark.parametrize('aug', [
+    dict(type='MergeMix', attn_layer=1),
+    dict(type='TransMix', alpha=1.0),
+    dict(type='MixPro', mask_patch_size=8),
+    dict(type='SMMix'),
+    dict(type='TokenMix'),
+    dict(type='TdAttenMix'),
+    dict(type='AttentiveCutMix'),
+    dict(type='CutMix', alpha=1.0),
+], ids=lambda a: a['type'])
+def test_aux_loss_follows_mergemix_batches_only(aug):
+    """The official recipe's auxiliary loss belongs to MergeMix: a child
+    config that swaps in a baseline (model-aware or not) trains without it,
+    in train_step and in loss() (the DDP path) alike."""
+    import numpy as np
+    model = build(train_cfg=dict(augments=[aug]), aux_loss='mixup')
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+    np.random.seed(0)
+    torch.manual_seed(0)
+    log = model.train_step(data(), optim)
+    expected = aug['type'] == 'MergeMix'
+    assert ('aux_loss' in log) == expected
+    batch = model.data_preprocessor(data(), True)
+    losses = model.loss(batch['inputs'], batch['data_samples'])
+    assert ('aux_loss' in losses) == expected
+
+
 def test_logged_loss_is_main_plus_auxiliary():
     import numpy as np
     model = build(train_cfg=dict(augments=[dict(

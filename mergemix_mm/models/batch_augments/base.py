@@ -51,6 +51,9 @@ class ModelAwareMixin:
 
     #: Whether the classifier must re-score labels from the training forward.
     needs_train_forward: bool = False
+    #: Whether ``MergeMixClassifier``'s ``aux_loss`` follows this augment's
+    #: batches (MergeMix's official recipe; the baselines train without it).
+    takes_aux_loss: bool = False
     #: Whether calls leave a :class:`MixRecord` (False under a classifier
     #: that never consumes them, e.g. mmpretrain's plain ImageClassifier).
     keep_records: bool = True

@@ -164,6 +164,10 @@ class MergeMix(ModelAwareMixin):
             Defaults to None.
     """
 
+    #: ``MergeMixClassifier(aux_loss=...)`` adds the official recipe's
+    #: auxiliary loss to MergeMix batches.
+    takes_aux_loss = True
+
     def __init__(self,
                  alpha: float = 1.0,
                  attn_layer: int = -1,

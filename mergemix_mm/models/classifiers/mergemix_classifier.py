@@ -166,12 +166,13 @@ class MergeMixClassifier(ImageClassifier):
       the training forwards and test run un-merged. ``False`` (OpenMixup's
       CIFAR configs) runs the training forwards *and test* with the backbone's
       merge schedule.
-    * **Auxiliary loss** of the official MergeMix recipe, for iterations where
-      a model-aware augment ran: ``'mixup'`` adds a Mixup (``aux_alpha``) loss
-      on a second, independently mixed copy of the clean batch; ``'clean'``
-      adds plain CE on the clean batch; None adds nothing. Without DDP the
-      two losses are back-propagated one after the other, so only one graph
-      is alive at a time.
+    * **Auxiliary loss** of the official MergeMix recipe, for iterations that
+      MergeMix mixed (not the baselines, model-aware or not: an augment
+      takes it when its ``takes_aux_loss`` is True): ``'mixup'`` adds a
+      Mixup (``aux_alpha``) loss on a second, independently mixed copy of
+      the clean batch; ``'clean'`` adds plain CE on the clean batch; None
+      adds nothing. Without DDP the two losses are back-propagated one after
+      the other, so only one graph is alive at a time.
 
     Args:
         backbone (dict): Backbone config.
@@ -321,13 +322,19 @@ class MergeMixClassifier(ImageClassifier):
         losses = self._head_loss(feats, data_samples, scores)
         return {f'aux_{k}': v for k, v in losses.items()}
 
+    def _takes_aux_loss(self, record: Optional[MixRecord]) -> bool:
+        """Whether this batch gets the auxiliary loss: ``aux_loss`` is set
+        and the batch was mixed by an augment that takes it (MergeMix)."""
+        return (self.aux_loss is not None and record is not None
+                and bool(getattr(record.source, 'takes_aux_loss', False)))
+
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> dict:
         """Losses of one training batch (main loss, plus the auxiliary loss
-        when a model-aware augment ran and ``aux_loss`` is set)."""
+        when ``aux_loss`` is set and MergeMix mixed the batch)."""
         record = self._pop_record()
         losses = self._main_loss(inputs, data_samples, record)
-        if record is not None and self.aux_loss is not None:
+        if self._takes_aux_loss(record):
             losses.update(self._aux_loss(record, data_samples))
         return losses
 
@@ -348,7 +355,7 @@ class MergeMixClassifier(ImageClassifier):
             main = self._main_loss(inputs, data_samples, record)
             parsed, log_vars = self.parse_losses(main)
             optim_wrapper.backward(optim_wrapper.scale_loss(parsed))
-            if record is not None:
+            if self._takes_aux_loss(record):
                 # Both backward calls belong to one iteration: keep the
                 # wrapper's gradient-accumulation counter at +1 per step,
                 # and undo the first call's count before the auxiliary loss

@@ -78,6 +78,24 @@ def test_tiny_ratio_for_the_grid_is_a_clear_error():
         aug(x, y)
 
 
+@pytest.mark.parametrize('kind', ['SMMix', 'TdAttenMix'])
+def test_the_suggested_min_side_ratio_works(kind):
+    """On a 3x3 patch grid (12 px images, patch 4) a too small ratio is
+    refused, and the smallest ratio the message suggests (rounded up, not
+    to the nearest: 0.334, not 0.333) draws squares."""
+    import re
+    x, y = make_batch(4, size=12)
+    _, aug = build_bound(dict(type=kind, min_side_ratio=0.25))
+    with pytest.raises(ValueError, match='at least') as err:
+        aug(x, y)
+    suggested = float(re.search(r'at least ([0-9.]+)\.$',
+                                str(err.value)).group(1))
+    assert suggested == 0.334
+    _, aug = build_bound(dict(type=kind, min_side_ratio=suggested))
+    mixed, _ = aug(x, y)
+    assert not torch.equal(mixed, x)
+
+
 def test_unbound_call_is_a_clear_error():
     x, y = make_batch(2)
     with pytest.raises(RuntimeError, match='not bound'):

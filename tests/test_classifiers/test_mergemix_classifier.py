@@ -70,6 +70,25 @@ def test_shorthand_config_builds_and_binds(where):
     assert aug.model is model
 
 
+@pytest.mark.parametrize('attention_label', [True, False])
+def test_mixpro_under_plain_image_classifier(attention_label):
+    """MixPro with PAL re-scores labels from the training forward, which
+    mmpretrain's ImageClassifier cannot do: refused, naming
+    MergeMixClassifier. Without PAL it is plain MaskMix and trains there."""
+    cfg = dict(type='ImageClassifier', backbone=copy.deepcopy(BACKBONE),
+               head=HEAD, data_preprocessor=dict(num_classes=5),
+               train_cfg=dict(augments=[dict(
+                   type='MixPro', mask_patch_size=8,
+                   attention_label=attention_label)]))
+    if attention_label:
+        with pytest.raises(ValueError, match='MergeMixClassifier'):
+            MODELS.build(cfg)
+        return
+    model = MODELS.build(cfg)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert torch.isfinite(model.train_step(data(), optim)['loss'])
+
+
 def test_stock_image_classifier_rejects_shorthand_but_ours_accepts():
     with pytest.raises(TypeError, match="unexpected keyword argument 'type'"):
         MODELS.build(dict(type='ImageClassifier', backbone=BACKBONE, head=HEAD,

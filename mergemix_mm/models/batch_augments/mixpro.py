@@ -116,7 +116,8 @@ class MixPro(ModelAwareMixin, PlannedMix):
             backbone's patch size. Defaults to 64 (DeiT at 224 px).
         attn_layer (int): Block of the labelling attention. Defaults to -1.
         attention_label (bool): Use PAL; False keeps the area labels (plain
-            MaskMix). Defaults to True.
+            MaskMix, which also trains under mmpretrain's
+            ``ImageClassifier``). Defaults to True.
         compat (str, optional): None (paper and official MixPro code) or
             ``'openmixup'`` (OpenMixup's port, see above). Defaults to None.
         similarity_smoothing (float): Label smoothing ``eps`` of the
@@ -148,6 +149,9 @@ class MixPro(ModelAwareMixin, PlannedMix):
             'MixPro', 'attn_layer', attn_layer, integer=True)
         self.attention_label = check_bool('MixPro', 'attention_label',
                                           attention_label)
+        # without PAL nothing is re-scored: plain MaskMix, which mmpretrain's
+        # ImageClassifier can train too
+        self.needs_train_forward = self.attention_label
 
     def _check_cells(self, img_size: Tuple[int, int]) -> None:
         m = self.mask_patch_size

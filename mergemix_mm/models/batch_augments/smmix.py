@@ -1,5 +1,6 @@
 """SMMix: the partner's most attended square replaces the own image's least
 attended square."""
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -150,7 +151,7 @@ class SMMix(ModelAwareMixin, PlannedMix):
                 f'{type(self).__name__}: min_side_ratio='
                 f'{self.min_side_ratio} gives squares of 0 patches on a '
                 f'{grid[0]}x{grid[1]} patch grid; raise it to at least '
-                f'{1 / g:.3f}.')
+                f'{math.ceil(1000 / g) / 1000:.3f}.')
         return int(np.random.randint(lo, hi + 1))
 
     def saliency(self, inputs: torch.Tensor,

@@ -100,8 +100,10 @@ def iter_archive_files(path: str,
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the format is not recognised or a member name is
-            unsafe.
+        ValueError: If the format is not recognised, a member name is
+            unsafe or the archive is truncated (while reading its headers;
+            a member whose data is cut off raises ``tarfile.ReadError`` when
+            it is read).
     """
     require_file(path, 'archive')
     desc = desc or osp.basename(path)
@@ -121,17 +123,21 @@ def iter_archive_files(path: str,
         raise ValueError(f'{path!r} is neither a zip nor a tar archive '
                          f'({err}).') from err
     with tf, tqdm(desc=desc, unit='file', file=sys.stderr) as bar:
-        for member in tf:
-            if not member.isfile():
-                continue
-            name = safe_member_name(member.name)
-            if name is None:
-                continue
-            f = tf.extractfile(member)
-            if f is None:
-                continue
-            yield name, f
-            bar.update(1)
+        try:
+            for member in tf:
+                if not member.isfile():
+                    continue
+                name = safe_member_name(member.name)
+                if name is None:
+                    continue
+                f = tf.extractfile(member)
+                if f is None:
+                    continue
+                yield name, f
+                bar.update(1)
+        except (tarfile.ReadError, EOFError) as err:
+            raise ValueError(f'archive {path!r} is truncated or corrupt '
+                             f'({err}); download it again.') from err
 
 
 def strip_top_folder(name: str, folder: str) -> str:
@@ -175,13 +181,26 @@ def iter_nested_tar_files(
 def write_fileobj(fileobj: IO[bytes], dest: str) -> None:
     """Write a stream to ``dest``, creating parent folders.
 
+    The bytes go to a temporary file next to ``dest`` that is renamed into
+    place once the stream is read to its end: a truncated archive (the read
+    fails) leaves no half-written ``dest``.
+
     Args:
         fileobj (IO[bytes]): Source stream.
         dest (str): Destination file path.
     """
     os.makedirs(osp.dirname(dest) or '.', exist_ok=True)
-    with open(dest, 'wb') as out:
-        shutil.copyfileobj(fileobj, out, length=1 << 20)
+    tmp = f'{dest}.{os.getpid()}.part'
+    try:
+        with open(tmp, 'wb') as out:
+            shutil.copyfileobj(fileobj, out, length=1 << 20)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def place_file(src: str, dst: str, mode: str = 'copy') -> None:

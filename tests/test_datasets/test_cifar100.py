@@ -1,6 +1,7 @@
 import os
 import os.path as osp
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
@@ -160,3 +161,28 @@ def test_missing_archive_is_named_not_downloaded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert repr(archive) in err and 'never download' in err
     assert not osp.exists(tmp_path / 'o')
+
+
+@pytest.mark.parametrize('cut', [0.3, 0.9])
+def test_truncated_archive_leaves_no_half_written_file(tmp_path,
+                                                       cifar100_tarball,
+                                                       capsys, cut):
+    """A download cut short (in a member's data or in the headers): the
+    converter exits 2 with an error line, and every file it left is
+    complete (no 0-byte or partial split file, no temporary file)."""
+    archive, _ = cifar100_tarball()
+    data = open(archive, 'rb').read()
+    short = str(tmp_path / 'short.tar.gz')
+    with open(short, 'wb') as f:
+        f.write(data[:int(len(data) * cut)])
+    out = tmp_path / 'o'
+    tool = load_tool('prepare_cifar100')
+    assert tool.main(['--archive', short, '--out', str(out)]) == 2
+    assert 'truncated or corrupt' in capsys.readouterr().err
+    with tarfile.open(archive) as tf:
+        full = {osp.basename(m.name): tf.extractfile(m).read()
+                for m in tf if m.isfile()}
+    for folder, _, files in os.walk(out):
+        for name in files:
+            assert name in full, name  # no temporary files
+            assert open(osp.join(folder, name), 'rb').read() == full[name]

@@ -10,6 +10,8 @@ import argparse
 import os
 import os.path as osp
 import sys
+import tarfile
+import zipfile
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
@@ -209,5 +211,11 @@ def run_converter(dataset_name: str, args: argparse.Namespace,
         problems = prepare()
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
+        return 2
+    except (tarfile.ReadError, zipfile.BadZipFile, EOFError) as err:
+        # a truncated or corrupt archive; files already extracted from it
+        # are complete (written to a temporary file, then renamed)
+        print(f'error: an input archive is truncated or corrupt ({err}); '
+              'download it again', file=sys.stderr)
         return 2
     return report_check(dataset_name, args.out, problems)

@@ -245,6 +245,16 @@ class Qwen25VLAdapter:
 
     def __init__(self, vlm: nn.Module, args: MergeMixArguments):
         check_qwen_merge_num(args.merge_num)
+        # settings of the LLaVA ToMe tower, which Qwen2.5-VL does not have
+        if args.token_order != 'merged':
+            raise ValueError(
+                f'token_order={args.token_order!r} applies to LLaVA with '
+                "merge_num > 0 only; Qwen2.5-VL's tower does not merge "
+                "tokens (keep token_order='merged')")
+        if args.prop_attn:
+            raise ValueError(
+                'prop_attn=True applies to the LLaVA ToMe tower only; '
+                "Qwen2.5-VL's tower does not merge tokens")
         if args.attn_layer is not None:
             raise ValueError(
                 f'attn_layer={args.attn_layer} applies to the LLaVA CLIP '

@@ -193,6 +193,15 @@ def test_other_family_mask_setting_is_not_ignored(tiny_llava, tiny_qwen):
     with pytest.raises(ValueError, match='attn_layer=1 applies to the LLaVA'):
         MergeMixVLM(tiny_qwen[0], MergeMixArguments(attn_layer=1))
     MergeMixVLM(tiny_llava[0], MergeMixArguments(attn_layer=1))
+    # the LLaVA ToMe tower's own settings (Qwen's tower does not merge)
+    with pytest.raises(ValueError, match="token_order='raster' applies to "
+                       'LLaVA'):
+        MergeMixVLM(tiny_qwen[0], MergeMixArguments(token_order='raster'))
+    with pytest.raises(ValueError, match='prop_attn=True applies to the '
+                       'LLaVA'):
+        MergeMixVLM(tiny_qwen[0], MergeMixArguments(prop_attn=True))
+    MergeMixVLM(tiny_llava[0], MergeMixArguments(
+        merge_num=8, token_order='raster', prop_attn=True))
 
 
 def test_data_path_folder_and_max_length_name_the_flag(tmp_path, data,

@@ -189,18 +189,8 @@ def write_fileobj(fileobj: IO[bytes], dest: str) -> None:
         fileobj (IO[bytes]): Source stream.
         dest (str): Destination file path.
     """
-    os.makedirs(osp.dirname(dest) or '.', exist_ok=True)
-    tmp = f'{dest}.{os.getpid()}.part'
-    try:
-        with open(tmp, 'wb') as out:
-            shutil.copyfileobj(fileobj, out, length=1 << 20)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    from ..utils.checkpoint_safety import atomic_write_stream
+    atomic_write_stream(fileobj, dest)
 
 
 def place_file(src: str, dst: str, mode: str = 'copy') -> None:

@@ -33,6 +33,7 @@ import logging
 import os
 import os.path as osp
 import re
+import shutil
 import uuid
 import zipfile
 from typing import Callable, List, Optional, Tuple
@@ -41,7 +42,8 @@ import torch
 
 __all__ = [
     'CheckpointCorruptError', 'atomic_save_checkpoint', 'atomic_save_figure',
-    'atomic_write', 'atomic_write_text', 'check_checkpoint',
+    'atomic_write', 'atomic_write_stream', 'atomic_write_text',
+    'check_checkpoint',
     'find_resumable_checkpoint', 'patch_atomic_checkpoint_save',
     'patch_resume_fallback', 'remove_stale_temp_files'
 ]
@@ -85,11 +87,15 @@ def _fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
-def _atomic_replace(filename: str, write: Callable, mode: str) -> None:
+def _atomic_replace(filename: str,
+                    write: Callable,
+                    mode: str,
+                    sync: bool = True) -> None:
     """Write ``filename`` through ``write(file)`` into a temporary file in
     the same folder (created if missing), then rename it into place: a
     failure or an interrupt leaves the previous file (or none), never a
-    half-written one."""
+    half-written one. ``sync=False`` skips the ``fsync`` calls (for many
+    small files that a crash may lose but never truncate)."""
     filename = osp.abspath(osp.expanduser(filename))
     dirname, base = osp.split(filename)
     os.makedirs(dirname, exist_ok=True)
@@ -98,8 +104,9 @@ def _atomic_replace(filename: str, write: Callable, mode: str) -> None:
     try:
         with open(tmp, mode) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, filename)
     except BaseException:
         try:
@@ -107,7 +114,8 @@ def _atomic_replace(filename: str, write: Callable, mode: str) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(dirname)
+    if sync:
+        _fsync_dir(dirname)
 
 
 def atomic_write(obj, filename: str) -> None:
@@ -128,6 +136,22 @@ def atomic_write_text(text: str, filename: str) -> None:
         filename (str): Local destination path; its directory is created.
     """
     _atomic_replace(filename, lambda f: f.write(text), 'x')
+
+
+def atomic_write_stream(fileobj, filename: str) -> None:
+    """Copy a binary stream to ``filename`` atomically (temp file + rename,
+    no ``fsync``): a stream that fails half-way (a truncated archive)
+    leaves no partial file.
+
+    Args:
+        fileobj: Readable binary stream.
+        filename (str): Local destination path; its directory is created.
+    """
+    _atomic_replace(
+        filename,
+        lambda f: shutil.copyfileobj(fileobj, f, length=1 << 20),
+        'xb',
+        sync=False)
 
 
 def atomic_save_figure(fig, filename: str, **kwargs) -> None:

@@ -70,6 +70,8 @@ AUGMENT_SETTINGS = [
     case('MergeMix', dict(lam_margin=0.7), 'lam_margin=0.7'),
     case('MergeMix', dict(lam_scale='False'), "lam_scale='False'"),
     case('MergeMix', dict(mask_leaked='no'), "mask_leaked='no'"),
+    case('MergeMix', dict(schedule_compat='bogus'), "schedule_compat='bogus'"),
+    case('MergeMix', dict(merge_inflect=2.0), 'merge_inflect=2.0'),
     case('MergeMix', dict(attn_eval_mode=1), 'attn_eval_mode=1'),
     case('MergeMix', dict(merge_inflect='x'), "merge_inflect='x'"),
     case('AttentiveCutMix', dict(alpha=-1), 'alpha'),
@@ -220,7 +222,6 @@ def test_patch_based_augment_rejects_indivisible_size(aug):
 @pytest.mark.parametrize('aug, kwargs, setting', [
     ('MergeMix', dict(attn_layer=5), 'attn_layer=5'),
     ('MergeMix', dict(merge_num=100), 'merge_num=100'),
-    ('MergeMix', dict(schedule_compat='bogus'), "schedule_compat='bogus'"),
     ('TokenMix', dict(attn_layer=5), 'attn_layer=5'),
     ('SMMix', dict(attn_layer=9), 'attn_layer=9'),
     ('MixPro', dict(mask_patch_size=5), 'mask_patch_size=5'),

@@ -65,6 +65,18 @@ def _id_table(path: str) -> dict:
     return table
 
 
+def _cub_label_problems(labels: dict, path: str) -> List[str]:
+    """Class ids of ``image_class_labels.txt`` outside CUB's 1-based
+    ``1..200`` (a 0-based file would shift every label by one)."""
+    bad = [(i, v) for i, v in labels.items()
+           if not v.strip().isdigit() or not 1 <= int(v) <= 200]
+    if not bad:
+        return []
+    shown = ', '.join(f'image {i}: {v!r}' for i, v in bad[:3])
+    return [f'{path!r}: {len(bad)} class id(s) outside 1..200 (CUB numbers '
+            f'its classes from 1), e.g. {shown}']
+
+
 def _cub_problems(data_root: str, where: str) -> List[str]:
     """Path-level problems of a CUB folder; ``where`` (e.g. ``"split
     'train'"``) starts the messages about annotation files."""
@@ -105,6 +117,10 @@ def check_cub_layout(data_root: str,
         split_of = _id_table(osp.join(data_root, 'train_test_split.txt'))
     except ValueError as err:
         return [str(err)]
+    problems = _cub_label_problems(
+        labels, osp.join(data_root, 'image_class_labels.txt'))
+    if problems:
+        return problems
     if not images.keys() == labels.keys() == split_of.keys():
         return [
             'images.txt, image_class_labels.txt and train_test_split.txt '
@@ -157,6 +173,18 @@ class CUBLocal(CUB):
         if skip_bad_samples:
             enable_skip_bad_samples(
                 self, 'CUBLocal', evaluation=split == 'test')
+
+    def load_data_list(self) -> list:
+        """mmpretrain's list, refused (naming the file) when a class id is
+        outside CUB's ``1..200``."""
+        data_list = super().load_data_list()
+        path = osp.join(self.data_root, 'image_class_labels.txt')
+        problems = _cub_label_problems(_id_table(path), path)
+        if problems:
+            raise ValueError(f'CUBLocal: {problems[0]}; prepare the folder '
+                             'from the official archive with '
+                             'tools/dataset_converters/prepare_cub.py')
+        return data_list
 
 
 # ----------------------------------------------------------------------------

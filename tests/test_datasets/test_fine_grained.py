@@ -66,6 +66,30 @@ def test_cub_missing_annotation_names_path(tmp_path, cub_tgz):
     assert any('train_test_split.txt' in p for p in check_cub_layout(out))
 
 
+@pytest.mark.parametrize('shift', [-1, 200])
+def test_cub_class_ids_outside_1_to_200_are_refused(tmp_path, cub_tgz,
+                                                    capsys, shift):
+    """A 0-based image_class_labels.txt (or ids past 200) would shift or
+    overflow every label silently: --check and the dataset name the file."""
+    archive, _ = cub_tgz()
+    out = str(tmp_path / 'cub')
+    tool = load_tool('prepare_cub')
+    tool.prepare_cub(out, archive=archive)
+    path = osp.join(out, 'image_class_labels.txt')
+    lines = open(path).read().split('\n')
+    with open(path, 'w') as f:
+        f.write('\n'.join(
+            f'{i} {int(c) + shift}' if shift < 0 else
+            (f'{i} {c}' if n else f'{i} {int(c) + shift}')
+            for n, (i, c) in enumerate(line.split() for line in lines
+                                       if line.strip())) + '\n')
+    assert tool.main(['--check', out]) == 1
+    assert 'outside 1..200' in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r'outside 1\.\.200') as info:
+        DATASETS.build(dict(type='CUBLocal', data_root=out, split='train'))
+    assert repr(path) in str(info.value)
+
+
 # ----------------------------------------------------------------------------
 # Stanford Cars
 # ----------------------------------------------------------------------------

@@ -178,8 +178,11 @@ class CUBLocal(CUB):
         """mmpretrain's list, refused (naming the file) when a class id is
         outside CUB's ``1..200``."""
         data_list = super().load_data_list()
-        path = osp.join(self.data_root, 'image_class_labels.txt')
-        problems = _cub_label_problems(_id_table(path), path)
+        # the ids mmpretrain just read (it subtracts 1), not a second read
+        labels = {osp.basename(d['img_path']): str(d['gt_label'] + 1)
+                  for d in data_list}
+        problems = _cub_label_problems(
+            labels, osp.join(self.data_root, 'image_class_labels.txt'))
         if problems:
             raise ValueError(f'CUBLocal: {problems[0]}; prepare the folder '
                              'from the official archive with '
